@@ -1,0 +1,46 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/step03-tls/rpc"
+)
+
+func TestTLSRoundTripVerifiesTheServer(t *testing.T) {
+	certs := devCerts(t)
+	addr := serveCache(t, certs)
+	conn := dial(t, addr, clientTLS(t, certs))
+	cache := rpc.NewCacheClient(conn)
+	ctx := testContext(t)
+
+	_, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con")})
+	require.NoError(t, err)
+	resp, err := cache.Get(ctx, &rpc.GetReq{Key: "gopher"})
+	require.NoError(t, err)
+	assert.Equal(t, "con", string(resp.Val))
+}
+
+func TestPlaintextClientIsRefused(t *testing.T) {
+	addr := serveCache(t, devCerts(t))
+	cache := rpc.NewCacheClient(dial(t, addr, insecure.NewCredentials()))
+
+	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con")})
+	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+}
+
+func TestClientThatDoesNotTrustTheCAIsRefused(t *testing.T) {
+	addr := serveCache(t, devCerts(t))
+	otherCA := devCerts(t) // a CA the server's certificate was not signed by
+	cache := rpc.NewCacheClient(dial(t, addr, clientTLS(t, otherCA)))
+
+	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con")})
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Contains(t, err.Error(), "certificate signed by unknown authority")
+}
