@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/step05-interceptors/rpc"
+)
+
+// CacheService implements rpc.CacheServer. gRPC runs handlers concurrently,
+// so the map is guarded by a lock (the talk's version had none).
+type CacheService struct {
+	rpc.UnimplementedCacheServer
+
+	accounts rpc.AccountsClient
+
+	mu    sync.RWMutex
+	store map[string]map[string][]byte // account token -> key -> value
+}
+
+func NewCacheService(accounts rpc.AccountsClient) *CacheService {
+	return &CacheService{accounts: accounts, store: make(map[string]map[string][]byte)}
+}
+
+func (s *CacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreResp, error) {
+	if req.Key == "" {
+		return nil, status.Error(codes.InvalidArgument, "key must not be empty")
+	}
+	acct, err := s.account(req.AccountToken)
+	if err != nil {
+		return nil, err
+	}
+	val := bytes.Clone(req.Val) // the caller's slice is not ours to keep
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Check and write under one lock, so concurrent Stores cannot both take
+	// the last slot; overwriting a key the account already has is always fine.
+	keys := s.store[req.AccountToken]
+	if _, exists := keys[req.Key]; !exists && int64(len(keys)) >= acct.GetMaxCacheKeys() {
+		return nil, status.Errorf(codes.FailedPrecondition, "account exceeds max key limit %d", acct.GetMaxCacheKeys())
+	}
+	if keys == nil {
+		keys = make(map[string][]byte)
+		s.store[req.AccountToken] = keys
+	}
+	keys[req.Key] = val
+	return &rpc.StoreResp{}, nil
+}
+
+func (s *CacheService) Get(ctx context.Context, req *rpc.GetReq) (*rpc.GetResp, error) {
+	if req.Key == "" {
+		return nil, status.Error(codes.InvalidArgument, "key must not be empty")
+	}
+	if _, err := s.account(req.AccountToken); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	val, ok := s.store[req.AccountToken][req.Key]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "key %q not found", req.Key)
+	}
+	return &rpc.GetResp{Val: bytes.Clone(val)}, nil
+}
+
+// account asks the Accounts service whom token belongs to.
+func (s *CacheService) account(token string) (*rpc.Account, error) {
+	if token == "" {
+		return nil, status.Error(codes.Unauthenticated, "missing account token")
+	}
+	resp, err := s.accounts.GetByToken(context.Background(), &rpc.GetByTokenReq{Token: token})
+	switch status.Code(err) {
+	case codes.OK:
+		return resp.GetAccount(), nil
+	case codes.NotFound:
+		return nil, status.Error(codes.Unauthenticated, "unknown account token")
+	default:
+		return nil, status.Errorf(codes.Unavailable, "accounts service: %s", status.Convert(err).Message())
+	}
+}
+
+func runServer(args []string) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	addr := fs.String("addr", "localhost:5051", "address to listen on")
+	certFile := fs.String("cert", "certs/server.crt", "TLS certificate (create one with the certs command)")
+	keyFile := fs.String("key", "certs/server.key", "TLS private key")
+	accountsAddr := fs.String("accounts", "localhost:5052", "accounts service address")
+	caFile := fs.String("ca", "certs/ca.crt", "CA certificate that signed the accounts service's certificate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	creds, err := credentials.NewServerTLSFromFile(*certFile, *keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate (run the certs command first): %w", err)
+	}
+	accountsCreds, err := credentials.NewClientTLSFromFile(*caFile, "")
+	if err != nil {
+		return fmt.Errorf("load CA certificate: %w", err)
+	}
+	logger := newLogger()
+	accountsConn, err := grpc.NewClient(*accountsAddr, grpc.WithTransportCredentials(accountsCreds),
+		grpc.WithChainUnaryInterceptor(logUnaryClient(logger)))
+	if err != nil {
+		return fmt.Errorf("dial accounts: %w", err)
+	}
+	defer accountsConn.Close()
+
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(logUnaryServer(logger)))
+	rpc.RegisterCacheServer(srv, NewCacheService(rpc.NewAccountsClient(accountsConn)))
+	log.Printf("cache server listening on %s", lis.Addr())
+	return serve(srv, lis)
+}
+
+// serve runs srv until SIGINT or SIGTERM, then lets in-flight calls finish,
+// giving up on them after a bounded time.
+func serve(srv *grpc.Server, lis net.Listener) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	go func() {
+		<-ctx.Done()
+		log.Print("shutting down")
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+	}()
+
+	if err := srv.Serve(lis); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
