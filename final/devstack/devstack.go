@@ -1,0 +1,150 @@
+// Package devstack runs a complete local deployment in one process: the
+// Accounts service and several cache replicas on loopback, with mutual TLS
+// from a generated development CA. cmd/devstack runs it; tests use it too.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/server"
+	"grpcworkshop/final/tlsutil"
+)
+
+// Config describes a deployment.
+type Config struct {
+	// CertDir holds the development CA and certificates; they are created
+	// if missing.
+	CertDir string
+	// AccountsAddr and CacheAddrs are where to listen (port 0 picks one).
+	AccountsAddr string
+	CacheAddrs   []string
+	Logger       *slog.Logger
+	Directory    *accounts.Directory // nil: the embedded defaults
+	// TuneAccounts and TuneCache adjust each server's configuration.
+	TuneAccounts func(*server.AccountsConfig)
+	TuneCache    func(i int, c *server.CacheConfig)
+}
+
+// Stack is a running deployment.
+type Stack struct {
+	Accounts     *server.AccountsServer
+	AccountsAddr string
+	Caches       []*server.CacheServer
+	CacheAddrs   []string
+	CA           string // path of the CA certificate clients trust
+
+	errs chan error
+}
+
+// Target is the cache replicas as a client target (a comma-separated list).
+func (s *Stack) Target() string { return strings.Join(s.CacheAddrs, ",") }
+
+// Errs reports servers that stopped with an error.
+func (s *Stack) Errs() <-chan error { return s.errs }
+
+// Start starts Accounts, then the replicas.
+func Start(cfg Config) (_ *Stack, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dir := tlsutil.Dir(cfg.CertDir)
+	if _, err := tlsutil.EnsureDevCerts(cfg.CertDir, tlsutil.DefaultHosts); err != nil {
+		return nil, err
+	}
+	st := &Stack{CA: dir.CA(), errs: make(chan error, 1+len(cfg.CacheAddrs))}
+	defer func() {
+		if err != nil {
+			st.Stop()
+		}
+	}()
+
+	// Accounts requires a client certificate: only replicas may call it.
+	accTLS, err := dir.Server(true)
+	if err != nil {
+		return nil, err
+	}
+	acfg := server.AccountsConfig{Common: server.Common{TLS: accTLS, Logger: cfg.Logger}, Directory: cfg.Directory}
+	if cfg.TuneAccounts != nil {
+		cfg.TuneAccounts(&acfg)
+	}
+	if st.Accounts, err = server.NewAccounts(acfg); err != nil {
+		return nil, err
+	}
+	if st.AccountsAddr, err = st.serve(st.Accounts.Server, cfg.AccountsAddr); err != nil {
+		return nil, err
+	}
+
+	for i, addr := range cfg.CacheAddrs {
+		srvTLS, err := dir.Server(false)
+		if err != nil {
+			return nil, err
+		}
+		cliTLS, err := dir.Client(true)
+		if err != nil {
+			return nil, err
+		}
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		ccfg := server.CacheConfig{
+			Common:       server.Common{TLS: srvTLS, Logger: cfg.Logger},
+			ReplicaID:    fmt.Sprintf("cache-%d", i+1),
+			AccountsAddr: st.AccountsAddr,
+			AccountsTLS:  cliTLS,
+		}
+		if cfg.TuneCache != nil {
+			cfg.TuneCache(i, &ccfg)
+		}
+		c, err := server.NewCache(ccfg)
+		if err != nil {
+			lis.Close()
+			return nil, err
+		}
+		st.Caches = append(st.Caches, c)
+		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
+		go func() { st.errs <- c.Serve(lis) }()
+	}
+	return st, nil
+}
+
+func (st *Stack) serve(s *server.Server, addr string) (string, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen: %w", err)
+	}
+	go func() { st.errs <- s.Serve(lis) }()
+	return lis.Addr().String(), nil
+}
+
+// Shutdown drains the replicas first, then Accounts, bounded by ctx.
+func (st *Stack) Shutdown(ctx context.Context) error {
+	var errs []error
+	done := make(chan error, len(st.Caches))
+	for _, c := range st.Caches {
+		go func() { done <- c.Shutdown(ctx) }()
+	}
+	for range st.Caches {
+		errs = append(errs, <-done)
+	}
+	if st.Accounts != nil {
+		errs = append(errs, st.Accounts.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops everything at once.
+func (st *Stack) Stop() {
+	for _, c := range st.Caches {
+		c.Stop()
+	}
+	if st.Accounts != nil {
+		st.Accounts.Stop()
+	}
+}

@@ -1,0 +1,217 @@
+// Package tlsutil creates a development CA with server and client
+// certificates, and loads certificates into tls.Configs: verified TLS for
+// clients of the cache, mutual TLS between the cache and Accounts.
+package tlsutil
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names inside a development certificate directory.
+const (
+	CAFile         = "ca.crt"
+	ServerCertFile = "server.crt"
+	ServerKeyFile  = "server.key"
+	ClientCertFile = "client.crt"
+	ClientKeyFile  = "client.key"
+)
+
+// DefaultHosts are the names the development server certificate is valid for.
+var DefaultHosts = []string{"localhost", "127.0.0.1", "::1"}
+
+// EnsureDevCerts writes a development CA and certificates into dir unless
+// they are already there, and reports whether it wrote them.
+func EnsureDevCerts(dir string, hosts []string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, ClientKeyFile)); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("dev certs: %w", err)
+	}
+	return true, WriteDevCerts(dir, hosts)
+}
+
+// WriteDevCerts creates a CA, a server certificate for hosts and a client
+// certificate (which cache replicas present to Accounts), all signed by the
+// CA. The CA's key is not written: nothing else can be signed with it later.
+func WriteDevCerts(dir string, hosts []string) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("ca key: %w", err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "grpcworkshop development CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(1, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("ca certificate: %w", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return fmt.Errorf("ca certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("dev certs: %w", err)
+	}
+	if err := writePEM(filepath.Join(dir, CAFile), "CERTIFICATE", caDER, 0o644); err != nil {
+		return err
+	}
+
+	srv := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: hosts[0]},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			srv.IPAddresses = append(srv.IPAddresses, ip)
+		} else {
+			srv.DNSNames = append(srv.DNSNames, h)
+		}
+	}
+	if err := issue(dir, ServerCertFile, ServerKeyFile, srv, ca, caKey); err != nil {
+		return err
+	}
+	cli := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "cache-replica"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(dir, ClientCertFile, ClientKeyFile, cli, ca, caKey)
+}
+
+func issue(dir, certFile, keyFile string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("%s key: %w", certFile, err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return fmt.Errorf("%s: %w", certFile, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("%s key: %w", certFile, err)
+	}
+	if err := writePEM(filepath.Join(dir, certFile), "CERTIFICATE", der, 0o644); err != nil {
+		return err
+	}
+	return writePEM(filepath.Join(dir, keyFile), "PRIVATE KEY", keyDER, 0o600)
+}
+
+func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return n
+}
+
+// CertPool reads a PEM CA file.
+func CertPool(caFile string) (*x509.CertPool, error) {
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("read CA: no certificate in %s", caFile)
+	}
+	return pool, nil
+}
+
+// ServerConfig serves certFile/keyFile. With a clientCAFile, clients must
+// present a certificate signed by it (mutual TLS).
+func ServerConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load server certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pool, err := CertPool(clientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// ClientConfig verifies servers against caFile and, given certFile and
+// keyFile, presents that client certificate.
+func ClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pool, err := CertPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// Dir names the files of a development certificate directory.
+type Dir string
+
+func (d Dir) CA() string         { return filepath.Join(string(d), CAFile) }
+func (d Dir) ServerCert() string { return filepath.Join(string(d), ServerCertFile) }
+func (d Dir) ServerKey() string  { return filepath.Join(string(d), ServerKeyFile) }
+func (d Dir) ClientCert() string { return filepath.Join(string(d), ClientCertFile) }
+func (d Dir) ClientKey() string  { return filepath.Join(string(d), ClientKeyFile) }
+
+// Server is ServerConfig from the directory's files.
+func (d Dir) Server(mutual bool) (*tls.Config, error) {
+	ca := ""
+	if mutual {
+		ca = d.CA()
+	}
+	return ServerConfig(d.ServerCert(), d.ServerKey(), ca)
+}
+
+// Client is ClientConfig from the directory's files.
+func (d Dir) Client(withCert bool) (*tls.Config, error) {
+	if withCert {
+		return ClientConfig(d.CA(), d.ClientCert(), d.ClientKey())
+	}
+	return ClientConfig(d.CA(), "", "")
+}
