@@ -3,8 +3,10 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -128,4 +130,13 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+var retryOnce = interceptor.RetryOptions{MaxAttempts: 1}
+
+func mustClientTLS(t *testing.T, st *devstack.Stack) *tls.Config {
+	t.Helper()
+	cfg, err := tlsutil.Dir(filepath.Dir(st.CA)).Client(true)
+	require.NoError(t, err)
+	return cfg
 }

@@ -1,0 +1,86 @@
+package accounts
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultAccountsIncludeTheTalksToken(t *testing.T) {
+	d := Default()
+	require.Contains(t, d.byToken, "inconshreveable")
+	assert.EqualValues(t, 100, d.byToken["inconshreveable"].MaxCacheKeys)
+	assert.EqualValues(t, 3, d.byToken["gopher"].MaxCacheKeys)
+}
+
+func TestParseRejectsBadFiles(t *testing.T) {
+	for name, data := range map[string]string{
+		"not json":         `{"a": `,
+		"missing limit":    `{"a": {}}`,
+		"negative":         `{"a": {"max_cache_keys": -1}}`,
+		"empty token":      `{"": {"max_cache_keys": 1}}`,
+		"tenant disagrees": `{"a": {"tenant": "t", "max_cache_keys": 1}, "b": {"tenant": "t", "max_cache_keys": 2}}`,
+	} {
+		_, err := Parse([]byte(data))
+		assert.Error(t, err, name)
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func testLedger() (*Ledger, *clock) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := NewLedger(15 * time.Second)
+	l.now = c.now
+	return l, c
+}
+
+func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
+	l, _ := testLedger()
+	limit := func(string) int64 { return 3 }
+	l.Register("a", nil, limit)
+	l.Register("b", nil, limit)
+	require.NoError(t, l.Reserve("a", "t", 3, false))
+	require.NoError(t, l.Reserve("b", "t", 3, false))
+	require.NoError(t, l.Reserve("a", "t", 3, true), "a dry run takes nothing")
+	require.NoError(t, l.Reserve("b", "t", 3, false))
+	assert.ErrorIs(t, l.Reserve("a", "t", 3, false), errQuotaFull)
+	assert.EqualValues(t, 3, l.Held("t"))
+	assert.ErrorIs(t, l.Reserve("nobody", "t", 3, false), errNoLease)
+}
+
+func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
+	l, c := testLedger()
+	limit := func(string) int64 { return 2 }
+	l.Register("dies", nil, limit)
+	l.Register("lives", nil, limit)
+	require.NoError(t, l.Reserve("dies", "t", 2, false))
+	require.NoError(t, l.Reserve("dies", "t", 2, false))
+	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), errQuotaFull)
+
+	c.t = c.t.Add(10 * time.Second)
+	l.Register("lives", map[string]int64{}, limit) // the living replica reports; the dead one does not
+	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), errQuotaFull, "within the TTL the slots are still held")
+
+	c.t = c.t.Add(6 * time.Second) // 16s after the dead replica's last report
+	require.NoError(t, l.Reserve("lives", "t", 2, false), "after the TTL they are free")
+	assert.EqualValues(t, 1, l.Held("t"))
+}
+
+func TestRegisterAdmitsOnlyWhatFits(t *testing.T) {
+	l, _ := testLedger()
+	limit := func(string) int64 { return 3 }
+	l.Register("b", map[string]int64{"t": 2}, limit)
+	// "a" lost its lease while "b" took slots; it comes back holding 2.
+	admitted := l.Register("a", map[string]int64{"t": 2}, limit)
+	assert.EqualValues(t, 1, admitted["t"])
+	assert.EqualValues(t, 3, l.Held("t"))
+	// Re-registering replaces a lease's holdings rather than adding to them.
+	admitted = l.Register("b", map[string]int64{"t": 1}, limit)
+	assert.EqualValues(t, 1, admitted["t"])
+	assert.EqualValues(t, 2, l.Held("t"))
+}

@@ -1,0 +1,59 @@
+package auth
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/rpc"
+)
+
+func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {
+	valid := map[string]bool{"tok": true}
+	calls := 0
+	a := NewAuthenticator(func(ctx context.Context, token string) (*rpc.Account, error) {
+		calls++
+		if !valid[token] {
+			return nil, apierr.Unauthenticated("unknown account token")
+		}
+		return &rpc.Account{Tenant: "t"}, nil
+	}, 5*time.Second)
+	now := time.Unix(1000, 0)
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+
+	for range 10 {
+		_, err := a.Account(ctx, "tok")
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, calls, "one lookup, then the cache")
+
+	delete(valid, "tok") // revoked
+	now = now.Add(4 * time.Second)
+	_, err := a.Account(ctx, "tok")
+	assert.NoError(t, err, "still cached within the TTL")
+	now = now.Add(2 * time.Second)
+	_, err = a.Account(ctx, "tok")
+	assert.Equal(t, codes.Unauthenticated, status.Code(err), "revoked once the TTL passed")
+
+	valid["new"] = true
+	for range 2 {
+		_, err = a.Account(ctx, "unknown")
+		assert.Error(t, err)
+	}
+	_, err = a.Account(ctx, "new")
+	assert.NoError(t, err, "unknown answers are not cached, so a new token works at once")
+}
+
+func TestTokenCredentialsSendABearerTokenOnlyOverTLS(t *testing.T) {
+	md, err := TokenCredentials{Token: "abc"}.GetRequestMetadata(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"authorization": "Bearer abc"}, md)
+	assert.True(t, TokenCredentials{Token: "abc"}.RequireTransportSecurity())
+}

@@ -1,0 +1,152 @@
+package interceptor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/final/apierr"
+)
+
+// failing returns an invoker that fails with errs in turn, then succeeds,
+// and counts its calls.
+func failing(calls *int, errs ...error) grpc.UnaryInvoker {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		*calls++
+		if *calls <= len(errs) {
+			return errs[*calls-1]
+		}
+		return nil
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var unavailable = status.Error(codes.Unavailable, "down")
+
+func TestRetryRetriesTemporaryErrorsOfIdempotentCalls(t *testing.T) {
+	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
+	calls := 0
+	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, unavailable, unavailable))
+	require.NoError(t, err)
+	assert.Equal(t, 3, calls)
+
+	calls = 0
+	err = retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.RateLimited("service", time.Microsecond)))
+	require.NoError(t, err, "a rate limit with RetryInfo is temporary")
+	assert.Equal(t, 2, calls)
+}
+
+func TestRetryDoesNotRetryNonIdempotentCalls(t *testing.T) {
+	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
+	calls := 0
+	err := retry(NotIdempotent(ctxT(t)), "/m", nil, nil, nil, failing(&calls, unavailable))
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, 1, calls)
+}
+
+func TestRetryDoesNotRetryPermanentErrors(t *testing.T) {
+	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
+	for _, e := range []error{
+		apierr.NotFound("k"),
+		apierr.QuotaExceeded("t", 3),
+		apierr.InvalidArgument("key", "bad"),
+		status.Error(codes.ResourceExhausted, "message too large"), // no RetryInfo
+		status.Error(codes.DeadlineExceeded, "late"),
+	} {
+		calls := 0
+		err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, e))
+		assert.Equal(t, status.Code(e), status.Code(err))
+		assert.Equal(t, 1, calls, "%v", e)
+	}
+}
+
+func TestRetryStopsBeforeTheDeadline(t *testing.T) {
+	retry := RetryUnary(RetryOptions{Backoff: time.Hour, MaxBackoff: time.Hour})
+	calls := 0
+	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, unavailable, unavailable))
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err))
+	assert.Equal(t, 1, calls)
+}
+
+func TestRetryBudgetStopsRetriesWhenMostCallsFail(t *testing.T) {
+	budget := NewBudget(10, 0.1)
+	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond, Budget: budget})
+	always := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		return unavailable
+	}
+	total := 0
+	counting := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		total++
+		return always(ctx, method, req, reply, cc, opts...)
+	}
+	for range 100 {
+		_ = retry(ctxT(t), "/m", nil, nil, nil, counting)
+	}
+	// Without a budget: 100 calls x 4 attempts. With it, retries stop once
+	// half the tokens are gone, and every call is tried once.
+	assert.Less(t, total, 110)
+	assert.False(t, budget.CanRetry())
+
+	for range 60 { // successes earn the budget back
+		require.NoError(t, retry(ctxT(t), "/m", nil, nil, nil, failing(new(int))))
+	}
+	assert.True(t, budget.CanRetry())
+}
+
+func TestKeyAffinitySetsAHeaderFromTheKey(t *testing.T) {
+	var got []string
+	inv := func(ctx context.Context, method string, r, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		got = append(got, md.Get(KeyHeader)...)
+		return nil
+	}
+	aff := KeyAffinityUnary()
+	require.NoError(t, aff(ctxT(t), "/m", keyed("héllo\n"), nil, nil, inv))
+	require.NoError(t, aff(ctxT(t), "/m", keyed("héllo\n"), nil, nil, inv))
+	require.NoError(t, aff(ctxT(t), "/m", keyed("other"), nil, nil, inv))
+	require.Len(t, got, 3)
+	assert.Equal(t, got[0], got[1])
+	assert.NotEqual(t, got[0], got[2])
+	assert.Regexp(t, "^[0-9a-f]+$", got[0], "any key becomes a valid header value")
+}
+
+type keyed string
+
+func (k keyed) GetKey() string { return string(k) }
+
+func TestDryRunMetadata(t *testing.T) {
+	in := func(vals ...string) context.Context {
+		md := metadata.MD{}
+		for _, v := range vals {
+			md.Append(DryRunHeader, v)
+		}
+		return metadata.NewIncomingContext(context.Background(), md)
+	}
+	for _, tc := range []struct {
+		vals []string
+		want bool
+		code codes.Code
+	}{
+		{nil, false, codes.OK},
+		{[]string{"1"}, true, codes.OK},
+		{[]string{"0"}, false, codes.OK},
+		{[]string{"true"}, false, codes.InvalidArgument},
+		{[]string{"1", "1"}, false, codes.InvalidArgument},
+	} {
+		got, err := DryRun(in(tc.vals...))
+		assert.Equal(t, tc.want, got, "%q", tc.vals)
+		assert.Equal(t, tc.code, status.Code(err), "%q", tc.vals)
+	}
+}
