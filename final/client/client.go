@@ -6,10 +6,12 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -89,4 +91,35 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	return conn, nil
+}
+
+// Replicas lists the addresses behind target, one per replica, for calls
+// that must reach every replica (Dump: each replica holds only the keys
+// the ring sends it). With dns:///name:port the name is resolved now, and
+// serverName is the name the replicas' certificates must carry.
+func Replicas(ctx context.Context, target string) (addrs []string, serverName string, err error) {
+	rest, ok := strings.CutPrefix(target, "dns:///")
+	if !ok {
+		if strings.Contains(target, "://") {
+			return nil, "", fmt.Errorf("replicas: unsupported target %q", target)
+		}
+		for _, a := range strings.Split(target, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				addrs = append(addrs, a)
+			}
+		}
+		return addrs, "", nil
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		return nil, "", fmt.Errorf("replicas: %w", err)
+	}
+	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return nil, "", fmt.Errorf("replicas: %w", err)
+	}
+	for _, ip := range ips {
+		addrs = append(addrs, net.JoinHostPort(ip, port))
+	}
+	return addrs, host, nil
 }

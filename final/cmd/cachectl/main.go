@@ -1,0 +1,169 @@
+// Command cachectl is the cache's command-line client:
+//
+//	cachectl [flags] store KEY VALUE
+//	cachectl [flags] get KEY
+//	cachectl [flags] dump
+//
+// It connects to every replica (ring-hash by key), verifies TLS against a
+// CA and sends its token as a bearer credential. Exit status: 0 success,
+// 1 the call failed, 2 bad usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/final/client"
+	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/internal/cli"
+	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/tlsutil"
+)
+
+const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | dump`
+
+// usageError makes main exit with status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg + "\n" + usage }
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "cachectl:", err)
+		var u usageError
+		if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("cachectl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := cli.String(fs, "addr", "CACHE_ADDR", "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053", "replicas: host:port,... or dns:///name:port")
+	token := cli.String(fs, "token", "CACHE_TOKEN", "inconshreveable", "account token")
+	ca := cli.String(fs, "ca", "CACHE_CA", ".dev/ca.crt", "CA certificate that signed the replicas' certificates")
+	timeout := cli.Duration(fs, "timeout", "CACHE_TIMEOUT", 5*time.Second, "deadline for the whole command")
+	dry := fs.Bool("dry-run", false, "check everything, change nothing")
+	verbose := fs.Bool("v", false, "log every call attempt to stderr")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	cmd := fs.Args()
+	switch {
+	case len(cmd) == 3 && cmd[0] == "store", len(cmd) == 2 && cmd[0] == "get", len(cmd) == 1 && cmd[0] == "dump":
+	default:
+		return usageError{fmt.Sprintf("bad command %q", cmd)}
+	}
+
+	tlsCfg, err := tlsutil.ClientConfig(*ca, "", "")
+	if err != nil {
+		return fmt.Errorf("%w (is devstack running? it writes .dev/ca.crt)", err)
+	}
+	o := client.Options{TLS: tlsCfg, Token: *token}
+	if *verbose {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	conn, err := client.Dial(*addr, o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := rpc.NewCacheClient(conn)
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if *dry {
+		ctx = interceptor.WithDryRun(ctx)
+	}
+	var hdr metadata.MD
+	switch cmd[0] {
+	case "store":
+		if _, err := c.Store(ctx, &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
+			return fmt.Errorf("store %q: %s", cmd[1], describe(err))
+		}
+		verb := "Stored"
+		if *dry {
+			verb = "Would store"
+		}
+		fmt.Fprintf(out, "%s %s (replica %s)\n", verb, cmd[1], strings.Join(hdr.Get(interceptor.ReplicaHeader), ","))
+	case "get":
+		resp, err := c.Get(ctx, &rpc.GetReq{Key: cmd[1]})
+		if err != nil {
+			return fmt.Errorf("get %q: %s", cmd[1], describe(err))
+		}
+		fmt.Fprintf(out, "%s\n", resp.Val)
+	case "dump":
+		// Every replica holds part of the tenant's keys: ask each in turn.
+		addrs, serverName, err := client.Replicas(ctx, *addr)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			rtls := tlsCfg.Clone()
+			rtls.ServerName = serverName
+			ro := o
+			ro.TLS = rtls
+			if err := dump(ctx, a, ro, out); err != nil {
+				return fmt.Errorf("dump %s: %s", a, describe(err))
+			}
+		}
+	}
+	return nil
+}
+
+func dump(ctx context.Context, addr string, o client.Options, out io.Writer) error {
+	conn, err := client.Dial(addr, o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := rpc.NewCacheClient(conn).Dump(ctx, &rpc.DumpReq{})
+	if err != nil {
+		return err
+	}
+	for {
+		it, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s\t%s\n", it.Key, it.Val)
+	}
+}
+
+// describe prints a status with its details, which say what to do next.
+func describe(err error) string {
+	st := status.Convert(err)
+	s := fmt.Sprintf("code = %s desc = %s", st.Code(), st.Message())
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.QuotaFailure:
+			for _, v := range d.Violations {
+				s += fmt.Sprintf(" (quota %s: %s)", v.Subject, v.Description)
+			}
+		case *errdetails.RetryInfo:
+			s += fmt.Sprintf(" (retry after %s)", d.RetryDelay.AsDuration())
+		case *errdetails.BadRequest:
+			for _, v := range d.FieldViolations {
+				s += fmt.Sprintf(" (field %s)", v.Field)
+			}
+		}
+	}
+	return s
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"grpcworkshop/final/devstack"
+)
+
+func TestCachectlAgainstADevstack(t *testing.T) {
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      t.TempDir(),
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	ctl := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(append([]string{"-addr", st.Target(), "-ca", st.CA, "-timeout", "10s"}, args...), &out)
+		return out.String(), err
+	}
+
+	out, err := ctl("store", "gopher", "con")
+	require.NoError(t, err)
+	assert.Contains(t, out, "Stored gopher (replica cache-")
+	out, err = ctl("get", "gopher")
+	require.NoError(t, err)
+	assert.Equal(t, "con\n", out)
+
+	for _, k := range []string{"a", "b", "c"} {
+		_, err := ctl("-token", "gopher", "store", k, "v")
+		require.NoError(t, err)
+	}
+	_, err = ctl("-token", "gopher", "store", "d", "v")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "code = FailedPrecondition desc = account exceeds max key limit 3 (quota tenant:gopher")
+	out, err = ctl("-token", "gopher", "dump")
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"a\tv", "b\tv", "c\tv"}, strings.Split(strings.TrimSpace(out), "\n"), "every replica's part")
+
+	_, err = ctl("-dry-run", "store", "dry", "v")
+	require.NoError(t, err)
+	_, err = ctl("get", "dry")
+	assert.ErrorContains(t, err, "code = NotFound")
+	_, err = ctl("-token", "nobody", "get", "gopher")
+	assert.ErrorContains(t, err, "code = Unauthenticated")
+
+	_, err = ctl("frobnicate")
+	var u usageError
+	assert.True(t, errors.As(err, &u), "bad usage exits 2: %v", err)
+}
