@@ -1,0 +1,17 @@
+source "$(dirname "$0")/lib.sh"
+for c in devstack cachectl; do go build -o "$SMOKE_TMP/$c" "./final/cmd/$c"; done
+cd "$SMOKE_TMP"
+start devstack 5053 ./devstack -log-level warn
+for p in 5050 5051 5052; do (exec 3<>"/dev/tcp/127.0.0.1/$p") || { cat devstack.log; exit 1; }; done
+expect "Stored gopher (replica cache-" ./cachectl store gopher con
+expect "con" ./cachectl get gopher
+expect "Would store x" ./cachectl -dry-run store x y
+expect_fail "code = NotFound" ./cachectl get x
+for k in a b c; do expect "Stored $k" ./cachectl -token gopher store $k v; done
+expect_fail "code = FailedPrecondition desc = account exceeds max key limit 3 (quota tenant:gopher" ./cachectl -token gopher store d v
+expect "Stored a" ./cachectl -token gopher store a overwritten
+expect "a	overwritten" ./cachectl -token gopher dump
+expect_fail "code = Unauthenticated" ./cachectl -token nobody get gopher
+if /usr/bin/python3 -c 'import grpc' 2>/dev/null; then
+  (cd "$OLDPWD/final/clients/python" && expect "con" /usr/bin/python3 cachectl.py --ca "$SMOKE_TMP/.dev/ca.crt" get gopher)
+fi
