@@ -55,11 +55,16 @@ type CacheConfig struct {
 // CacheServer is a running cache replica.
 type CacheServer struct {
 	*Server
-	svc *cache.Service
+	svc   *cache.Service
+	unary []grpc.UnaryServerInterceptor
 }
 
 // Service is the cache service inside the server.
 func (s *CacheServer) Service() *cache.Service { return s.svc }
+
+// UnaryInterceptors are the server's unary interceptors, outermost first
+// (for benchmarks of their cost).
+func (s *CacheServer) UnaryInterceptors() []grpc.UnaryServerInterceptor { return s.unary }
 
 // NewCache builds a cache replica. It does not contact Accounts yet.
 func NewCache(cfg CacheConfig) (*CacheServer, error) {
@@ -123,20 +128,20 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	}, cfg.AuthTTL)
 	perTenant := ratelimit.NewPerTenant(cfg.TenantRate, cfg.TenantBurst)
 
+	unary := append([]grpc.UnaryServerInterceptor{
+		interceptor.LogUnaryServer(log),
+		interceptor.RecoverUnary(log),
+		interceptor.ReplicaUnary(cfg.ReplicaID),
+		interceptor.DeadlineUnary(cfg.MaxDeadline),
+		interceptor.DryRunUnary(),
+		authn.UnaryInterceptor(),
+		perTenant.Unary(),
+	}, cfg.Unary...)
 	opts := append(cfg.options(),
 		grpc.InTapHandle(ratelimit.Tap(cfg.Rate, cfg.Burst)),
 		// Messages larger than a maximal Store are refused before decoding.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes+cfg.Limits.MaxKeyBytes+1024),
-		grpc.ChainUnaryInterceptor(
-			interceptor.LogUnaryServer(log),
-			interceptor.RecoverUnary(log),
-			interceptor.ReplicaUnary(cfg.ReplicaID),
-			interceptor.DeadlineUnary(cfg.MaxDeadline),
-			interceptor.DryRunUnary(),
-			authn.UnaryInterceptor(),
-			perTenant.Unary(),
-		),
-		grpc.ChainUnaryInterceptor(cfg.Unary...),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			interceptor.LogStreamServer(log),
 			interceptor.RecoverStream(log),
@@ -154,5 +159,5 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	srv.stopBg = cancel
 	go svc.RunLease(ctx, cfg.LeaseInterval)
-	return &CacheServer{Server: srv, svc: svc}, nil
+	return &CacheServer{Server: srv, svc: svc, unary: unary}, nil
 }

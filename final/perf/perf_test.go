@@ -1,0 +1,253 @@
+package perf_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/auth"
+	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/server"
+	"grpcworkshop/final/tlsutil"
+)
+
+const (
+	token    = "bench"
+	keySpace = 1000
+	workers  = 32 // calls in flight: under the servers' 64 streams per connection
+	rounds   = 10 // the two servers take turns, so drift on the machine hits both
+)
+
+// emptyCache answers at once: the floor that gRPC itself costs.
+type emptyCache struct{ rpc.UnimplementedCacheServer }
+
+func (emptyCache) Store(context.Context, *rpc.StoreReq) (*rpc.StoreResp, error) {
+	return &rpc.StoreResp{}, nil
+}
+func (emptyCache) Get(context.Context, *rpc.GetReq) (*rpc.GetResp, error) { return &rpc.GetResp{}, nil }
+
+// target is one server under measurement and a client for it.
+type target struct {
+	name  string
+	cache rpc.CacheClient
+}
+
+// startFull runs the complete stack: Accounts and one cache replica with
+// every interceptor, the tap, auth cache and quota. Logging stays on at Warn
+// (a production setting: failures are logged, successes are not), and the
+// rate limits are lifted so that they measure their cost, not their limit.
+func startFull(b *testing.B, useTLS bool) (*devstack.Stack, credentials.TransportCredentials) {
+	b.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      b.TempDir(),
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0"},
+		Logger:       quiet,
+		Directory:    accounts.Accounts(map[string]*rpc.Account{token: {MaxCacheKeys: 10 * keySpace}}),
+		TuneCache: func(_ int, c *server.CacheConfig) {
+			c.Rate, c.TenantRate = rate.Inf, rate.Inf
+			if !useTLS {
+				c.TLS = nil
+			}
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(st.Stop)
+	creds := insecure.NewCredentials()
+	if useTLS {
+		cfg, err := tlsutil.ClientConfig(st.CA, "", "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	return st, creds
+}
+
+// startEmpty serves emptyCache with the same certificate, or none.
+func startEmpty(b *testing.B, st *devstack.Stack, useTLS bool) string {
+	b.Helper()
+	// The same transport settings as the stack (workers, keepalive, streams).
+	opts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))), grpc.MaxConcurrentStreams(64)}
+	if useTLS {
+		cfg, err := tlsutil.Dir(st.CA[:len(st.CA)-len(tlsutil.CAFile)]).Server(false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	srv := grpc.NewServer(opts...)
+	rpc.RegisterCacheServer(srv, emptyCache{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(lis)
+	b.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// dial makes the same client for both servers: a bearer token per call, no
+// client interceptors, so the difference is the server's.
+func dial(b *testing.B, addr string, creds credentials.TransportCredentials, useTLS bool) rpc.CacheClient {
+	b.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: token, AllowInsecure: !useTLS}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return rpc.NewCacheClient(conn)
+}
+
+var keys = func() []string {
+	k := make([]string, keySpace)
+	for i := range k {
+		k[i] = "key-" + strconv.Itoa(i)
+	}
+	return k
+}()
+
+var value = make([]byte, 64)
+
+func call(ctx context.Context, c rpc.CacheClient, op string, i int64) error {
+	// Like every real caller, each call has a deadline (well under the
+	// server's cap, which then needs no timer of its own).
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := keys[i%keySpace]
+	if op == "Get" {
+		_, err := c.Get(ctx, &rpc.GetReq{Key: key})
+		return err
+	}
+	_, err := c.Store(ctx, &rpc.StoreReq{Key: key, Val: value})
+	return err
+}
+
+// drive makes n calls with `workers` in flight and returns how long they took.
+func drive(b *testing.B, c rpc.CacheClient, op string, n int) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				if err := call(ctx, c, op, i); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatalf("%s: %v", op, *err)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkStackVsEmptyHandler reports the complete server's throughput as
+// a fraction of an empty handler's ("ratio"), for Get and Store (overwrites:
+// the hot path), with TLS off and on. Every key is stored first, so a Get
+// finds it and a Store needs no new quota slot.
+func BenchmarkStackVsEmptyHandler(b *testing.B) {
+	for _, op := range []string{"Get", "Store"} {
+		for _, useTLS := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/tls=%v", op, useTLS), func(b *testing.B) {
+				st, creds := startFull(b, useTLS)
+				full := target{"stack", dial(b, st.CacheAddrs[0], creds, useTLS)}
+				empty := target{"empty", dial(b, startEmpty(b, st, useTLS), creds, useTLS)}
+				drive(b, full.cache, "Store", keySpace) // prefill, and warm both up
+				drive(b, empty.cache, op, keySpace)
+
+				b.ResetTimer()
+				var took = map[string]time.Duration{}
+				per := max(b.N/rounds, 1)
+				for r := range rounds {
+					order := []target{full, empty}
+					if r%2 == 1 {
+						order = []target{empty, full}
+					}
+					for _, t := range order {
+						took[t.name] += drive(b, t.cache, op, per)
+					}
+				}
+				b.StopTimer()
+				calls := float64(per * rounds)
+				stackRate := calls / took["stack"].Seconds()
+				emptyRate := calls / took["empty"].Seconds()
+				b.ReportMetric(float64(took["stack"].Nanoseconds())/calls, "ns/op")
+				b.ReportMetric(stackRate, "stack-calls/s")
+				b.ReportMetric(emptyRate, "empty-calls/s")
+				b.ReportMetric(stackRate/emptyRate, "ratio")
+			})
+		}
+	}
+}
+
+// chain composes interceptors the way grpc.ChainUnaryInterceptor does.
+func chain(ics []grpc.UnaryServerInterceptor, handler grpc.UnaryHandler, info *grpc.UnaryServerInfo) grpc.UnaryHandler {
+	for i := len(ics) - 1; i >= 0; i-- {
+		ic, next := ics[i], handler
+		handler = func(ctx context.Context, req any) (any, error) { return ic(ctx, req, info, next) }
+	}
+	return handler
+}
+
+// headerStream stands in for gRPC's server stream, which keeps the response
+// header the same way.
+type headerStream struct{ header metadata.MD }
+
+func (*headerStream) Method() string { return "/rpc.Cache/Get" }
+func (s *headerStream) SetHeader(md metadata.MD) error {
+	s.header = metadata.Join(s.header, md)
+	return nil
+}
+func (s *headerStream) SendHeader(md metadata.MD) error { return s.SetHeader(md) }
+func (*headerStream) SetTrailer(metadata.MD) error      { return nil }
+
+// BenchmarkInterceptorChain is what the cache server's interceptors cost per
+// call (logging at Warn, recovery, replica header, deadline cap, dry run,
+// cached authentication, per-tenant limit), around a handler that does
+// nothing.
+func BenchmarkInterceptorChain(b *testing.B) {
+	st, _ := startFull(b, false)
+	info := &grpc.UnaryServerInfo{FullMethod: "/rpc.Cache/Get"}
+	call := chain(st.Caches[0].UnaryInterceptors(), func(context.Context, any) (any, error) { return nil, nil }, info)
+	incoming := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
+	ctx, cancel := context.WithTimeout(incoming, 5*time.Second)
+	defer cancel()
+	if _, err := call(ctx, nil); err != nil { // the first call fills the auth cache
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		// A new stream per call, as in a server.
+		if _, err := call(grpc.NewContextWithServerTransportStream(ctx, &headerStream{}), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
