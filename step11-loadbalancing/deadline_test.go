@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/step11-loadbalancing/rpc"
+)
+
+// deadlineRecorder reports the deadline every GetByToken runs under, and how
+// the call ended.
+type deadlineRecorder struct {
+	rpc.AccountsServer
+	seen  chan time.Time // the zero Time when the call had no deadline
+	ended chan error
+}
+
+func (r *deadlineRecorder) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) (*rpc.GetByTokenResp, error) {
+	deadline, _ := ctx.Deadline()
+	r.seen <- deadline
+	resp, err := r.AccountsServer.GetByToken(ctx, req)
+	r.ended <- err
+	return resp, err
+}
+
+// startSlowSystem runs the system, retrying as the binaries do, with an
+// Accounts service that would take an hour to answer, unless its caller gives
+// up first.
+func startSlowSystem(t *testing.T, accountsTimeout time.Duration) (*testSystem, *deadlineRecorder) {
+	t.Helper()
+	certs := devCerts(t)
+	rec := &deadlineRecorder{
+		AccountsServer: NewAccountsService(testAccounts, time.Hour),
+		seen:           make(chan time.Time, 10),
+		ended:          make(chan error, 10),
+	}
+	addr := serveAccounts(t, certs, rec, new(logCapture).logger())
+	return startCacheWithAccounts(t, certs, addr, accountsTimeout, defaultAttempts), rec
+}
+
+// receive waits for the next value on ch, failing the test if none comes
+// before the test's own timeout.
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-testContext(t).Done():
+		require.FailNow(t, "timed out waiting")
+		panic("unreachable")
+	}
+}
+
+// noDeadlineContext carries no deadline to the server, but is still
+// cancelled after a while, so a failing test does not hang.
+func noDeadlineContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := time.AfterFunc(10*time.Second, cancel)
+	t.Cleanup(func() { stop.Stop(); cancel() })
+	return ctx
+}
+
+func TestSlowAccountsFailsAtTheCallersDeadlineNotTheServersCap(t *testing.T) {
+	sys, accounts := startSlowSystem(t, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	callerDeadline, _ := ctx.Deadline()
+
+	err := store(ctx, sys.cache, testToken, "k", "v")
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "got %v", err)
+
+	seen := receive(t, accounts.seen)
+	require.False(t, seen.IsZero(), "the call to Accounts carries a deadline")
+	// The server's cap is an hour away; the caller's deadline is what Accounts sees.
+	assert.WithinDuration(t, callerDeadline, seen, time.Minute)
+	// And Accounts stopped working on it instead of sleeping out its hour.
+	assert.Contains(t, []codes.Code{codes.DeadlineExceeded, codes.Canceled}, status.Code(receive(t, accounts.ended)))
+	assert.Equal(t, 0, sys.keyCount(testToken))
+}
+
+func TestWithoutACallerDeadlineTheServerCapsTheAccountsCall(t *testing.T) {
+	sys, accounts := startSlowSystem(t, 200*time.Millisecond)
+	ctx := noDeadlineContext(t)
+	guard := time.Now().Add(10 * time.Second)
+
+	_, err := get(ctx, sys.cache, testToken, "k")
+	st := status.Convert(err)
+	assert.Equal(t, codes.DeadlineExceeded, st.Code(), "got %v", err)
+	assert.Equal(t, "accounts service did not answer in time", st.Message(), "the server's cap fired, not the caller's context")
+
+	seen := receive(t, accounts.seen)
+	require.False(t, seen.IsZero(), "the server bounds its call to Accounts")
+	assert.True(t, seen.Before(guard))
+}
+
+func TestAccountsLatencyEndsWhenTheCallerGivesUp(t *testing.T) {
+	svc := NewAccountsService(testAccounts, time.Hour)
+	ctx, cancel := context.WithCancel(testContext(t))
+	cancel()
+
+	_, err := svc.GetByToken(ctx, &rpc.GetByTokenReq{Token: testToken})
+	assert.Equal(t, codes.Canceled, status.Code(err))
+}

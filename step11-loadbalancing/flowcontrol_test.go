@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/step11-loadbalancing/rpc"
+)
+
+// startLimitedSystem is startSystem with the cache server's flow control set to lim.
+func startLimitedSystem(t *testing.T, lim limits) *testSystem {
+	t.Helper()
+	certs := devCerts(t)
+	accountsLog := new(logCapture)
+	accountsAddr := serveAccounts(t, certs, NewAccountsService(testAccounts, 0), accountsLog.logger())
+	sys := startLimitedCache(t, certs, accountsAddr, testAccountsTimeout, testAttempts, lim)
+	sys.accountsLog = accountsLog
+	return sys
+}
+
+func TestCallsOverTheRateAreResourceExhaustedBeforeAnyWork(t *testing.T) {
+	// A burst of 3, refilled once a day: the 4th call is over the rate.
+	sys := startLimitedSystem(t, limits{rate: 1.0 / 86400, burst: 3})
+	ctx := testContext(t)
+
+	require.NoError(t, store(ctx, sys.cache, testToken, "k", "v"))
+	_, err := get(ctx, sys.cache, testToken, "k")
+	require.NoError(t, err)
+	_, err = dumpAll(t, sys.cache, testToken)
+	require.NoError(t, err)
+
+	err = store(ctx, sys.cache, testToken, "k2", "v")
+	st := status.Convert(err)
+	assert.Equal(t, codes.ResourceExhausted, st.Code(), "got %v", err)
+	assert.Equal(t, "service is over rate limit", st.Message())
+	e, ok := rpc.FromError(err)
+	require.True(t, ok, "the refusal carries the structured error")
+	assert.True(t, e.GetTemporary(), "a refused call may pass later")
+	_, err = dumpAll(t, sys.cache, testToken)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "streams are limited too: %v", err)
+
+	// Refused in the tap: no handler ran, so nobody asked Accounts.
+	assert.Len(t, sys.accountsLog.rpcs(), 3)
+	assert.Equal(t, 1, sys.keyCount(testToken), "the refused Store stored nothing")
+}
+
+func TestConnectionsOverTheCapWaitUntilOneCloses(t *testing.T) {
+	sys := startLimitedSystem(t, limits{maxConns: 1})
+	first := dial(t, sys.addr, clientTLS(t, sys.certs))
+	second := dial(t, sys.addr, clientTLS(t, sys.certs))
+	ctx := testContext(t)
+
+	require.NoError(t, store(ctx, rpc.NewCacheClient(first), testToken, "k", "v"))
+
+	// The server does not accept the second connection while the first is
+	// open, so a call on it cannot finish, however long it is given.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err := get(short, rpc.NewCacheClient(second), testToken, "k")
+	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "got %v", err)
+
+	require.NoError(t, first.Close())
+	resp, err := rpc.NewCacheClient(second).Get(ctx, &rpc.GetReq{Key: "k", AccountToken: testToken}, grpc.WaitForReady(true))
+	require.NoError(t, err, "the second connection is served once the first closes")
+	assert.Equal(t, "v", string(resp.Val))
+}
+
+func TestLimitsOfZeroMeanNone(t *testing.T) {
+	var lim limits
+	assert.Len(t, lim.serverOptions(), 1, "no tap handler without a rate")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer lis.Close()
+	assert.Same(t, lis, lim.listener(lis), "no cap on connections")
+}

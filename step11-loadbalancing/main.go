@@ -1,0 +1,40 @@
+// Command step11-loadbalancing is the talk's cache service: one binary with a server
+// and a client subcommand.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+const usage = `usage:
+  step11-loadbalancing certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
+  step11-loadbalancing accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key] [-latency 0s]
+  step11-loadbalancing server [-addr localhost:5051] [-accounts localhost:5052] [-accounts-timeout 2s] [-rate 150] [-burst 50] [-max-streams 64] [-max-conns 1024] [-replica NAME] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
+  step11-loadbalancing client [-addr localhost:5051[,ADDR...]] [-lb ring_hash|round_robin] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [-dry-run] [-attempts 3] [-dump-timeout 1m] [store KEY VALUE | get KEY | dump]`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "certs":
+		return runCerts(args[1:])
+	case "accounts":
+		return runAccounts(args[1:])
+	case "server":
+		return runServer(args[1:])
+	case "client":
+		return runClient(args[1:])
+	default:
+		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	}
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/step11-loadbalancing/rpc"
+)
+
+func TestTLSRoundTripVerifiesTheServer(t *testing.T) {
+	cache := startCache(t)
+	ctx := testContext(t)
+
+	_, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
+	require.NoError(t, err)
+	resp, err := cache.Get(ctx, &rpc.GetReq{Key: "gopher", AccountToken: testToken})
+	require.NoError(t, err)
+	assert.Equal(t, "con", string(resp.Val))
+}
+
+func TestPlaintextClientIsRefused(t *testing.T) {
+	cache := rpc.NewCacheClient(dial(t, startSystem(t).addr, insecure.NewCredentials()))
+
+	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
+	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+}
+
+func TestClientThatDoesNotTrustTheCAIsRefused(t *testing.T) {
+	addr := startSystem(t).addr
+	otherCA := devCerts(t) // a CA the server's certificate was not signed by
+	cache := rpc.NewCacheClient(dial(t, addr, clientTLS(t, otherCA)))
+
+	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Contains(t, err.Error(), "certificate signed by unknown authority")
+}
