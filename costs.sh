@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What each production concern costs: runs every step and final on loopback,
 # one at a time, drives each with the same load tool (final/cmd/cacheload) and
-# prints a Markdown table of Get and Store throughput.
+# prints a Markdown table of Get and Store throughput. Limits meant for
+# production traffic (the rate limits of step10 on) are lifted, so the table
+# shows what each concern costs, not a limit doing its job.
 #
 #   ./costs.sh            # 10 s per measurement
 #   ./costs.sh -d 2s      # quicker, noisier
@@ -79,8 +81,19 @@ start() {
 # load measures the cost of a concern, not a rate limit doing its job.
 extra_server_flags() {
   case $1 in
-    *) ;;
+    step0*) ;;
+    *) echo "-rate 0" ;;
   esac
+}
+
+# start_final LEVEL: Accounts and one replica, the rate limits lifted,
+# logging every call (info) or only failures (warn).
+start_final() {
+  [ -x "$tmp/devstack" ] || go build -o "$tmp/devstack" ./final/cmd/devstack
+  bg "final-$1.log" "$tmp/devstack" -dir "$tmp/dev" -accounts 127.0.0.1:7050 -replicas 127.0.0.1:7051 \
+    -rate 0 -tenant-rate 0 -log-level "$1"
+  wait_port 7051
+  FLAGS="-addr 127.0.0.1:7051 -ca $tmp/dev/ca.crt"
 }
 
 targets=$(ls -d step[0-9][0-9]-*/ | tr -d /)
@@ -91,5 +104,12 @@ for t in $targets; do
   get=$(load get $FLAGS)
   store=$(load store $FLAGS)
   echo "| $t | $get | $store |"
+  stop_all
+done
+for level in info warn; do
+  start_final $level
+  get=$(load get $FLAGS)
+  store=$(load store $FLAGS)
+  echo "| final (log level $level) | $get | $store |"
   stop_all
 done

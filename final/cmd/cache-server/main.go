@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"grpcworkshop/final/cache"
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/server"
@@ -39,8 +37,8 @@ func run(args []string) error {
 	maxAge := cli.Duration(fs, "max-connection-age", "MAX_CONNECTION_AGE", 5*time.Minute, "connections are closed after this long, so clients re-resolve")
 	drain := cli.Duration(fs, "drain-delay", "DRAIN_DELAY", 0, "how long to report NOT_SERVING before refusing new calls")
 	grace := cli.Duration(fs, "grace", "SHUTDOWN_GRACE", 10*time.Second, "how long shutdown waits for calls in flight")
-	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for the whole replica")
-	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant")
+	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for the whole replica; 0 for no limit")
+	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant; 0 for no limit")
 	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -57,6 +55,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	limit, burst := cli.Limit(*rps, 0.1)
+	tenantLimit, tenantBurst := cli.Limit(*tenantRPS, 0.2)
 	srv, err := server.NewCache(server.CacheConfig{
 		Common: server.Common{
 			TLS: srvTLS, Logger: log, MaxDeadline: *maxDeadline,
@@ -68,10 +68,10 @@ func run(args []string) error {
 		AuthTTL:       *authTTL,
 		LeaseInterval: *leaseInterval,
 		Limits:        cache.Limits{},
-		Rate:          rate.Limit(*rps),
-		Burst:         max(1, int(*rps/10)),
-		TenantRate:    rate.Limit(*tenantRPS),
-		TenantBurst:   max(1, int(*tenantRPS/5)),
+		Rate:          limit,
+		Burst:         burst,
+		TenantRate:    tenantLimit,
+		TenantBurst:   tenantBurst,
 	})
 	if err != nil {
 		return err

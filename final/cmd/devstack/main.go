@@ -17,6 +17,7 @@ import (
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/devstack"
 	"grpcworkshop/final/internal/cli"
+	"grpcworkshop/final/server"
 )
 
 func main() {
@@ -33,6 +34,8 @@ func run(args []string) error {
 	replicas := cli.String(fs, "replicas", "CACHE_REPLICAS", "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053", "comma-separated cache replica addresses")
 	file := cli.String(fs, "accounts-file", "ACCOUNTS_FILE", "", "accounts JSON (default: embedded inconshreveable=100 keys, gopher=3 keys)")
 	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for each replica; 0 for no limit")
+	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant on each replica; 0 for no limit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,6 +53,10 @@ func run(args []string) error {
 		CacheAddrs:   strings.Split(*replicas, ","),
 		Logger:       log,
 		Directory:    accts,
+		TuneCache: func(_ int, c *server.CacheConfig) {
+			c.Rate, c.Burst = cli.Limit(*rps, 0.1)
+			c.TenantRate, c.TenantBurst = cli.Limit(*tenantRPS, 0.2)
+		},
 	})
 	if err != nil {
 		return err

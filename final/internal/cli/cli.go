@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"grpcworkshop/final/server"
 )
 
@@ -48,6 +50,16 @@ func Float(fs *flag.FlagSet, name, env string, def float64, usage string) *float
 		}
 	}
 	return fs.Float64(name, def, usage+" ($"+env+")")
+}
+
+// Limit turns a calls-per-second flag into a limiter's rate and burst:
+// 0 (or less) means no limit; the burst allows `burst` seconds' worth of
+// calls at once.
+func Limit(perSecond, burst float64) (rate.Limit, int) {
+	if perSecond <= 0 {
+		return rate.Inf, 0
+	}
+	return rate.Limit(perSecond), max(1, int(perSecond*burst))
 }
 
 // Logger logs text to stderr at level ("debug", "info", "warn", "error").
