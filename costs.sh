@@ -46,7 +46,7 @@ load() {
   out=$("$tmp/cacheload" -q -json -op "$op" -d "$dur" -c 32 -keys 50 -value-size 64 "$@")
   local errs
   errs=$(tr -d '\n ' <<<"$out" | grep -o '"errors_by_code":{[^}]*}' | head -1)
-  if [ "$errs" != '"errors_by_code":{}' ]; then echo "$op $*: $errs" >&2; fi
+  if [ "$errs" != '"errors_by_code":{}' ]; then echo "$op $*: $errs" >&2; touch "$tmp/failed"; fi
   grep -o '"calls_per_second": [0-9.]*' <<<"$out" | head -1 | awk '{printf "%.0f", $2}'
 }
 
@@ -113,3 +113,5 @@ for level in info warn; do
   echo "| final (log level $level) | $get | $store |"
   stop_all
 done
+# Calls that failed make the figures meaningless: say so in the exit code.
+[ ! -e "$tmp/failed" ]

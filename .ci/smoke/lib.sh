@@ -17,6 +17,9 @@ build() { go build -o "$SMOKE_TMP/$1" "./$1" && echo "$SMOKE_TMP/$1"; }
 # start NAME PORT CMD...: runs CMD in the background and waits for PORT.
 start() {
   local name=$1 port=$2; shift 2
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use: something else would answer for $name"; return 1
+  fi
   "$@" >"$SMOKE_TMP/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
