@@ -151,7 +151,7 @@ func runServer(args []string) error {
 	}
 	srv := grpc.NewServer(append(lim.serverOptions(), grpc.Creds(creds),
 		grpc.ChainUnaryInterceptor(logUnaryServer(logger), errorsUnaryServer, dryRunUnaryServer),
-		grpc.ChainStreamInterceptor(logStreamServer(logger), errorsStreamServer))...)
+		grpc.ChainStreamInterceptor(logStreamServer(logger), errorsStreamServer, dryRunStreamServer))...)
 	rpc.RegisterCacheServer(srv, NewCacheService(rpc.NewAccountsClient(accountsConn), *accountsTimeout))
 	log.Printf("cache server listening on %s", lis.Addr())
 	return serve(srv, lim.listener(lis))

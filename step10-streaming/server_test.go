@@ -80,7 +80,7 @@ func startLimitedCache(t *testing.T, certs, accountsAddr string, accountsTimeout
 	svc := NewCacheService(rpc.NewAccountsClient(accounts), accountsTimeout)
 	srv := grpc.NewServer(append(lim.serverOptions(), grpc.Creds(serverTLS(t, certs)),
 		grpc.ChainUnaryInterceptor(logUnaryServer(cacheLog.logger()), errorsUnaryServer, dryRunUnaryServer),
-		grpc.ChainStreamInterceptor(logStreamServer(cacheLog.logger()), errorsStreamServer))...)
+		grpc.ChainStreamInterceptor(logStreamServer(cacheLog.logger()), errorsStreamServer, dryRunStreamServer))...)
 	rpc.RegisterCacheServer(srv, svc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
