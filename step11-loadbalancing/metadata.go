@@ -26,6 +26,15 @@ func dryRunUnaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	return handler(context.WithValue(ctx, dryRunKey{}, dryRun), req)
 }
 
+// dryRunStreamServer refuses a dry-run header it does not understand on
+// streams too. Dump changes nothing, so a valid one needs nothing more.
+func dryRunStreamServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if _, err := parseDryRun(metadata.ValueFromIncomingContext(ss.Context(), dryRunHeader)); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
 func parseDryRun(vals []string) (bool, error) {
 	if len(vals) == 0 {
 		return false, nil

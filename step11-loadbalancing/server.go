@@ -155,7 +155,7 @@ func runServer(args []string) error {
 	}
 	srv := grpc.NewServer(append(lim.serverOptions(), grpc.Creds(creds),
 		grpc.ChainUnaryInterceptor(logUnaryServer(logger), replicaUnaryServer(*replica), errorsUnaryServer, dryRunUnaryServer),
-		grpc.ChainStreamInterceptor(logStreamServer(logger), replicaStreamServer(*replica), errorsStreamServer))...)
+		grpc.ChainStreamInterceptor(logStreamServer(logger), replicaStreamServer(*replica), errorsStreamServer, dryRunStreamServer))...)
 	rpc.RegisterCacheServer(srv, NewCacheService(rpc.NewAccountsClient(accountsConn), *accountsTimeout))
 	log.Printf("cache server %s listening on %s", *replica, lis.Addr())
 	return serve(srv, lim.listener(lis))

@@ -84,7 +84,7 @@ func startLimitedCache(t *testing.T, certs, accountsAddr string, accountsTimeout
 	addr := lis.Addr().String() // also the replica's name, as in runServer
 	srv := grpc.NewServer(append(lim.serverOptions(), grpc.Creds(serverTLS(t, certs)),
 		grpc.ChainUnaryInterceptor(logUnaryServer(cacheLog.logger()), replicaUnaryServer(addr), errorsUnaryServer, dryRunUnaryServer),
-		grpc.ChainStreamInterceptor(logStreamServer(cacheLog.logger()), replicaStreamServer(addr), errorsStreamServer))...)
+		grpc.ChainStreamInterceptor(logStreamServer(cacheLog.logger()), replicaStreamServer(addr), errorsStreamServer, dryRunStreamServer))...)
 	rpc.RegisterCacheServer(srv, svc)
 	go srv.Serve(lim.listener(lis))
 	t.Cleanup(srv.Stop)

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step11-loadbalancing/rpc"
@@ -208,4 +209,17 @@ func TestNotIdempotentDumpIsAttemptedOnce(t *testing.T) {
 	_, err = stream.Recv()
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 	assert.EqualValues(t, 1, flaky.attempts.Load())
+}
+
+func TestDumpRefusesADryRunValueTheServerDoesNotUnderstand(t *testing.T) {
+	cache := startCache(t)
+	ctx := testContext(t)
+	require.NoError(t, store(ctx, cache, testToken, "k", "v"))
+
+	for value, want := range map[string]codes.Code{"yes": codes.InvalidArgument, "1": codes.OK} {
+		stream, err := cache.Dump(metadata.AppendToOutgoingContext(ctx, dryRunHeader, value), &rpc.DumpReq{AccountToken: testToken})
+		require.NoError(t, err)
+		_, err = stream.Recv()
+		assert.Equal(t, want, status.Code(err), "dry-run: %s: %v", value, err)
+	}
 }
