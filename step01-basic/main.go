@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-const usage = `usage:
-  step01-basic server [-addr localhost:5051]
-  step01-basic client [-addr localhost:5051] [store KEY VALUE | get KEY]`
+// usage names the program as it was started (go run names it after its
+// directory), so the lines below are the same in every step but for flags.
+var usage = fmt.Sprintf(`usage:
+  %[1]s server [-addr localhost:5051]
+  %[1]s client [-addr localhost:5051] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-const usage = `usage:
-  step03-tls certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
-  step03-tls server [-addr localhost:5051] [-cert certs/server.crt] [-key certs/server.key]
-  step03-tls client [-addr localhost:5051] [-ca certs/ca.crt] [store KEY VALUE | get KEY]`
+// usage names the program as it was started (go run names it after its
+// directory), so the lines below are the same in every step but for flags.
+var usage = fmt.Sprintf(`usage:
+  %[1]s certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
+  %[1]s server [-addr localhost:5051] [-cert certs/server.crt] [-key certs/server.key]
+  %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {

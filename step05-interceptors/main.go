@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-const usage = `usage:
-  step05-interceptors certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
-  step05-interceptors accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key]
-  step05-interceptors server [-addr localhost:5051] [-accounts localhost:5052] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
-  step05-interceptors client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [store KEY VALUE | get KEY]`
+// usage names the program as it was started (go run names it after its
+// directory), so the lines below are the same in every step but for flags.
+var usage = fmt.Sprintf(`usage:
+  %[1]s certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
+  %[1]s accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key]
+  %[1]s server [-addr localhost:5051] [-accounts localhost:5052] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
+  %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {

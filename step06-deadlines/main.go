@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-const usage = `usage:
-  step06-deadlines certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
-  step06-deadlines accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key] [-latency 0s]
-  step06-deadlines server [-addr localhost:5051] [-accounts localhost:5052] [-accounts-timeout 2s] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
-  step06-deadlines client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [store KEY VALUE | get KEY]`
+// usage names the program as it was started (go run names it after its
+// directory), so the lines below are the same in every step but for flags.
+var usage = fmt.Sprintf(`usage:
+  %[1]s certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
+  %[1]s accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key] [-latency 0s]
+  %[1]s server [-addr localhost:5051] [-accounts localhost:5052] [-accounts-timeout 2s] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
+  %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
