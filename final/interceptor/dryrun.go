@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/auth"
 )
 
 // DryRunHeader is the metadata that asks the server to do everything but
@@ -44,17 +45,34 @@ func IsDryRun(ctx context.Context) bool {
 	return v
 }
 
+func withDryRun(ctx context.Context) (context.Context, error) {
+	dry, err := DryRun(ctx)
+	if err != nil || !dry {
+		return ctx, err
+	}
+	return context.WithValue(ctx, dryRunKey{}, true), nil
+}
+
 // DryRunUnary reads the dry-run metadata once per call, in one place,
 // refusing bad values before the handler runs.
 func DryRunUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		dry, err := DryRun(ctx)
+		ctx, err := withDryRun(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if dry {
-			ctx = context.WithValue(ctx, dryRunKey{}, true)
-		}
 		return handler(ctx, req)
+	}
+}
+
+// DryRunStream does the same for streams: a bad value is refused on every
+// method, even one (like Dump) that changes nothing.
+func DryRunStream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := withDryRun(ss.Context())
+		if err != nil {
+			return err
+		}
+		return handler(srv, &auth.ContextStream{ServerStream: ss, Ctx: ctx})
 	}
 }

@@ -147,6 +147,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 			interceptor.RecoverStream(log),
 			interceptor.ReplicaStream(cfg.ReplicaID),
 			interceptor.DeadlineStream(cfg.MaxDeadline),
+			interceptor.DryRunStream(),
 			authn.StreamInterceptor(),
 			perTenant.Stream(),
 		),
