@@ -141,6 +141,8 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.InTapHandle(ratelimit.Tap(cfg.Rate, cfg.Burst)),
 		// Messages larger than a maximal Store are refused before decoding.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes+cfg.Limits.MaxKeyBytes+1024),
+		// A key that is not UTF-8 reaches checkKey (InvalidArgument), not Internal.
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(
 			interceptor.LogStreamServer(log),
