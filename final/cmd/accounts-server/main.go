@@ -35,7 +35,7 @@ func run(args []string) error {
 	leaseTTL := cli.Duration(fs, "lease-ttl", "LEASE_TTL", 15*time.Second, "how long a silent replica's key slots stay reserved")
 	grace := cli.Duration(fs, "grace", "SHUTDOWN_GRACE", 10*time.Second, "how long shutdown waits for calls in flight")
 	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	log, err := cli.Logger(*level)

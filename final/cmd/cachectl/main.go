@@ -59,7 +59,7 @@ func run(args []string, out io.Writer) error {
 	timeout := cli.Duration(fs, "timeout", "CACHE_TIMEOUT", 5*time.Second, "deadline for the whole command")
 	dry := fs.Bool("dry-run", false, "check everything, change nothing")
 	verbose := fs.Bool("v", false, "log every call attempt to stderr")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return usageError{err.Error()}
 	}
 	cmd := fs.Args()

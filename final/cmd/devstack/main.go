@@ -36,7 +36,7 @@ func run(args []string) error {
 	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for each replica; 0 for no limit")
 	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant on each replica; 0 for no limit")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	log, err := cli.Logger(*level)

@@ -32,24 +32,86 @@ func String(fs *flag.FlagSet, name, env, def, usage string) *string {
 	return fs.String(name, Env(env, def), usage+" ($"+env+")")
 }
 
-// Duration defines a duration flag defaulting to $env or def.
+// Duration defines a duration flag defaulting to $env or def. A value of
+// $env that is not a duration makes Parse fail.
 func Duration(fs *flag.FlagSet, name, env string, def time.Duration, usage string) *time.Duration {
-	if v, ok := os.LookupEnv(env); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
-		}
-	}
-	return fs.Duration(name, def, usage+" ($"+env+")")
+	v, err := fromEnv(name, env, def, time.ParseDuration)
+	p := fs.Duration(name, v, usage+" ($"+env+")")
+	markBadEnv(fs, name, err)
+	return p
 }
 
-// Float defines a float flag defaulting to $env or def.
+// Float defines a float flag defaulting to $env or def. A value of $env
+// that is not a number makes Parse fail.
 func Float(fs *flag.FlagSet, name, env string, def float64, usage string) *float64 {
-	if v, ok := os.LookupEnv(env); ok {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			def = f
-		}
+	v, err := fromEnv(name, env, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
+	p := fs.Float64(name, v, usage+" ($"+env+")")
+	markBadEnv(fs, name, err)
+	return p
+}
+
+func fromEnv[T any](name, env string, def T, parse func(string) (T, error)) (T, error) {
+	s, ok := os.LookupEnv(env)
+	if !ok {
+		return def, nil
 	}
-	return fs.Float64(name, def, usage+" ($"+env+")")
+	v, err := parse(s)
+	if err != nil {
+		if ne, ok := err.(*strconv.NumError); ok {
+			err = ne.Err
+		}
+		return def, fmt.Errorf("invalid value %q for $%s (default of -%s): %w", s, env, name, err)
+	}
+	return v, nil
+}
+
+// badEnv is a flag whose environment variable could not be parsed.
+type badEnv struct {
+	flag.Value
+	err error
+}
+
+// String serves the flag package's check for a zero default, too.
+func (b *badEnv) String() string {
+	if b == nil || b.Value == nil {
+		return ""
+	}
+	return b.Value.String()
+}
+
+func markBadEnv(fs *flag.FlagSet, name string, err error) {
+	if err != nil {
+		f := fs.Lookup(name)
+		f.Value = &badEnv{f.Value, err}
+	}
+}
+
+// Parse parses args like fs.Parse, and fails as well when an environment
+// variable behind one of fs's flags has a bad value: a typo in a
+// deployment's environment is an error at startup, not a silent default
+// (even when the flag is also given).
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if b, ok := f.Value.(*badEnv); ok && err == nil {
+			err = b.err
+		}
+	})
+	if err == nil {
+		return nil
+	}
+	fmt.Fprintln(fs.Output(), err)
+	fs.Usage()
+	switch fs.ErrorHandling() {
+	case flag.ExitOnError:
+		os.Exit(2)
+	case flag.PanicOnError:
+		panic(err)
+	}
+	return err
 }
 
 // Limit turns a calls-per-second flag into a limiter's rate and burst:
