@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/balancer/ringhash" // registers ring_hash_experimental
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -252,7 +253,9 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		}
 		r.InitialState(resolver.State{Addresses: addrs})
 		opts = append(opts, grpc.WithResolvers(r))
-		target = r.Scheme() + ":///cache"
+		// The first address is the target's authority, so TLS checks the
+		// servers' certificates against a name they carry (as for one address).
+		target = r.Scheme() + ":///" + cfg.Addrs[0]
 		if cfg.ServiceConfig == "" {
 			cfg.ServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 		}

@@ -11,10 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"grpcworkshop/final/tlsutil"
 )
 
 // bytesCodec hands the fake server each message's raw bytes.
@@ -91,7 +94,7 @@ func (f *fakeCache) unary(method string) grpc.MethodDesc {
 	}}
 }
 
-func startFake(t *testing.T) (*fakeCache, string) {
+func startFake(t *testing.T, opts ...grpc.ServerOption) (*fakeCache, string) {
 	f := &fakeCache{t: t, store: map[string][]byte{}}
 	desc := &grpc.ServiceDesc{
 		ServiceName: "rpc.Cache",
@@ -117,7 +120,7 @@ func startFake(t *testing.T) (*fakeCache, string) {
 			return nil
 		}}},
 	}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(bytesCodec{}))
+	srv := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(bytesCodec{}))...)
 	srv.RegisterService(desc, f)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -219,4 +222,36 @@ func TestHistogramQuantilesAreWithinBucketPrecision(t *testing.T) {
 	}
 	assert.Equal(t, 10000*time.Microsecond, h.max)
 	assert.Equal(t, 10000*time.Microsecond, h.quantile(1))
+}
+
+func TestRingHashOverTLSKeepsEachKeyOnOneReplicaAndUsesThemAll(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, tlsutil.WriteDevCerts(dir, []string{"localhost", "127.0.0.1"}))
+	srvTLS, err := tlsutil.Dir(dir).Server(false)
+	require.NoError(t, err)
+	cliTLS, err := tlsutil.ClientConfig(tlsutil.Dir(dir).CA(), "", "")
+	require.NoError(t, err)
+
+	var fakes []*fakeCache
+	cfg := testConfig("", "mix")
+	cfg.Addrs = nil
+	for range 3 {
+		f, addr := startFake(t, grpc.Creds(credentials.NewTLS(srvTLS)))
+		fakes = append(fakes, f)
+		cfg.Addrs = append(cfg.Addrs, addr)
+	}
+	cfg.Creds = credentials.NewTLS(cliTLS)
+	cfg.Keys = 30
+	cfg.HashHeader = "x-cache-key"
+	cfg.ServiceConfig = `{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": "x-cache-key"}}]}`
+
+	res, err := Run(testContext(t), cfg)
+	require.NoError(t, err)
+	assert.Empty(t, res.Total.Errors, "every Get finds its key on the replica that stored it")
+	total := 0
+	for i, f := range fakes {
+		assert.NotEmpty(t, f.store, "replica %d holds keys", i)
+		total += len(f.store)
+	}
+	assert.Equal(t, 30, total, "each key is stored on exactly one replica")
 }

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +22,11 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
@@ -48,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	concurrency := fs.Int("c", 32, "calls in flight at once")
 	duration := fs.Duration("d", 10*time.Second, "how long to run (ignored when -n is set)")
 	count := fs.Int64("n", 0, "stop after this many calls")
-	keys := fs.Int("keys", 1000, "key space")
+	keys := fs.Int("keys", 50, "key space (the default accounts may hold 100 keys)")
 	valueSize := fs.Int("value-size", 64, "bytes per stored value")
 	prefill := fs.Bool("prefill", true, "store every key once before a get, mix or dump run")
 	timeout := fs.Duration("timeout", 5*time.Second, "deadline of each call")
