@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +19,11 @@ var usage = fmt.Sprintf(`usage:
   %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flags were printed
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
