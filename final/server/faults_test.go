@@ -17,11 +17,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/client"
+	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 )
@@ -325,7 +327,7 @@ func TestMaxConnectionAgeMakesClientsReconnect(t *testing.T) {
 func TestRingHashSendsEachKeyToOneReplica(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3})
 	c := cacheClient(t, st, tok)
-	ctx := testContext(t)
+	ctx := interceptor.AskReplica(testContext(t))
 
 	seen := map[string]int{}
 	for i := range 30 {
@@ -347,7 +349,7 @@ func TestRingHashSendsEachKeyToOneReplica(t *testing.T) {
 func TestReplicaStoppedMidTrafficLosesNothingElsewhere(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3})
 	c := cacheClient(t, st, tok)
-	ctx := testContext(t)
+	ctx := interceptor.AskReplica(testContext(t))
 
 	var mu sync.Mutex
 	stored := map[string]string{} // key -> replica that acknowledged it
@@ -421,4 +423,18 @@ func TestGracefulShutdownDuringDumpFinishesTheStream(t *testing.T) {
 	}
 	assert.Equal(t, 40, n, "the Dump in flight finished")
 	require.NoError(t, <-shut)
+}
+
+func TestReplicaNamesItselfOnlyWhenAsked(t *testing.T) {
+	st := startStack(t, stackOpts{replicas: 1})
+	c := cacheClient(t, st, tok)
+	ctx := testContext(t)
+
+	var md metadata.MD
+	require.NoError(t, store(ctx, c, "k", "v", grpc.Header(&md)))
+	assert.Empty(t, md.Get(interceptor.ReplicaHeader), "not asked, not told")
+	assert.Equal(t, "cache-1", replicaOf(t, func(o grpc.CallOption) error {
+		_, err := get(interceptor.AskReplica(ctx), c, "k", o)
+		return err
+	}))
 }

@@ -92,7 +92,7 @@ func run(args []string, out io.Writer) error {
 	var hdr metadata.MD
 	switch cmd[0] {
 	case "store":
-		if _, err := c.Store(ctx, &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
+		if _, err := c.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
 			return fmt.Errorf("store %q: %s", cmd[1], describe(err))
 		}
 		verb := "Stored"
