@@ -5,8 +5,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step07-metadata/rpc"
@@ -16,8 +19,13 @@ func TestTLSRoundTripVerifiesTheServer(t *testing.T) {
 	cache := startCache(t)
 	ctx := testContext(t)
 
-	_, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
+	var p peer.Peer
+	_, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken}, grpc.Peer(&p))
 	require.NoError(t, err)
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	require.True(t, ok, "the call went over TLS, got %T", p.AuthInfo)
+	assert.NotEmpty(t, info.State.VerifiedChains, "the client verified the server's certificate against the CA")
+
 	resp, err := cache.Get(ctx, &rpc.GetReq{Key: "gopher", AccountToken: testToken})
 	require.NoError(t, err)
 	assert.Equal(t, "con", string(resp.Val))
