@@ -44,7 +44,7 @@ func retryUnary(maxAttempts int, base, max time.Duration) grpc.UnaryClientInterc
 		}
 		for attempt := 1; ; attempt++ {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if err == nil || !temporary(err) || attempt >= maxAttempts || ctx.Err() != nil {
+			if err == nil || !temporary(err) || attempt >= maxAttempts {
 				return err
 			}
 			wait := backoff(attempt, base, max)

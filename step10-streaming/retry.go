@@ -46,7 +46,7 @@ func retryUnary(maxAttempts int, base, max time.Duration) grpc.UnaryClientInterc
 		}
 		for attempt := 1; ; attempt++ {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if err == nil || !temporary(err) || attempt >= maxAttempts || ctx.Err() != nil {
+			if err == nil || !temporary(err) || attempt >= maxAttempts {
 				return err
 			}
 			if err := pause(ctx, attempt, base, max, err); err != nil {
