@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"grpcworkshop/final/fault"
 )
 
 func TestDefaultAccountsIncludeTheTalksToken(t *testing.T) {
@@ -48,9 +50,9 @@ func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 	require.NoError(t, l.Reserve("b", "t", 3, false))
 	require.NoError(t, l.Reserve("a", "t", 3, true), "a dry run takes nothing")
 	require.NoError(t, l.Reserve("b", "t", 3, false))
-	assert.ErrorIs(t, l.Reserve("a", "t", 3, false), errQuotaFull)
+	assert.ErrorIs(t, l.Reserve("a", "t", 3, false), fault.ErrQuotaExceeded)
 	assert.EqualValues(t, 3, l.Held("t"))
-	assert.ErrorIs(t, l.Reserve("nobody", "t", 3, false), errNoLease)
+	assert.ErrorIs(t, l.Reserve("nobody", "t", 3, false), fault.ErrLeaseNotFound)
 }
 
 func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
@@ -60,11 +62,11 @@ func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 	l.Register("lives", nil, limit)
 	require.NoError(t, l.Reserve("dies", "t", 2, false))
 	require.NoError(t, l.Reserve("dies", "t", 2, false))
-	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), errQuotaFull)
+	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), fault.ErrQuotaExceeded)
 
 	c.t = c.t.Add(10 * time.Second)
 	l.Register("lives", map[string]int64{}, limit) // the living replica reports; the dead one does not
-	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), errQuotaFull, "within the TTL the slots are still held")
+	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), fault.ErrQuotaExceeded, "within the TTL the slots are still held")
 
 	c.t = c.t.Add(6 * time.Second) // 16s after the dead replica's last report
 	require.NoError(t, l.Reserve("lives", "t", 2, false), "after the TTL they are free")
@@ -83,4 +85,40 @@ func TestRegisterAdmitsOnlyWhatFits(t *testing.T) {
 	admitted = l.Register("b", map[string]int64{"t": 1}, limit)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 2, l.Held("t"))
+}
+
+func TestServiceAnswersWithDomainErrors(t *testing.T) {
+	s := NewService(Accounts(map[string]Account{"tok": {MaxCacheKeys: 1}}), time.Minute)
+	acct, err := s.Account("tok")
+	require.NoError(t, err)
+	assert.Equal(t, Account{Tenant: "tok", MaxCacheKeys: 1}, acct, "the tenant defaults to the token")
+	_, err = s.Account("nobody")
+	assert.ErrorIs(t, err, fault.ErrUnknownToken)
+	_, err = s.Account("")
+	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
+
+	assert.ErrorIs(t, s.Reserve("r1", "tok", false), fault.ErrLeaseNotFound, "a replica registers before it reserves")
+	_, err = s.Lease("r1", nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Reserve("r1", "tok", true), "a dry run takes nothing")
+	require.NoError(t, s.Reserve("r1", "tok", false))
+	err = s.Reserve("r1", "tok", false)
+	require.ErrorIs(t, err, fault.ErrQuotaExceeded)
+	var fe *fault.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "tenant:tok", fe.Subject)
+	assert.EqualValues(t, 1, fe.Limit)
+	assert.ErrorIs(t, s.Reserve("", "tok", false), fault.ErrInvalidArgument)
+}
+
+func TestReleaseGivesSlotsBackAtOnce(t *testing.T) {
+	s := NewService(Accounts(map[string]Account{"tok": {MaxCacheKeys: 1}}), time.Hour)
+	_, err := s.Lease("r1", map[string]int64{"tok": 1})
+	require.NoError(t, err)
+	_, err = s.Lease("r2", nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, s.Reserve("r2", "tok", false), fault.ErrQuotaExceeded)
+	require.NoError(t, s.Release("r1"))
+	assert.Zero(t, s.Ledger().Held("tok"))
+	require.NoError(t, s.Reserve("r2", "tok", false), "r1's slot is free without waiting for the TTL")
 }

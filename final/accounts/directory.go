@@ -5,17 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-
-	"grpcworkshop/final/rpc"
 )
 
 //go:embed accounts.json
 var defaultAccounts []byte
 
+// Account is what a token grants: the tenant whose data it reaches, and
+// how many keys that tenant may hold across all replicas.
+type Account struct {
+	Tenant       string
+	MaxCacheKeys int64
+}
+
 // Directory is an immutable set of accounts: tokens to accounts, and the
 // key limit of every tenant. Replace it as a whole to change accounts.
 type Directory struct {
-	byToken     map[string]*rpc.Account
+	byToken     map[string]Account
 	maxByTenant map[string]int64
 }
 
@@ -55,7 +60,7 @@ func Parse(data []byte) (*Directory, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("parse accounts: %w", err)
 	}
-	d := &Directory{byToken: make(map[string]*rpc.Account, len(raw)), maxByTenant: make(map[string]int64)}
+	d := &Directory{byToken: make(map[string]Account, len(raw)), maxByTenant: make(map[string]int64)}
 	for token, a := range raw {
 		tenant := a.Tenant
 		if tenant == "" {
@@ -71,17 +76,17 @@ func Parse(data []byte) (*Directory, error) {
 			return nil, fmt.Errorf("parse accounts: tenant %q has two different max_cache_keys", tenant)
 		}
 		d.maxByTenant[tenant] = *a.MaxCacheKeys
-		d.byToken[token] = &rpc.Account{Tenant: tenant, MaxCacheKeys: *a.MaxCacheKeys}
+		d.byToken[token] = Account{Tenant: tenant, MaxCacheKeys: *a.MaxCacheKeys}
 	}
 	return d, nil
 }
 
 // Accounts builds a directory in code (tests, embedding).
-func Accounts(byToken map[string]*rpc.Account) *Directory {
-	d := &Directory{byToken: make(map[string]*rpc.Account, len(byToken)), maxByTenant: make(map[string]int64)}
+func Accounts(byToken map[string]Account) *Directory {
+	d := &Directory{byToken: make(map[string]Account, len(byToken)), maxByTenant: make(map[string]int64)}
 	for tok, a := range byToken {
 		if a.Tenant == "" {
-			a = &rpc.Account{Tenant: tok, MaxCacheKeys: a.MaxCacheKeys}
+			a.Tenant = tok
 		}
 		d.byToken[tok] = a
 		d.maxByTenant[a.Tenant] = a.MaxCacheKeys

@@ -1,14 +1,10 @@
 package accounts
 
 import (
-	"errors"
 	"sync"
 	"time"
-)
 
-var (
-	errNoLease   = errors.New("no such lease")
-	errQuotaFull = errors.New("quota full")
+	"grpcworkshop/final/fault"
 )
 
 // Ledger counts the keys every tenant holds across all replicas. A replica
@@ -89,10 +85,10 @@ func (l *Ledger) Reserve(id, tenant string, max int64, dryRun bool) error {
 	l.expire(l.now())
 	ls, ok := l.leases[id]
 	if !ok {
-		return errNoLease
+		return fault.NoLease(id)
 	}
 	if l.held[tenant] >= max {
-		return errQuotaFull
+		return fault.OverQuota(tenant, max)
 	}
 	if !dryRun {
 		ls.held[tenant]++
@@ -100,6 +96,19 @@ func (l *Ledger) Reserve(id, tenant string, max int64, dryRun bool) error {
 	}
 	return nil
 }
+
+// Release drops lease id and its slots at once: a replica that shuts down
+// cleanly gives its slots back instead of holding them for the TTL.
+func (l *Ledger) Release(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ls, ok := l.leases[id]; ok {
+		l.drop(id, ls)
+	}
+}
+
+// TTL is how long a lease outlives its last renewal.
+func (l *Ledger) TTL() time.Duration { return l.ttl }
 
 // Held is how many slots tenant holds across all live leases.
 func (l *Ledger) Held(tenant string) int64 {

@@ -1,22 +1,18 @@
-// Package accounts is the Accounts service: it resolves tokens to accounts
+// Package accounts is the Accounts domain: it resolves tokens to accounts
 // and is the single authority on how many keys each tenant holds across
-// all cache replicas (the Ledger).
+// all cache replicas (the Ledger). It knows nothing of gRPC; final/server
+// serves it.
 package accounts
 
 import (
-	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/fault"
 )
 
-// Service implements rpc.AccountsServer.
+// Service is the Accounts service's logic.
 type Service struct {
-	rpc.UnimplementedAccountsServer
-
 	dir    atomic.Pointer[Directory]
 	ledger *Ledger
 }
@@ -38,37 +34,44 @@ func (s *Service) Ledger() *Ledger { return s.ledger }
 
 func (s *Service) maxOf(tenant string) int64 { return s.dir.Load().maxByTenant[tenant] }
 
-func (s *Service) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) (*rpc.GetByTokenResp, error) {
-	if req.Token == "" {
-		return nil, apierr.InvalidArgument("token", "token must not be empty")
+// Account returns the account of token.
+func (s *Service) Account(token string) (Account, error) {
+	if token == "" {
+		return Account{}, fault.BadField("token", "token must not be empty")
 	}
-	acct, ok := s.dir.Load().byToken[req.Token]
+	acct, ok := s.dir.Load().byToken[token]
 	if !ok {
-		return nil, apierr.UnknownToken() // the cache maps this to Unauthenticated
+		return Account{}, fault.NoAccount()
 	}
-	return &rpc.GetByTokenResp{Account: acct}, nil
+	return acct, nil
 }
 
-func (s *Service) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	if req.LeaseId == "" || req.Tenant == "" {
-		return nil, apierr.InvalidArgument("lease_id", "lease_id and tenant are required")
+// Reserve takes a slot for one new key of tenant under lease leaseID; a
+// dry run only checks.
+func (s *Service) Reserve(leaseID, tenant string, dryRun bool) error {
+	switch {
+	case leaseID == "":
+		return fault.BadField("lease_id", "lease_id is required")
+	case tenant == "":
+		return fault.BadField("tenant", "tenant is required")
 	}
-	max := s.maxOf(req.Tenant)
-	switch err := s.ledger.Reserve(req.LeaseId, req.Tenant, max, req.DryRun); {
-	case errors.Is(err, errNoLease):
-		return nil, apierr.LeaseNotFound(req.LeaseId)
-	case errors.Is(err, errQuotaFull):
-		return nil, apierr.QuotaExceeded(req.Tenant, max)
-	}
-	return &rpc.ReserveResp{}, nil
+	return s.ledger.Reserve(leaseID, tenant, s.maxOf(tenant), dryRun)
 }
 
-func (s *Service) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	if req.LeaseId == "" {
-		return nil, apierr.InvalidArgument("lease_id", "lease_id is required")
+// Lease (re)registers a replica's holdings, renewing its lease, and
+// returns what it keeps.
+func (s *Service) Lease(leaseID string, holdings map[string]int64) (admitted map[string]int64, err error) {
+	if leaseID == "" {
+		return nil, fault.BadField("lease_id", "lease_id is required")
 	}
-	return &rpc.LeaseResp{
-		Admitted:  s.ledger.Register(req.LeaseId, req.Holdings, s.maxOf),
-		TtlMillis: s.ledger.ttl.Milliseconds(),
-	}, nil
+	return s.ledger.Register(leaseID, holdings, s.maxOf), nil
+}
+
+// Release gives a replica's slots back at once (it is shutting down).
+func (s *Service) Release(leaseID string) error {
+	if leaseID == "" {
+		return fault.BadField("lease_id", "lease_id is required")
+	}
+	s.ledger.Release(leaseID)
+	return nil
 }

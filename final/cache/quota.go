@@ -2,12 +2,12 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/fault"
 )
 
 // Quota keeps a tenant under max_cache_keys across all replicas: this
@@ -15,7 +15,7 @@ import (
 // it stores, and holds its slots under a lease that it renews by reporting
 // its holdings. Overwrites and Gets need no remote call.
 type Quota struct {
-	accounts rpc.AccountsClient
+	accounts Authority
 	id       string
 	store    *Store
 	log      *slog.Logger
@@ -27,7 +27,7 @@ type Quota struct {
 	registered bool // guarded by mu
 }
 
-func newQuota(accounts rpc.AccountsClient, id string, store *Store, log *slog.Logger) *Quota {
+func newQuota(accounts Authority, id string, store *Store, log *slog.Logger) *Quota {
 	return &Quota{accounts: accounts, id: id, store: store, log: log}
 }
 
@@ -43,13 +43,13 @@ func (q *Quota) acquire(ctx context.Context, tenant string, dry bool) (release f
 			}
 			q.mu.RLock()
 		}
-		_, err := q.accounts.Reserve(ctx, &rpc.ReserveReq{LeaseId: q.id, Tenant: tenant, DryRun: dry})
+		err := q.accounts.Reserve(ctx, q.id, tenant, dry)
 		if err == nil {
 			return q.mu.RUnlock, nil
 		}
 		q.mu.RUnlock()
-		if !apierr.IsLeaseNotFound(err) || attempt > 0 {
-			return nil, apierr.FromAccounts(err)
+		if !errors.Is(err, fault.ErrLeaseNotFound) || attempt > 0 {
+			return nil, err
 		}
 		// The lease lapsed (or Accounts restarted): report holdings and retry once.
 		q.mu.Lock()
@@ -63,15 +63,23 @@ func (q *Quota) acquire(ctx context.Context, tenant string, dry bool) (release f
 func (q *Quota) Report(ctx context.Context) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	resp, err := q.accounts.Lease(ctx, &rpc.LeaseReq{LeaseId: q.id, Holdings: q.store.holdings()})
+	admitted, err := q.accounts.Lease(ctx, q.id, q.store.holdings())
 	if err != nil {
-		return apierr.FromAccounts(err)
+		return err
 	}
 	q.registered = true
-	if n := q.store.trim(resp.Admitted); n > 0 {
+	if n := q.store.trim(admitted); n > 0 {
 		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots of", "dropped", n)
 	}
 	return nil
+}
+
+// release gives the lease's slots back; a Store after it registers again.
+func (q *Quota) release(ctx context.Context) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.registered = false
+	return q.accounts.Release(ctx, q.id)
 }
 
 // run reports holdings every interval until ctx ends.

@@ -1,0 +1,161 @@
+// Package cache is the cache's domain: a per-tenant store whose new keys
+// are reserved from an authority (Accounts) so that quotas hold across all
+// replicas. It knows nothing of gRPC: callers pass the tenant and the
+// dry-run flag, and get fault errors back; final/server serves it.
+package cache
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"grpcworkshop/final/fault"
+)
+
+// Authority is what the cache asks of Accounts (final/accountsclient over
+// gRPC, or the accounts package in process). Its errors are fault errors.
+type Authority interface {
+	// Reserve takes a slot for one new key of tenant under the lease.
+	Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error
+	// Lease reports the replica's holdings, renewing the lease, and returns
+	// how many slots of each tenant it keeps.
+	Lease(ctx context.Context, leaseID string, holdings map[string]int64) (admitted map[string]int64, err error)
+	// Release gives the lease's slots back at once.
+	Release(ctx context.Context, leaseID string) error
+}
+
+// Limits bound what a caller may send. Zero fields take DefaultLimits'.
+type Limits struct {
+	MaxKeyBytes   int // default 256
+	MaxValueBytes int // default 1 MiB
+	DumpBatch     int // items copied out per lock, default 64
+}
+
+// DefaultLimits are the limits of a zero Limits.
+func DefaultLimits() Limits {
+	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxKeyBytes <= 0 {
+		l.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = d.MaxValueBytes
+	}
+	if l.DumpBatch <= 0 {
+		l.DumpBatch = d.DumpBatch
+	}
+	return l
+}
+
+// Cache is one replica's cache.
+type Cache struct {
+	store  *Store
+	quota  *Quota
+	limits Limits
+}
+
+// New returns a cache whose new keys are reserved from authority under the
+// lease replicaID. It starts nothing: Run renews the lease.
+func New(authority Authority, replicaID string, limits Limits, log *slog.Logger) *Cache {
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Cache{store: &Store{}, limits: limits.withDefaults()}
+	c.quota = newQuota(authority, replicaID, c.store, log)
+	return c
+}
+
+// Data exposes the store (for tests and operators).
+func (c *Cache) Data() *Store { return c.store }
+
+// Quota exposes the replica's side of the quota.
+func (c *Cache) Quota() *Quota { return c.quota }
+
+// Limits are the limits in force.
+func (c *Cache) Limits() Limits { return c.limits }
+
+// Run reports holdings to the authority every interval, renewing the
+// lease, until ctx ends.
+func (c *Cache) Run(ctx context.Context, interval time.Duration) { c.quota.run(ctx, interval) }
+
+// Release gives this replica's slots back to the authority at once; call
+// it when the replica stops serving.
+func (c *Cache) Release(ctx context.Context) error { return c.quota.release(ctx) }
+
+func (c *Cache) checkKey(key string) error {
+	switch {
+	case key == "":
+		return fault.BadField("key", "key must not be empty")
+	case len(key) > c.limits.MaxKeyBytes:
+		return fault.BadField("key", "key is %d bytes, more than the limit of %d", len(key), c.limits.MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return fault.BadField("key", "key must be UTF-8")
+	}
+	return nil
+}
+
+// Store sets key to val for tenant; a new key takes a slot of the tenant's
+// quota. A dry run checks everything and changes nothing. val is copied.
+func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRun bool) error {
+	if err := c.checkKey(key); err != nil {
+		return err
+	}
+	if len(val) > c.limits.MaxValueBytes {
+		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
+	}
+	val = bytes.Clone(val) // the caller's buffer is not ours to keep
+	t := c.store.tenant(tenant)
+	if t.putIfHeld(key, val, dryRun) {
+		return nil
+	}
+	release, err := c.quota.acquire(ctx, tenant, dryRun)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if !dryRun {
+		t.putReserved(key, val)
+	}
+	return nil
+}
+
+// Get returns tenant's value of key. The value must not be modified.
+func (c *Cache) Get(tenant, key string) ([]byte, error) {
+	if err := c.checkKey(key); err != nil {
+		return nil, err
+	}
+	val, ok := c.store.Get(tenant, key)
+	if !ok {
+		return nil, fault.NoKey(key)
+	}
+	return val, nil
+}
+
+// Dump calls send with each of tenant's items, in the order they were first
+// stored, copying them out a small batch at a time: its memory does not
+// grow with the store and no lock is held while send runs (a slow reader
+// blocks nobody). It stops at send's first error and returns it.
+func (c *Cache) Dump(tenant string, send func(key string, val []byte) error) error {
+	t := c.store.lookup(tenant)
+	if t == nil {
+		return nil
+	}
+	buf := make([]Item, 0, c.limits.DumpBatch)
+	for pos := 0; ; {
+		buf = t.batch(pos, c.limits.DumpBatch, buf)
+		if len(buf) == 0 {
+			return nil
+		}
+		for _, it := range buf {
+			if err := send(it.Key, it.Val); err != nil {
+				return err
+			}
+		}
+		pos += len(buf)
+	}
+}

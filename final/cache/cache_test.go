@@ -1,0 +1,125 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/fault"
+)
+
+// local is the Accounts domain in process, as an Authority.
+type local struct{ *accounts.Service }
+
+func (l local) Reserve(_ context.Context, id, tenant string, dry bool) error {
+	return l.Service.Reserve(id, tenant, dry)
+}
+
+func (l local) Lease(_ context.Context, id string, h map[string]int64) (map[string]int64, error) {
+	return l.Service.Lease(id, h)
+}
+
+func (l local) Release(_ context.Context, id string) error { return l.Service.Release(id) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newCache(t *testing.T, max int64) (*Cache, *accounts.Service) {
+	t.Helper()
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: max}}), time.Hour)
+	return New(local{acc}, "r1", Limits{MaxKeyBytes: 8, MaxValueBytes: 4}, quiet), acc
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestStoreAndGetKeepTenantsApart(t *testing.T) {
+	c, _ := newCache(t, 10)
+	val := []byte("v")
+	require.NoError(t, c.Store(ctxT(t), "t", "k", val, false))
+	val[0] = 'X'
+	got, err := c.Get("t", "k")
+	require.NoError(t, err)
+	assert.Equal(t, "v", string(got), "the caller's buffer was copied")
+	_, err = c.Get("other", "k")
+	assert.ErrorIs(t, err, fault.ErrKeyNotFound)
+}
+
+func TestBadInputIsInvalidArgumentWithTheField(t *testing.T) {
+	c, _ := newCache(t, 10)
+	for name, tc := range map[string]struct {
+		err   error
+		field string
+	}{
+		"empty key":   {c.Store(ctxT(t), "t", "", nil, false), "key"},
+		"long key":    {c.Store(ctxT(t), "t", strings.Repeat("k", 9), nil, false), "key"},
+		"not UTF-8":   {c.Store(ctxT(t), "t", "\xff", nil, false), "key"},
+		"large value": {c.Store(ctxT(t), "t", "k", []byte("12345"), false), "val"},
+	} {
+		var fe *fault.Error
+		require.ErrorAs(t, tc.err, &fe, name)
+		assert.Equal(t, fault.InvalidArgument, fe.Reason, name)
+		assert.Equal(t, tc.field, fe.Field, name)
+	}
+	_, err := c.Get("t", "")
+	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
+}
+
+func TestQuotaHoldsAndOverwritesAreFree(t *testing.T) {
+	c, acc := newCache(t, 2)
+	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
+	require.NoError(t, c.Store(ctxT(t), "t", "b", nil, false))
+	require.NoError(t, c.Store(ctxT(t), "t", "a", []byte("2"), false), "an overwrite needs no slot")
+	assert.ErrorIs(t, c.Store(ctxT(t), "t", "c", nil, false), fault.ErrQuotaExceeded)
+	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	c, acc := newCache(t, 1)
+	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, true))
+	assert.Zero(t, c.Data().Len("t"))
+	assert.Zero(t, acc.Ledger().Held("t"))
+	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
+	assert.ErrorIs(t, c.Store(ctxT(t), "t", "b", nil, true), fault.ErrQuotaExceeded, "a dry run still checks the quota")
+}
+
+func TestALapsedLeaseIsRenewedOnce(t *testing.T) {
+	c, acc := newCache(t, 5)
+	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
+	require.NoError(t, acc.Release("r1")) // as if the lease had lapsed
+	require.NoError(t, c.Store(ctxT(t), "t", "b", nil, false), "the replica reports its holdings and retries")
+	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
+}
+
+func TestReleaseGivesTheSlotsBack(t *testing.T) {
+	c, acc := newCache(t, 5)
+	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
+	require.NoError(t, c.Release(ctxT(t)))
+	assert.Zero(t, acc.Ledger().Held("t"))
+}
+
+func TestDumpStreamsInOrderAndStopsAtTheFirstError(t *testing.T) {
+	c, _ := newCache(t, 100)
+	c.limits.DumpBatch = 2
+	for _, k := range []string{"c", "a", "b"} {
+		require.NoError(t, c.Store(ctxT(t), "t", k, []byte(k), false))
+	}
+	var keys []string
+	require.NoError(t, c.Dump("t", func(k string, v []byte) error { keys = append(keys, k); return nil }))
+	assert.Equal(t, []string{"c", "a", "b"}, keys)
+	stop := errors.New("gone")
+	n := 0
+	assert.ErrorIs(t, c.Dump("t", func(string, []byte) error { n++; return stop }), stop)
+	assert.Equal(t, 1, n)
+	require.NoError(t, c.Dump("nobody", func(string, []byte) error { return stop }))
+}

@@ -1,0 +1,131 @@
+// Package fault is the domain's error vocabulary: the errors the cache and
+// Accounts return, each with a stable Reason. It knows nothing of gRPC;
+// package apierr maps these errors to status codes and details at the
+// service boundary, and back again when a replica reads Accounts' answers.
+package fault
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Reason is a stable, machine-readable cause. It travels to clients as
+// errdetails.ErrorInfo.Reason, so a value never changes once released;
+// final/README.md lists them all.
+type Reason string
+
+// The reasons a client can receive.
+const (
+	InvalidArgument     Reason = "INVALID_ARGUMENT"     // a request field or metadata is malformed
+	KeyNotFound         Reason = "KEY_NOT_FOUND"        // Get of a key the tenant does not have
+	Unauthenticated     Reason = "UNAUTHENTICATED"      // missing or malformed bearer token
+	UnknownToken        Reason = "UNKNOWN_TOKEN"        // a well-formed token no account has
+	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a new key beyond the tenant's max_cache_keys
+	RateLimited         Reason = "RATE_LIMITED"         // over a rate limit; RetryInfo says when to retry
+	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
+	AccountsUnavailable Reason = "ACCOUNTS_UNAVAILABLE" // the replica could not reach Accounts
+	DeadlineExceeded    Reason = "DEADLINE_EXCEEDED"    // the call's deadline passed
+	Canceled            Reason = "CANCELED"             // the caller went away
+	Unavailable         Reason = "UNAVAILABLE"          // the server is stopping or unreachable
+	Internal            Reason = "INTERNAL"             // anything unexpected; details are only in the server's log
+)
+
+// Error is a domain error. Msg is safe to show a client; Err (the cause)
+// is not, and only reaches the server's log.
+type Error struct {
+	Reason Reason
+	Msg    string
+	// Field names the offending request field (InvalidArgument).
+	Field string
+	// Subject is what a limit applies to: "tenant:NAME" (QuotaExceeded) or
+	// the rate limit's scope (RateLimited).
+	Subject string
+	// Limit is the quota that was reached (QuotaExceeded).
+	Limit int64
+	// RetryAfter is when a retry may succeed (RateLimited).
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Msg == "" {
+		return string(e.Reason)
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is makes the sentinels below match any error of their reason:
+// errors.Is(err, fault.ErrKeyNotFound).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Msg == "" && t.Reason == e.Reason
+}
+
+// Sentinels for errors.Is; match by reason.
+var (
+	ErrInvalidArgument     = &Error{Reason: InvalidArgument}
+	ErrKeyNotFound         = &Error{Reason: KeyNotFound}
+	ErrUnauthenticated     = &Error{Reason: Unauthenticated}
+	ErrUnknownToken        = &Error{Reason: UnknownToken}
+	ErrQuotaExceeded       = &Error{Reason: QuotaExceeded}
+	ErrRateLimited         = &Error{Reason: RateLimited}
+	ErrLeaseNotFound       = &Error{Reason: LeaseNotFound}
+	ErrAccountsUnavailable = &Error{Reason: AccountsUnavailable}
+)
+
+// ReasonOf is err's reason; "" for an error that is not a domain error.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}
+
+// BadField reports a malformed request field or metadata.
+func BadField(field, format string, args ...any) error {
+	return &Error{Reason: InvalidArgument, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// NoKey reports a key the tenant does not have.
+func NoKey(key string) error {
+	return &Error{Reason: KeyNotFound, Msg: fmt.Sprintf("key %q not found", key)}
+}
+
+// NotAuthenticated reports a missing or malformed credential.
+func NotAuthenticated(msg string) error {
+	return &Error{Reason: Unauthenticated, Msg: msg}
+}
+
+// NoAccount reports a token that no account has.
+func NoAccount() error {
+	return &Error{Reason: UnknownToken, Msg: "unknown account token"}
+}
+
+// OverQuota refuses a new key: the tenant's keys across all replicas would
+// exceed max.
+func OverQuota(tenant string, max int64) error {
+	return &Error{
+		Reason: QuotaExceeded, Subject: "tenant:" + tenant, Limit: max,
+		Msg: fmt.Sprintf("account exceeds max key limit %d", max),
+	}
+}
+
+// OverRate refuses a call over the rate limit of scope.
+func OverRate(scope string, retryAfter time.Duration) error {
+	return &Error{Reason: RateLimited, Subject: scope, RetryAfter: retryAfter, Msg: scope + " is over rate limit"}
+}
+
+// NoLease tells a replica that its lease lapsed (or Accounts restarted).
+func NoLease(id string) error {
+	return &Error{Reason: LeaseNotFound, Msg: fmt.Sprintf("no lease %q", id)}
+}
+
+// AccountsDown reports that Accounts could not be reached; cause is logged,
+// not shown.
+func AccountsDown(cause error) error {
+	return &Error{Reason: AccountsUnavailable, Msg: "accounts service unavailable", Err: cause}
+}
