@@ -1,109 +1,164 @@
-// Package apierr is the one place where the cache and Accounts services
-// choose gRPC status codes and attach structured details, so that clients
-// can rely on them: QuotaFailure for quotas, RetryInfo for rate limits,
-// BadRequest for invalid fields.
+// Package apierr is the one boundary between the domain's errors (package
+// fault) and gRPC statuses: ToStatus chooses every status code a client of
+// the cache or Accounts receives and attaches its details (ErrorInfo
+// always; BadRequest, QuotaFailure, RetryInfo where they apply), and
+// FromAccounts turns Accounts' answers back into domain errors by their
+// ErrorInfo reason. Anything unexpected is Internal with a generic
+// message: its text reaches the server's log, never the client.
 package apierr
 
 import (
-	"fmt"
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"grpcworkshop/final/fault"
 )
 
-// InvalidArgument reports a bad request field.
-func InvalidArgument(field, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	st := status.New(codes.InvalidArgument, msg)
-	if d, err := st.WithDetails(&errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}},
-	}); err == nil {
-		st = d
+// Domain is the ErrorInfo domain of every error the cache and Accounts send.
+const Domain = "cache.grpcworkshop"
+
+// codeOf is the status code of each reason: the only place codes are chosen.
+var codeOf = map[fault.Reason]codes.Code{
+	fault.InvalidArgument:     codes.InvalidArgument,
+	fault.KeyNotFound:         codes.NotFound,
+	fault.Unauthenticated:     codes.Unauthenticated,
+	fault.UnknownToken:        codes.Unauthenticated,
+	fault.QuotaExceeded:       codes.FailedPrecondition, // retrying does not help until the quota changes
+	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
+	fault.LeaseNotFound:       codes.NotFound,
+	fault.AccountsUnavailable: codes.Unavailable,
+	fault.DeadlineExceeded:    codes.DeadlineExceeded,
+	fault.Canceled:            codes.Canceled,
+	fault.Unavailable:         codes.Unavailable,
+	fault.Internal:            codes.Internal,
+}
+
+// Reasons is every reason a client can receive (final/README.md lists them).
+func Reasons() []fault.Reason {
+	r := make([]fault.Reason, 0, len(codeOf))
+	for k := range codeOf {
+		r = append(r, k)
 	}
-	return st.Err()
+	return r
 }
 
-// QuotaExceeded refuses a new key: the tenant's keys across all replicas
-// would exceed max. FailedPrecondition, not ResourceExhausted: retrying does
-// not help until the tenant's quota changes.
-func QuotaExceeded(tenant string, max int64) error {
-	st := status.Newf(codes.FailedPrecondition, "account exceeds max key limit %d", max)
-	if d, err := st.WithDetails(&errdetails.QuotaFailure{
-		Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     "tenant:" + tenant,
-			Description: fmt.Sprintf("at most %d keys across all replicas", max),
-		}},
-	}); err == nil {
-		st = d
+// Code is the status code of reason; Internal for an unknown reason.
+func Code(reason fault.Reason) codes.Code {
+	if c, ok := codeOf[reason]; ok {
+		return c
 	}
-	return st.Err()
+	return codes.Internal
 }
 
-// RateLimited refuses a call over a rate limit; RetryInfo says when to retry.
-func RateLimited(scope string, retryAfter time.Duration) error {
-	st := status.Newf(codes.ResourceExhausted, "%s is over rate limit", scope)
-	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)}); err == nil {
-		st = d
-	}
-	return st.Err()
-}
+const genericInternal = "internal error"
 
-// Unauthenticated reports a missing, malformed or unknown token.
-func Unauthenticated(reason string) error {
-	return status.Error(codes.Unauthenticated, reason)
-}
-
-// NotFound reports a missing key.
-func NotFound(key string) error {
-	return status.Errorf(codes.NotFound, "key %q not found", key)
-}
-
-// UnknownToken is what Accounts answers for a token it does not know.
-func UnknownToken() error {
-	return status.Error(codes.NotFound, "no account has this token")
-}
-
-// Internal hides the cause from the caller; the server logs it.
-func Internal() error {
-	return status.Error(codes.Internal, "internal error")
-}
-
-// Unavailable reports that a dependency could not be reached: the call may
-// succeed if retried, elsewhere or later.
-func Unavailable(dependency string, err error) error {
-	return status.Errorf(codes.Unavailable, "%s: %s", dependency, status.Convert(err).Message())
-}
-
-// LeaseNotFound tells a replica that its lease lapsed and must be renewed.
-func LeaseNotFound(id string) error {
-	return status.Errorf(codes.NotFound, "no lease %q", id)
-}
-
-// IsLeaseNotFound reports whether err is LeaseNotFound.
-func IsLeaseNotFound(err error) bool {
-	return status.Code(err) == codes.NotFound
-}
-
-// FromAccounts maps an error from the Accounts service to what the cache
-// tells its own caller: a refused quota passes through unchanged, an unknown
-// token is the caller's problem, a deadline stays a deadline, and anything
-// else means Accounts is unavailable.
-func FromAccounts(err error) error {
-	switch status.Code(err) {
-	case codes.OK:
+// ToStatus maps err to the status error a client receives: a fault error
+// to its reason's code with details; a context error to DeadlineExceeded or
+// Canceled; a status from gRPC itself (a failed Send) passes through with an
+// ErrorInfo added when it is Canceled, DeadlineExceeded or Unavailable;
+// anything else is Internal with a generic message. nil stays nil.
+func ToStatus(err error) error {
+	if err == nil {
 		return nil
-	case codes.FailedPrecondition:
-		return err
-	case codes.NotFound:
-		return Unauthenticated("unknown account token")
-	case codes.DeadlineExceeded, codes.Canceled:
-		return status.Error(status.Code(err), "accounts service: "+status.Convert(err).Message())
-	default:
-		return Unavailable("accounts service", err)
 	}
+	return toStatus(err).Err()
+}
+
+func toStatus(err error) *status.Status {
+	var fe *fault.Error
+	switch {
+	case errors.As(err, &fe):
+		return fromFault(fe)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fromFault(&fault.Error{Reason: fault.DeadlineExceeded, Msg: "deadline exceeded"})
+	case errors.Is(err, context.Canceled):
+		return fromFault(&fault.Error{Reason: fault.Canceled, Msg: "canceled"})
+	}
+	if st, ok := status.FromError(err); ok {
+		if _, has := info(st); has {
+			return st
+		}
+		switch st.Code() {
+		case codes.DeadlineExceeded:
+			return withInfo(st, fault.DeadlineExceeded, nil)
+		case codes.Canceled:
+			return withInfo(st, fault.Canceled, nil)
+		case codes.Unavailable:
+			return withInfo(st, fault.Unavailable, nil)
+		}
+	}
+	return fromFault(&fault.Error{Reason: fault.Internal})
+}
+
+func fromFault(e *fault.Error) *status.Status {
+	code := Code(e.Reason)
+	msg := e.Msg
+	if code == codes.Internal || msg == "" {
+		msg = genericInternal
+		if code != codes.Internal {
+			msg = string(e.Reason)
+		}
+	}
+	md := map[string]string{}
+	var details []protoadapt.MessageV1
+	switch e.Reason {
+	case fault.InvalidArgument:
+		md["field"] = e.Field
+		details = append(details, &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: msg}},
+		})
+	case fault.QuotaExceeded:
+		md["subject"], md["limit"] = e.Subject, strconv.FormatInt(e.Limit, 10)
+		details = append(details, &errdetails.QuotaFailure{
+			Violations: []*errdetails.QuotaFailure_Violation{{
+				Subject:     e.Subject,
+				Description: "at most " + strconv.FormatInt(e.Limit, 10) + " keys across all replicas",
+			}},
+		})
+	case fault.RateLimited:
+		md["subject"] = e.Subject
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	return withInfo(status.New(code, msg), e.Reason, md, details...)
+}
+
+func withInfo(st *status.Status, reason fault.Reason, md map[string]string, more ...protoadapt.MessageV1) *status.Status {
+	if len(md) == 0 {
+		md = nil
+	}
+	d, err := st.WithDetails(append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: string(reason), Domain: Domain, Metadata: md}}, more...)...)
+	if err != nil {
+		return st // only a detail that fails to marshal; none of ours can
+	}
+	return d
+}
+
+func info(st *status.Status) (*errdetails.ErrorInfo, bool) {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei, true
+		}
+	}
+	return nil, false
+}
+
+// ReasonOf is the ErrorInfo reason of a status error from this domain; ""
+// when it has none. Clients decide by it, not by code.
+func ReasonOf(err error) fault.Reason {
+	if ei, ok := info(status.Convert(err)); ok && ei.Domain == Domain {
+		return fault.Reason(ei.Reason)
+	}
+	return ""
 }
 
 // RetryDelay returns the server's RetryInfo delay, if it sent one.
@@ -114,4 +169,76 @@ func RetryDelay(err error) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// FromAccounts turns an answer of the Accounts service into a domain error,
+// by its ErrorInfo reason: an unknown token, a full quota and a lapsed
+// lease keep their reasons (and the quota its subject and limit); a
+// deadline stays a deadline; anything else means Accounts is unavailable.
+func FromAccounts(err error) error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	if ei, ok := info(st); ok && ei.Domain == Domain {
+		switch r := fault.Reason(ei.Reason); r {
+		case fault.UnknownToken, fault.QuotaExceeded, fault.LeaseNotFound:
+			limit, _ := strconv.ParseInt(ei.Metadata["limit"], 10, 64)
+			return &fault.Error{Reason: r, Msg: st.Message(), Subject: ei.Metadata["subject"], Limit: limit, Field: ei.Metadata["field"]}
+		case fault.InvalidArgument:
+			// The replica sent a bad request: a bug here, not the caller's.
+			return &fault.Error{Reason: fault.Internal, Err: err}
+		}
+	}
+	switch st.Code() {
+	case codes.DeadlineExceeded:
+		return &fault.Error{Reason: fault.DeadlineExceeded, Msg: "accounts service: deadline exceeded", Err: err}
+	case codes.Canceled:
+		return &fault.Error{Reason: fault.Canceled, Msg: "accounts service: canceled", Err: err}
+	}
+	return fault.AccountsDown(err)
+}
+
+func internalCause(err error, st *status.Status) (error, bool) {
+	if st.Code() != codes.Internal {
+		return nil, false
+	}
+	var fe *fault.Error
+	if errors.As(err, &fe) && fe.Err != nil {
+		return fe.Err, true
+	}
+	return err, true
+}
+
+func logInternal(ctx context.Context, log *slog.Logger, method string, err error, st *status.Status) {
+	if cause, ok := internalCause(err, st); ok {
+		log.ErrorContext(ctx, "internal error", "method", method, "error", cause)
+	}
+}
+
+// UnaryServerInterceptor maps every error a handler (or an inner
+// interceptor) returns with ToStatus, and logs the cause of Internal ones.
+func UnaryServerInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		st := toStatus(err)
+		logInternal(ctx, log, info.FullMethod, err, st)
+		return nil, st.Err()
+	}
+}
+
+// StreamServerInterceptor is UnaryServerInterceptor for streams.
+func StreamServerInterceptor(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		if err == nil {
+			return nil
+		}
+		st := toStatus(err)
+		logInternal(ss.Context(), log, info.FullMethod, err, st)
+		return st.Err()
+	}
 }

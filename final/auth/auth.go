@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/fault"
 )
 
 const (
@@ -43,26 +43,26 @@ func Token(ctx context.Context) (string, error) {
 	vals := metadata.ValueFromIncomingContext(ctx, header)
 	switch {
 	case len(vals) == 0:
-		return "", apierr.Unauthenticated("missing bearer token in authorization metadata")
+		return "", fault.NotAuthenticated("missing bearer token in authorization metadata")
 	case len(vals) > 1:
-		return "", apierr.Unauthenticated("more than one authorization value")
+		return "", fault.NotAuthenticated("more than one authorization value")
 	}
 	v := vals[0]
 	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return "", apierr.Unauthenticated(`authorization must be "Bearer <token>"`)
+		return "", fault.NotAuthenticated(`authorization must be "Bearer <token>"`)
 	}
 	tok := strings.TrimSpace(v[len(scheme):])
 	switch {
 	case tok == "":
-		return "", apierr.Unauthenticated("empty bearer token")
+		return "", fault.NotAuthenticated("empty bearer token")
 	case len(tok) > MaxTokenLen:
-		return "", apierr.Unauthenticated("bearer token too long")
+		return "", fault.NotAuthenticated("bearer token too long")
 	}
 	return tok, nil
 }
 
 // LookupFunc asks the authority (the Accounts service) for a token's account.
-type LookupFunc func(ctx context.Context, token string) (*rpc.Account, error)
+type LookupFunc func(ctx context.Context, token string) (accounts.Account, error)
 
 // Authenticator resolves tokens to accounts and remembers each answer for
 // TTL: a quota change or a revoked token takes effect within TTL, and a
@@ -76,7 +76,7 @@ type Authenticator struct {
 }
 
 type entry struct {
-	acct    *rpc.Account
+	acct    accounts.Account
 	expires time.Time
 }
 
@@ -87,7 +87,7 @@ func NewAuthenticator(lookup LookupFunc, ttl time.Duration) *Authenticator {
 
 // Account returns the account of token, from the cache when fresh.
 // Unknown tokens are not cached, so a new token works at once.
-func (a *Authenticator) Account(ctx context.Context, token string) (*rpc.Account, error) {
+func (a *Authenticator) Account(ctx context.Context, token string) (accounts.Account, error) {
 	now := a.now()
 	if e, ok := a.entries.Load(token); ok && now.Before(e.(entry).expires) {
 		return e.(entry).acct, nil
@@ -95,7 +95,7 @@ func (a *Authenticator) Account(ctx context.Context, token string) (*rpc.Account
 	acct, err := a.lookup(ctx, token)
 	if err != nil {
 		a.entries.Delete(token)
-		return nil, err
+		return accounts.Account{}, err
 	}
 	if a.ttl > 0 {
 		a.entries.Store(token, entry{acct: acct, expires: now.Add(a.ttl)})
@@ -106,14 +106,24 @@ func (a *Authenticator) Account(ctx context.Context, token string) (*rpc.Account
 type accountKey struct{}
 
 // WithAccount returns ctx carrying the caller's account.
-func WithAccount(ctx context.Context, acct *rpc.Account) context.Context {
+func WithAccount(ctx context.Context, acct accounts.Account) context.Context {
 	return context.WithValue(ctx, accountKey{}, acct)
 }
 
 // AccountFrom returns the account the auth interceptor put into ctx.
-func AccountFrom(ctx context.Context) (*rpc.Account, bool) {
-	acct, ok := ctx.Value(accountKey{}).(*rpc.Account)
+func AccountFrom(ctx context.Context) (accounts.Account, bool) {
+	acct, ok := ctx.Value(accountKey{}).(accounts.Account)
 	return acct, ok
+}
+
+// TenantFrom returns the caller's tenant, or an Unauthenticated error when
+// no account is in ctx (the auth interceptor is missing).
+func TenantFrom(ctx context.Context) (string, error) {
+	acct, ok := AccountFrom(ctx)
+	if !ok {
+		return "", fault.NotAuthenticated("no account")
+	}
+	return acct.Tenant, nil
 }
 
 // Public reports methods that need no token (health checks, reflection).

@@ -7,22 +7,20 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/fault"
 )
 
 func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {
 	valid := map[string]bool{"tok": true}
 	calls := 0
-	a := NewAuthenticator(func(ctx context.Context, token string) (*rpc.Account, error) {
+	a := NewAuthenticator(func(ctx context.Context, token string) (accounts.Account, error) {
 		calls++
 		if !valid[token] {
-			return nil, apierr.Unauthenticated("unknown account token")
+			return accounts.Account{}, fault.NoAccount()
 		}
-		return &rpc.Account{Tenant: "t"}, nil
+		return accounts.Account{Tenant: "t"}, nil
 	}, 5*time.Second)
 	now := time.Unix(1000, 0)
 	a.now = func() time.Time { return now }
@@ -40,7 +38,7 @@ func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {
 	assert.NoError(t, err, "still cached within the TTL")
 	now = now.Add(2 * time.Second)
 	_, err = a.Account(ctx, "tok")
-	assert.Equal(t, codes.Unauthenticated, status.Code(err), "revoked once the TTL passed")
+	assert.ErrorIs(t, err, fault.ErrUnknownToken, "revoked once the TTL passed")
 
 	valid["new"] = true
 	for range 2 {

@@ -16,25 +16,12 @@ import (
 	"grpcworkshop/final/fault"
 )
 
-// local is the Accounts domain in process, as an Authority.
-type local struct{ *accounts.Service }
-
-func (l local) Reserve(_ context.Context, id, tenant string, dry bool) error {
-	return l.Service.Reserve(id, tenant, dry)
-}
-
-func (l local) Lease(_ context.Context, id string, h map[string]int64) (map[string]int64, error) {
-	return l.Service.Lease(id, h)
-}
-
-func (l local) Release(_ context.Context, id string) error { return l.Service.Release(id) }
-
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func newCache(t *testing.T, max int64) (*Cache, *accounts.Service) {
 	t.Helper()
 	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: max}}), time.Hour)
-	return New(local{acc}, "r1", Limits{MaxKeyBytes: 8, MaxValueBytes: 4}, quiet), acc
+	return New(accounts.Local{Service: acc}, "r1", Limits{MaxKeyBytes: 8, MaxValueBytes: 4}, quiet), acc
 }
 
 func ctxT(t *testing.T) context.Context {

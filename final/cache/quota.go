@@ -74,10 +74,14 @@ func (q *Quota) Report(ctx context.Context) error {
 	return nil
 }
 
-// release gives the lease's slots back; a Store after it registers again.
+// release gives the lease's slots back, if it holds any; a Store after it
+// registers again.
 func (q *Quota) release(ctx context.Context) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.registered {
+		return nil
+	}
 	q.registered = false
 	return q.accounts.Release(ctx, q.id)
 }

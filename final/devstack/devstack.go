@@ -69,7 +69,8 @@ func Start(cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	acfg := server.AccountsConfig{Common: server.Common{TLS: accTLS, Logger: cfg.Logger}, Directory: cfg.Directory}
+	acfg := server.DefaultAccountsConfig()
+	acfg.TLS, acfg.Logger, acfg.Directory = accTLS, cfg.Logger, cfg.Directory
 	if cfg.TuneAccounts != nil {
 		cfg.TuneAccounts(&acfg)
 	}
@@ -93,12 +94,10 @@ func Start(cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
-		ccfg := server.CacheConfig{
-			Common:       server.Common{TLS: srvTLS, Logger: cfg.Logger},
-			ReplicaID:    fmt.Sprintf("cache-%d", i+1),
-			AccountsAddr: st.AccountsAddr,
-			AccountsTLS:  cliTLS,
-		}
+		ccfg := server.DefaultCacheConfig()
+		ccfg.TLS, ccfg.Logger = srvTLS, cfg.Logger
+		ccfg.ReplicaID = fmt.Sprintf("cache-%d", i+1)
+		ccfg.AccountsAddr, ccfg.AccountsTLS = st.AccountsAddr, cliTLS
 		if cfg.TuneCache != nil {
 			cfg.TuneCache(i, &ccfg)
 		}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/fault"
 )
 
 // failing returns an invoker that fails with errs in turn, then succeeds,
@@ -43,7 +44,7 @@ func TestRetryRetriesTemporaryErrorsOfIdempotentCalls(t *testing.T) {
 	assert.Equal(t, 3, calls)
 
 	calls = 0
-	err = retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.RateLimited("service", time.Microsecond)))
+	err = retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Microsecond))))
 	require.NoError(t, err, "a rate limit with RetryInfo is temporary")
 	assert.Equal(t, 2, calls)
 }
@@ -59,9 +60,9 @@ func TestRetryDoesNotRetryNonIdempotentCalls(t *testing.T) {
 func TestRetryDoesNotRetryPermanentErrors(t *testing.T) {
 	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
 	for _, e := range []error{
-		apierr.NotFound("k"),
-		apierr.QuotaExceeded("t", 3),
-		apierr.InvalidArgument("key", "bad"),
+		apierr.ToStatus(fault.NoKey("k")),
+		apierr.ToStatus(fault.OverQuota("t", 3)),
+		apierr.ToStatus(fault.BadField("key", "bad")),
 		status.Error(codes.ResourceExhausted, "message too large"), // no RetryInfo
 		status.Error(codes.DeadlineExceeded, "late"),
 	} {
@@ -147,6 +148,6 @@ func TestDryRunMetadata(t *testing.T) {
 	} {
 		got, err := DryRun(in(tc.vals...))
 		assert.Equal(t, tc.want, got, "%q", tc.vals)
-		assert.Equal(t, tc.code, status.Code(err), "%q", tc.vals)
+		assert.Equal(t, tc.code, status.Code(apierr.ToStatus(err)), "%q", tc.vals)
 	}
 }

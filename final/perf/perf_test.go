@@ -60,7 +60,7 @@ func startFull(b *testing.B, useTLS bool) (*devstack.Stack, credentials.Transpor
 		AccountsAddr: "127.0.0.1:0",
 		CacheAddrs:   []string{"127.0.0.1:0"},
 		Logger:       quiet,
-		Directory:    accounts.Accounts(map[string]*rpc.Account{token: {MaxCacheKeys: 10 * keySpace}}),
+		Directory:    accounts.Accounts(map[string]accounts.Account{token: {MaxCacheKeys: 10 * keySpace}}),
 		TuneCache: func(_ int, c *server.CacheConfig) {
 			c.Rate, c.TenantRate = rate.Inf, rate.Inf
 			if !useTLS {

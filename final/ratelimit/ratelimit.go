@@ -15,6 +15,7 @@ import (
 
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
+	"grpcworkshop/final/fault"
 )
 
 func retryAfter(r rate.Limit) time.Duration {
@@ -31,7 +32,8 @@ func Tap(r rate.Limit, burst int) tap.ServerInHandle {
 	after := retryAfter(r)
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		if !lim.Allow() {
-			return nil, apierr.RateLimited("service", after)
+			// A tap runs before any interceptor: it maps its own error.
+			return nil, apierr.ToStatus(fault.OverRate("service", after))
 		}
 		return ctx, nil
 	}
@@ -59,12 +61,12 @@ func (p *PerTenant) allow(ctx context.Context) error {
 	if !ok {
 		return nil // public methods carry no tenant
 	}
-	l, ok := p.lims.Load(acct.GetTenant())
+	l, ok := p.lims.Load(acct.Tenant)
 	if !ok {
-		l, _ = p.lims.LoadOrStore(acct.GetTenant(), rate.NewLimiter(p.r, p.burst))
+		l, _ = p.lims.LoadOrStore(acct.Tenant, rate.NewLimiter(p.r, p.burst))
 	}
 	if !l.(*rate.Limiter).Allow() {
-		return apierr.RateLimited("tenant "+acct.GetTenant(), retryAfter(p.r))
+		return fault.OverRate("tenant "+acct.Tenant, retryAfter(p.r))
 	}
 	return nil
 }

@@ -368,6 +368,86 @@ func (x *LeaseResp) GetTtlMillis() int64 {
 	return 0
 }
 
+type ReleaseReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId       string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseReq) Reset() {
+	*x = ReleaseReq{}
+	mi := &file_accounts_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseReq) ProtoMessage() {}
+
+func (x *ReleaseReq) ProtoReflect() protoreflect.Message {
+	mi := &file_accounts_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseReq.ProtoReflect.Descriptor instead.
+func (*ReleaseReq) Descriptor() ([]byte, []int) {
+	return file_accounts_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReleaseReq) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+type ReleaseResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseResp) Reset() {
+	*x = ReleaseResp{}
+	mi := &file_accounts_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseResp) ProtoMessage() {}
+
+func (x *ReleaseResp) ProtoReflect() protoreflect.Message {
+	mi := &file_accounts_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseResp.ProtoReflect.Descriptor instead.
+func (*ReleaseResp) Descriptor() ([]byte, []int) {
+	return file_accounts_proto_rawDescGZIP(), []int{8}
+}
+
 var File_accounts_proto protoreflect.FileDescriptor
 
 const file_accounts_proto_rawDesc = "" +
@@ -398,12 +478,17 @@ const file_accounts_proto_rawDesc = "" +
 	"ttl_millis\x18\x02 \x01(\x03R\tttlMillis\x1a;\n" +
 	"\rAdmittedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x012\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"'\n" +
+	"\n" +
+	"ReleaseReq\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\"\r\n" +
+	"\vReleaseResp2\xcd\x01\n" +
 	"\bAccounts\x127\n" +
 	"\n" +
 	"GetByToken\x12\x12.rpc.GetByTokenReq\x1a\x13.rpc.GetByTokenResp\"\x00\x12.\n" +
 	"\aReserve\x12\x0f.rpc.ReserveReq\x1a\x10.rpc.ReserveResp\"\x00\x12(\n" +
-	"\x05Lease\x12\r.rpc.LeaseReq\x1a\x0e.rpc.LeaseResp\"\x00b\x06proto3"
+	"\x05Lease\x12\r.rpc.LeaseReq\x1a\x0e.rpc.LeaseResp\"\x00\x12.\n" +
+	"\aRelease\x12\x0f.rpc.ReleaseReq\x1a\x10.rpc.ReleaseResp\"\x00b\x06proto3"
 
 var (
 	file_accounts_proto_rawDescOnce sync.Once
@@ -417,7 +502,7 @@ func file_accounts_proto_rawDescGZIP() []byte {
 	return file_accounts_proto_rawDescData
 }
 
-var file_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_accounts_proto_goTypes = []any{
 	(*GetByTokenReq)(nil),  // 0: rpc.GetByTokenReq
 	(*GetByTokenResp)(nil), // 1: rpc.GetByTokenResp
@@ -426,24 +511,28 @@ var file_accounts_proto_goTypes = []any{
 	(*ReserveResp)(nil),    // 4: rpc.ReserveResp
 	(*LeaseReq)(nil),       // 5: rpc.LeaseReq
 	(*LeaseResp)(nil),      // 6: rpc.LeaseResp
-	nil,                    // 7: rpc.LeaseReq.HoldingsEntry
-	nil,                    // 8: rpc.LeaseResp.AdmittedEntry
+	(*ReleaseReq)(nil),     // 7: rpc.ReleaseReq
+	(*ReleaseResp)(nil),    // 8: rpc.ReleaseResp
+	nil,                    // 9: rpc.LeaseReq.HoldingsEntry
+	nil,                    // 10: rpc.LeaseResp.AdmittedEntry
 }
 var file_accounts_proto_depIdxs = []int32{
-	2, // 0: rpc.GetByTokenResp.account:type_name -> rpc.Account
-	7, // 1: rpc.LeaseReq.holdings:type_name -> rpc.LeaseReq.HoldingsEntry
-	8, // 2: rpc.LeaseResp.admitted:type_name -> rpc.LeaseResp.AdmittedEntry
-	0, // 3: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
-	3, // 4: rpc.Accounts.Reserve:input_type -> rpc.ReserveReq
-	5, // 5: rpc.Accounts.Lease:input_type -> rpc.LeaseReq
-	1, // 6: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
-	4, // 7: rpc.Accounts.Reserve:output_type -> rpc.ReserveResp
-	6, // 8: rpc.Accounts.Lease:output_type -> rpc.LeaseResp
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2,  // 0: rpc.GetByTokenResp.account:type_name -> rpc.Account
+	9,  // 1: rpc.LeaseReq.holdings:type_name -> rpc.LeaseReq.HoldingsEntry
+	10, // 2: rpc.LeaseResp.admitted:type_name -> rpc.LeaseResp.AdmittedEntry
+	0,  // 3: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
+	3,  // 4: rpc.Accounts.Reserve:input_type -> rpc.ReserveReq
+	5,  // 5: rpc.Accounts.Lease:input_type -> rpc.LeaseReq
+	7,  // 6: rpc.Accounts.Release:input_type -> rpc.ReleaseReq
+	1,  // 7: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
+	4,  // 8: rpc.Accounts.Reserve:output_type -> rpc.ReserveResp
+	6,  // 9: rpc.Accounts.Lease:output_type -> rpc.LeaseResp
+	8,  // 10: rpc.Accounts.Release:output_type -> rpc.ReleaseResp
+	7,  // [7:11] is the sub-list for method output_type
+	3,  // [3:7] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_accounts_proto_init() }
@@ -457,7 +546,7 @@ func file_accounts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_accounts_proto_rawDesc), len(file_accounts_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

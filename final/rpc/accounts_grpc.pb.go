@@ -22,6 +22,7 @@ const (
 	Accounts_GetByToken_FullMethodName = "/rpc.Accounts/GetByToken"
 	Accounts_Reserve_FullMethodName    = "/rpc.Accounts/Reserve"
 	Accounts_Lease_FullMethodName      = "/rpc.Accounts/Lease"
+	Accounts_Release_FullMethodName    = "/rpc.Accounts/Release"
 )
 
 // AccountsClient is the client API for Accounts service.
@@ -41,6 +42,10 @@ type AccountsClient interface {
 	// call it periodically. A replica that stops calling it loses its slots
 	// after the lease's TTL.
 	Lease(ctx context.Context, in *LeaseReq, opts ...grpc.CallOption) (*LeaseResp, error)
+	// Release drops a replica's lease and its slots at once: a replica that
+	// shuts down cleanly gives its slots back instead of holding them for
+	// the lease's TTL.
+	Release(ctx context.Context, in *ReleaseReq, opts ...grpc.CallOption) (*ReleaseResp, error)
 }
 
 type accountsClient struct {
@@ -81,6 +86,16 @@ func (c *accountsClient) Lease(ctx context.Context, in *LeaseReq, opts ...grpc.C
 	return out, nil
 }
 
+func (c *accountsClient) Release(ctx context.Context, in *ReleaseReq, opts ...grpc.CallOption) (*ReleaseResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseResp)
+	err := c.cc.Invoke(ctx, Accounts_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccountsServer is the server API for Accounts service.
 // All implementations must embed UnimplementedAccountsServer
 // for forward compatibility.
@@ -98,6 +113,10 @@ type AccountsServer interface {
 	// call it periodically. A replica that stops calling it loses its slots
 	// after the lease's TTL.
 	Lease(context.Context, *LeaseReq) (*LeaseResp, error)
+	// Release drops a replica's lease and its slots at once: a replica that
+	// shuts down cleanly gives its slots back instead of holding them for
+	// the lease's TTL.
+	Release(context.Context, *ReleaseReq) (*ReleaseResp, error)
 	mustEmbedUnimplementedAccountsServer()
 }
 
@@ -116,6 +135,9 @@ func (UnimplementedAccountsServer) Reserve(context.Context, *ReserveReq) (*Reser
 }
 func (UnimplementedAccountsServer) Lease(context.Context, *LeaseReq) (*LeaseResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lease not implemented")
+}
+func (UnimplementedAccountsServer) Release(context.Context, *ReleaseReq) (*ReleaseResp, error) {
+	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
 func (UnimplementedAccountsServer) mustEmbedUnimplementedAccountsServer() {}
 func (UnimplementedAccountsServer) testEmbeddedByValue()                  {}
@@ -192,6 +214,24 @@ func _Accounts_Lease_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Accounts_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountsServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Accounts_Release_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountsServer).Release(ctx, req.(*ReleaseReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Accounts_ServiceDesc is the grpc.ServiceDesc for Accounts service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -210,6 +250,10 @@ var Accounts_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Lease",
 			Handler:    _Accounts_Lease_Handler,
+		},
+		{
+			MethodName: "Release",
+			Handler:    _Accounts_Release_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"grpcworkshop/final/accountsclient"
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/cache"
@@ -20,13 +21,13 @@ import (
 	"grpcworkshop/final/rpc"
 )
 
-// CacheConfig configures one cache replica. Zero values mean defaults.
+// CacheConfig configures one cache replica. Start from DefaultCacheConfig.
 type CacheConfig struct {
 	Common
 
 	// ReplicaID names this replica: its lease at Accounts and the x-replica
 	// response header. It must be unique and stable across restarts (a pod
-	// name); default hostname.
+	// name); "" means the hostname.
 	ReplicaID string
 
 	// Accounts is an existing connection to the Accounts service; if nil,
@@ -37,38 +38,65 @@ type CacheConfig struct {
 	AccountsTLS  *tls.Config
 
 	// AuthTTL is how long a token's account is cached: a revoked token works
-	// for at most this long. Default 5s.
+	// for at most this long; 0: every call asks Accounts.
 	AuthTTL time.Duration
 	// LeaseInterval is how often the replica reports its holdings to
-	// Accounts (renewing its lease). Default 5s.
+	// Accounts, renewing its lease; it must be positive.
 	LeaseInterval time.Duration
 
+	// Limits bound keys and values (zero fields: cache.DefaultLimits).
 	Limits cache.Limits
 
-	// Rate and Burst limit all calls to this replica (default 5000/s, burst
-	// 500); TenantRate and TenantBurst limit each tenant (default 1000/s,
-	// burst 200). rate.Inf disables a limit.
+	// Rate limits all calls to this replica and TenantRate each tenant, in
+	// calls per second; 0 or rate.Inf: no limit. Burst and TenantBurst
+	// allow that many calls at once; 0: a tenth (a fifth for tenants) of a
+	// second's worth.
 	Rate, TenantRate   rate.Limit
 	Burst, TenantBurst int
 }
 
-// CacheServer is a running cache replica.
+// DefaultCacheConfig is a replica's configuration when no flag is given.
+func DefaultCacheConfig() CacheConfig {
+	return CacheConfig{
+		Common:        defaultCommon("localhost:5051"),
+		AccountsAddr:  "localhost:5050",
+		AuthTTL:       5 * time.Second,
+		LeaseInterval: 5 * time.Second,
+		Limits:        cache.DefaultLimits(),
+		Rate:          5000,
+		TenantRate:    1000,
+	}
+}
+
+// limit turns a rate and burst into a limiter's: no limit for 0, and a
+// burst of `seconds` of calls for burst 0.
+func limit(r rate.Limit, burst int, seconds float64) (rate.Limit, int) {
+	if r <= 0 || r == rate.Inf {
+		return rate.Inf, 0
+	}
+	if burst <= 0 {
+		burst = max(1, int(float64(r)*seconds))
+	}
+	return r, burst
+}
+
+// CacheServer is a cache replica.
 type CacheServer struct {
 	*Server
-	svc   *cache.Service
+	cache *cache.Cache
 	unary []grpc.UnaryServerInterceptor
 }
 
-// Service is the cache service inside the server.
-func (s *CacheServer) Service() *cache.Service { return s.svc }
+// Service is the cache's domain inside the server.
+func (s *CacheServer) Service() *cache.Cache { return s.cache }
 
 // UnaryInterceptors are the server's unary interceptors, outermost first
 // (for benchmarks of their cost).
 func (s *CacheServer) UnaryInterceptors() []grpc.UnaryServerInterceptor { return s.unary }
 
-// NewCache builds a cache replica. It does not contact Accounts yet.
+// NewCache builds a cache replica. It starts nothing and does not contact
+// Accounts yet: Serve or Run does.
 func NewCache(cfg CacheConfig) (*CacheServer, error) {
-	cfg.defaults()
 	if cfg.ReplicaID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -76,25 +104,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		}
 		cfg.ReplicaID = h
 	}
-	if cfg.AuthTTL <= 0 {
-		cfg.AuthTTL = 5 * time.Second
-	}
 	if cfg.LeaseInterval <= 0 {
-		cfg.LeaseInterval = 5 * time.Second
+		return nil, fmt.Errorf("lease interval must be positive, got %s", cfg.LeaseInterval)
 	}
-	if cfg.Rate == 0 {
-		cfg.Rate, cfg.Burst = 5000, 500
-	}
-	if cfg.TenantRate == 0 {
-		cfg.TenantRate, cfg.TenantBurst = 1000, 200
-	}
-	if cfg.Limits.MaxKeyBytes <= 0 {
-		cfg.Limits.MaxKeyBytes = 256
-	}
-	if cfg.Limits.MaxValueBytes <= 0 {
-		cfg.Limits.MaxValueBytes = 1 << 20
-	}
-	log := cfg.Logger.With("replica", cfg.ReplicaID)
+	log := cfg.logger().With("replica", cfg.ReplicaID)
 
 	var closers []func() error
 	conn := cfg.Accounts
@@ -115,52 +128,94 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		}
 		conn, closers = cc, append(closers, cc.Close)
 	}
-	accounts := rpc.NewAccountsClient(conn)
+	accounts := accountsclient.New(conn)
 
-	svc := cache.NewService(accounts, cfg.ReplicaID, cfg.Limits, log)
-	authn := auth.NewAuthenticator(func(ctx context.Context, token string) (*rpc.Account, error) {
-		// The caller's context: its deadline (capped) propagates to Accounts.
-		resp, err := accounts.GetByToken(ctx, &rpc.GetByTokenReq{Token: token})
-		if err != nil {
-			return nil, apierr.FromAccounts(err)
-		}
-		return resp.GetAccount(), nil
-	}, cfg.AuthTTL)
-	perTenant := ratelimit.NewPerTenant(cfg.TenantRate, cfg.TenantBurst)
+	c := cache.New(accounts, cfg.ReplicaID, cfg.Limits, log)
+	limits := c.Limits()
+	// The caller's context reaches Accounts: its deadline (capped) propagates.
+	authn := auth.NewAuthenticator(accounts.Account, cfg.AuthTTL)
+	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
+	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
 	unary := append([]grpc.UnaryServerInterceptor{
 		interceptor.LogUnaryServer(log),
-		interceptor.RecoverUnary(log),
+		apierr.UnaryServerInterceptor(log),
+		interceptor.RecoverUnary(),
 		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
 		interceptor.DryRunUnary(),
 		authn.UnaryInterceptor(),
 		perTenant.Unary(),
 	}, cfg.Unary...)
+	stream := append([]grpc.StreamServerInterceptor{
+		interceptor.LogStreamServer(log),
+		apierr.StreamServerInterceptor(log),
+		interceptor.RecoverStream(),
+		interceptor.ReplicaStream(cfg.ReplicaID),
+		interceptor.DeadlineStream(cfg.MaxDeadline),
+		interceptor.DryRunStream(),
+		authn.StreamInterceptor(),
+		perTenant.Stream(),
+	}, cfg.Stream...)
+	r, burst := limit(cfg.Rate, cfg.Burst, 0.1)
 	opts := append(cfg.options(),
-		grpc.InTapHandle(ratelimit.Tap(cfg.Rate, cfg.Burst)),
+		grpc.InTapHandle(ratelimit.Tap(r, burst)),
 		// Messages larger than a maximal Store are refused before decoding.
-		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes+cfg.Limits.MaxKeyBytes+1024),
-		// A key that is not UTF-8 reaches checkKey (InvalidArgument), not Internal.
+		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
+		// A key that is not UTF-8 reaches the domain's key check
+		// (InvalidArgument), not Internal.
 		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(
-			interceptor.LogStreamServer(log),
-			interceptor.RecoverStream(log),
-			interceptor.ReplicaStream(cfg.ReplicaID),
-			interceptor.DeadlineStream(cfg.MaxDeadline),
-			interceptor.DryRunStream(),
-			authn.StreamInterceptor(),
-			perTenant.Stream(),
-		),
+		grpc.ChainStreamInterceptor(stream...),
 	)
-	srv := newServer(&cfg.Common, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
-		rpc.RegisterCacheServer(gs, svc)
+	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
+		rpc.RegisterCacheServer(gs, &cacheService{cache: c})
 	})
-	srv.log = log
 	srv.closers = closers
-	ctx, cancel := context.WithCancel(context.Background())
-	srv.stopBg = cancel
-	go svc.RunLease(ctx, cfg.LeaseInterval)
-	return &CacheServer{Server: srv, svc: svc, unary: unary}, nil
+	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
+	srv.release = c.Release
+	return &CacheServer{Server: srv, cache: c, unary: unary}, nil
+}
+
+// cacheService is the Cache service on the wire: it reads the tenant and
+// dry run from the context (the interceptors put them there) and calls the
+// domain. Its errors are mapped by apierr's interceptor.
+type cacheService struct {
+	rpc.UnimplementedCacheServer
+	cache *cache.Cache
+}
+
+func (s *cacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreResp, error) {
+	tenant, err := auth.TenantFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cache.Store(ctx, tenant, req.Key, req.Val, interceptor.IsDryRun(ctx)); err != nil {
+		return nil, err
+	}
+	return &rpc.StoreResp{}, nil
+}
+
+func (s *cacheService) Get(ctx context.Context, req *rpc.GetReq) (*rpc.GetResp, error) {
+	tenant, err := auth.TenantFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	val, err := s.cache.Get(tenant, req.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &rpc.GetResp{Val: val}, nil
+}
+
+func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error {
+	tenant, err := auth.TenantFrom(stream.Context())
+	if err != nil {
+		return err
+	}
+	item := &rpc.DumpItem{}
+	return s.cache.Dump(tenant, func(key string, val []byte) error {
+		item.Key, item.Val = key, val
+		return stream.Send(item) // fails when the client went away or the deadline passed
+	})
 }

@@ -51,11 +51,11 @@ func TestRevokedTokenAndChangedQuotaTakeEffect(t *testing.T) {
 	require.NoError(t, store(ctx, c, "k", "v"))
 
 	// The quota is enforced by Accounts itself: it applies to the next new key.
-	st.Accounts.Service().SetDirectory(accounts.Accounts(map[string]*rpc.Account{tok: {MaxCacheKeys: 1}}))
+	st.Accounts.Service().SetDirectory(accounts.Accounts(map[string]accounts.Account{tok: {MaxCacheKeys: 1}}))
 	assert.Equal(t, codes.FailedPrecondition, status.Code(store(ctx, c, "second", "v")))
 
 	// A revoked token stops working once the replica's cached lookup expires (AuthTTL).
-	st.Accounts.Service().SetDirectory(accounts.Accounts(map[string]*rpc.Account{}))
+	st.Accounts.Service().SetDirectory(accounts.Accounts(map[string]accounts.Account{}))
 	require.Eventually(t, func() bool {
 		_, err := get(ctx, c, "k")
 		return status.Code(err) == codes.Unauthenticated
@@ -299,13 +299,12 @@ func (l *countingListener) Accept() (net.Conn, error) {
 
 func TestMaxConnectionAgeMakesClientsReconnect(t *testing.T) {
 	st := startStack(t, stackOpts{})
-	srv, err := server.NewCache(server.CacheConfig{
-		Common:       server.Common{Logger: quiet, MaxConnectionAge: 50 * time.Millisecond, MaxConnectionAgeGrace: time.Second},
-		ReplicaID:    "aging",
-		AccountsAddr: st.AccountsAddr,
-		AccountsTLS:  mustClientTLS(t, st),
-		AuthTTL:      time.Hour,
-	})
+	cfg := server.DefaultCacheConfig()
+	cfg.Logger, cfg.MaxConnectionAge, cfg.MaxConnectionAgeGrace = quiet, 50*time.Millisecond, time.Second
+	cfg.ReplicaID = "aging"
+	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
+	cfg.AuthTTL = time.Hour
+	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -27,7 +27,7 @@ import (
 const tok = "inconshreveable"
 
 func testDirectory() *accounts.Directory {
-	return accounts.Accounts(map[string]*rpc.Account{
+	return accounts.Accounts(map[string]accounts.Account{
 		tok:     {MaxCacheKeys: 1000},
 		"other": {MaxCacheKeys: 1000},
 		"small": {MaxCacheKeys: 3},

@@ -65,12 +65,10 @@ func serveCache(t *testing.T, st *devstack.Stack, lis net.Listener, tune func(*s
 	t.Helper()
 	srvTLS, err := tlsutil.Dir(filepath.Dir(st.CA)).Server(false)
 	require.NoError(t, err)
-	cfg := server.CacheConfig{
-		Common:       server.Common{TLS: srvTLS, Logger: quiet},
-		ReplicaID:    "extra",
-		AccountsAddr: st.AccountsAddr,
-		AccountsTLS:  mustClientTLS(t, st),
-	}
+	cfg := server.DefaultCacheConfig()
+	cfg.TLS, cfg.Logger = srvTLS, quiet
+	cfg.ReplicaID = "extra"
+	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
 	tune(&cfg)
 	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)

@@ -1,7 +1,8 @@
 // Package server assembles the complete cache and Accounts servers: every
 // interceptor, the rate-limiting tap, the auth cache, health, reflection,
-// keepalive, connection limits and graceful shutdown. The commands and the
-// tests build the same stack through NewCache and NewAccounts.
+// keepalive, connection limits, background work and graceful shutdown. The
+// commands, devstack and the tests all build the same stack through
+// NewCache and NewAccounts; a new listener or interceptor belongs here.
 package server
 
 import (
@@ -24,9 +25,15 @@ import (
 	"google.golang.org/grpc/reflection"
 )
 
-// Common is configuration shared by both servers. Zero values mean the
-// documented defaults.
+// Common is configuration shared by both servers. Start from
+// DefaultCacheConfig or DefaultAccountsConfig: a zero field means what the
+// same flag set to zero means (no cap, no limit, no delay), not "default".
 type Common struct {
+	// Addr is where Run listens.
+	Addr string
+	// Grace bounds Run's graceful shutdown; calls still running after it
+	// are cut off.
+	Grace time.Duration
 	// TLS is the server's TLS configuration; nil serves plaintext (tests,
 	// benchmarks, or behind a mesh that terminates TLS).
 	TLS *tls.Config
@@ -34,53 +41,53 @@ type Common struct {
 	// nil means slog.Default(). Raise its level to make logging free.
 	Logger *slog.Logger
 	// MaxDeadline caps how long any call may run, whatever the client asked
-	// for. Default 10s.
+	// for; 0: no cap.
 	MaxDeadline time.Duration
-	// MaxConcurrentStreams per connection, default 64; MaxConns in total,
-	// default 1024.
+	// MaxConcurrentStreams per connection and MaxConns in total; 0: no limit.
 	MaxConcurrentStreams uint32
 	MaxConns             int
-	// KeepaliveTime pings idle connections (default 30s) and drops those
-	// that do not answer within KeepaliveTimeout (default 10s).
+	// KeepaliveTime pings idle connections and drops those that do not
+	// answer within KeepaliveTimeout; 0: gRPC's defaults (2h, 20s).
 	KeepaliveTime, KeepaliveTimeout time.Duration
-	// MaxConnectionAge closes connections after this long (default 5m, with
-	// MaxConnectionAgeGrace default 30s for calls in flight), so clients
-	// re-resolve and spread over new replicas.
+	// MaxConnectionAge closes connections after this long, with
+	// MaxConnectionAgeGrace for calls in flight, so clients re-resolve and
+	// spread over new replicas; 0: never.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
 	// DrainDelay is how long Shutdown reports NOT_SERVING before it stops
 	// accepting calls, so load balancers that watch health move away first.
 	DrainDelay time.Duration
-	// Register adds further services to the server, and Unary further
-	// interceptors, innermost (optional: metrics, tracing, tests).
-	Register func(*grpc.Server)
-	Unary    []grpc.UnaryServerInterceptor
+	// Register adds further services to the server; Unary and Stream add
+	// interceptors, innermost; ExtraServerOptions add any other option
+	// (stats handlers, ...). For metrics, tracing and tests.
+	Register           func(*grpc.Server)
+	Unary              []grpc.UnaryServerInterceptor
+	Stream             []grpc.StreamServerInterceptor
+	ExtraServerOptions []grpc.ServerOption
 }
 
-func (c *Common) defaults() {
+func defaultCommon(addr string) Common {
+	return Common{
+		Addr:                  addr,
+		Grace:                 10 * time.Second,
+		MaxDeadline:           10 * time.Second,
+		MaxConcurrentStreams:  64,
+		MaxConns:              1024,
+		KeepaliveTime:         30 * time.Second,
+		KeepaliveTimeout:      10 * time.Second,
+		MaxConnectionAge:      5 * time.Minute,
+		MaxConnectionAgeGrace: 30 * time.Second,
+	}
+}
+
+func (c *Common) logger() *slog.Logger {
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		return slog.Default()
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&c.MaxDeadline, 10*time.Second)
-	def(&c.KeepaliveTime, 30*time.Second)
-	def(&c.KeepaliveTimeout, 10*time.Second)
-	def(&c.MaxConnectionAge, 5*time.Minute)
-	def(&c.MaxConnectionAgeGrace, 30*time.Second)
-	if c.MaxConcurrentStreams == 0 {
-		c.MaxConcurrentStreams = 64
-	}
-	if c.MaxConns <= 0 {
-		c.MaxConns = 1024
-	}
+	return c.Logger
 }
 
 func (c *Common) options() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
-		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  c.KeepaliveTime,
 			Timeout:               c.KeepaliveTimeout,
@@ -92,27 +99,41 @@ func (c *Common) options() []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}
+	if c.MaxConcurrentStreams > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(c.MaxConcurrentStreams))
+	}
 	if c.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
 	}
 	return opts
 }
 
-// Server is a running cache or Accounts server.
+// Server is a cache or Accounts server. Nothing runs until Serve or Run.
 type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	log      *slog.Logger
+	cfg      Common
 	maxConns int
-	drain    time.Duration
-	stopBg   context.CancelFunc
-	closers  []func() error
 
-	closeOnce sync.Once
+	// background runs while the server serves (the cache's lease); it
+	// starts with the first Serve and stops at Shutdown or Stop.
+	background func(ctx context.Context)
+	// release runs after the last call finished, before closers (the
+	// cache gives its quota slots back).
+	release func(ctx context.Context) error
+	closers []func() error
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	stopBg   context.CancelFunc
+	bgDone   chan struct{}
+	closeOne sync.Once
 }
 
-func newServer(c *Common, opts []grpc.ServerOption, services []string, register func(*grpc.Server)) *Server {
-	gs := grpc.NewServer(opts...)
+func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, services []string, register func(*grpc.Server)) *Server {
+	gs := grpc.NewServer(append(opts, c.ExtraServerOptions...)...)
 	register(gs)
 	if c.Register != nil {
 		c.Register(gs)
@@ -123,29 +144,77 @@ func newServer(c *Common, opts []grpc.ServerOption, services []string, register 
 	}
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs, log: c.Logger, maxConns: c.MaxConns, drain: c.DrainDelay, stopBg: func() {}}
+	return &Server{grpc: gs, health: hs, log: log, cfg: *c, maxConns: c.MaxConns}
 }
 
 // GRPC is the underlying grpc.Server.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
 
+func (s *Server) startBackground() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.stopped || s.background == nil {
+		return
+	}
+	s.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopBg, s.bgDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.bgDone)
+		s.background(ctx)
+	}()
+}
+
 // Serve accepts connections on lis, at most MaxConns at a time, until the
-// server stops. It returns nil after a Shutdown or Stop.
+// server stops, and runs the server's background work meanwhile. It
+// returns nil after a Shutdown or Stop. It may be called for several
+// listeners.
 func (s *Server) Serve(lis net.Listener) error {
-	err := s.grpc.Serve(netutil.LimitListener(lis, s.maxConns))
+	if s.maxConns > 0 {
+		lis = netutil.LimitListener(lis, s.maxConns)
+	}
+	s.startBackground()
+	err := s.grpc.Serve(lis)
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
 }
 
+// Run listens on the configured Addr and serves until ctx ends, then shuts
+// down within the configured Grace. A failed Listen starts nothing.
+func (s *Server) Run(ctx context.Context) error {
+	lis, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(lis) }()
+	s.log.Info("listening", "addr", lis.Addr().String())
+	select {
+	case err := <-errc:
+		s.Stop()
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("draining", "grace", s.cfg.Grace)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Grace)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		<-errc
+		return err
+	}
+	return <-errc
+}
+
 // Shutdown drains the server: health turns NOT_SERVING, then after
 // DrainDelay no new calls are accepted while calls and streams in flight
-// finish. When ctx ends first, the rest are cut off.
+// finish; then background work stops and the cache releases its slots.
+// When ctx ends first, the rest are cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.health.Shutdown()
-	if s.drain > 0 {
-		t := time.NewTimer(s.drain)
+	if s.cfg.DrainDelay > 0 {
+		t := time.NewTimer(s.cfg.DrainDelay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -162,23 +231,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("shutdown: %w", ctx.Err())
 	}
-	s.close()
+	s.close(ctx)
 	return err
 }
 
 // GracefulStop is Shutdown without a bound.
 func (s *Server) GracefulStop() { _ = s.Shutdown(context.Background()) }
 
-// Stop closes every connection and call at once.
+// Stop closes every connection and call at once. It still tries to give
+// the cache's slots back, briefly.
 func (s *Server) Stop() {
 	s.health.Shutdown()
 	s.grpc.Stop()
-	s.close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.close(ctx)
 }
 
-func (s *Server) close() {
-	s.closeOnce.Do(func() {
-		s.stopBg()
+func (s *Server) close(ctx context.Context) {
+	s.closeOne.Do(func() {
+		s.mu.Lock()
+		s.stopped = true
+		started := s.started
+		s.mu.Unlock()
+		if started {
+			s.stopBg()
+			<-s.bgDone
+		}
+		if s.release != nil {
+			if err := s.release(ctx); err != nil {
+				s.log.Warn("release", "error", err)
+			}
+		}
 		for _, c := range s.closers {
 			if err := c(); err != nil {
 				s.log.Warn("close", "error", err)

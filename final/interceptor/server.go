@@ -1,0 +1,181 @@
+package interceptor
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"grpcworkshop/final/auth"
+	"grpcworkshop/final/fault"
+)
+
+// panicked is an Internal error whose cause (the panic and its stack) the
+// error-mapping interceptor logs; the client sees only "internal error".
+func panicked(r any) error {
+	return &fault.Error{Reason: fault.Internal, Err: fmt.Errorf("panic: %v\n%s", r, debug.Stack())}
+}
+
+// RecoverUnary turns a panic in a handler into Internal for that call, so
+// one bad request cannot take the whole server down.
+func RecoverUnary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				resp, err = nil, panicked(r)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// RecoverStream is RecoverUnary for streams.
+func RecoverStream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicked(r)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+// ReplicaHeader names the replica that served a call, in the response
+// header, when the request carries the same header (any value): useful to
+// see load balancing and key affinity at work. Only calls that ask pay for
+// the extra header (a few percent of a small call's cost), and replica
+// names are not shown to every client.
+const ReplicaHeader = "x-replica"
+
+// AskReplica asks the server of an outgoing call to name itself.
+func AskReplica(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, ReplicaHeader, "?")
+}
+
+func askedForReplica(ctx context.Context) bool {
+	return len(metadata.ValueFromIncomingContext(ctx, ReplicaHeader)) > 0
+}
+
+// ReplicaUnary sets the replica header on unary responses that ask for it.
+func ReplicaUnary(id string) grpc.UnaryServerInterceptor {
+	md := metadata.Pairs(ReplicaHeader, id)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if askedForReplica(ctx) {
+			_ = grpc.SetHeader(ctx, md) // fails only if headers were already sent
+		}
+		return handler(ctx, req)
+	}
+}
+
+// ReplicaStream sets the replica header on streams that ask for it.
+func ReplicaStream(id string) grpc.StreamServerInterceptor {
+	md := metadata.Pairs(ReplicaHeader, id)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if askedForReplica(ss.Context()) {
+			_ = ss.SetHeader(md)
+		}
+		return handler(srv, ss)
+	}
+}
+
+// capDeadline bounds how long the server works on a call, whatever the
+// client asked for (or if it set no deadline at all); max 0 means no cap. The deadline then
+// propagates to the calls the server makes on the caller's behalf.
+func capDeadline(ctx context.Context, max time.Duration) (context.Context, context.CancelFunc) {
+	if max <= 0 {
+		return ctx, func() {} // no cap
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= max {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, max)
+}
+
+// DeadlineUnary caps unary calls at max.
+func DeadlineUnary(max time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, cancel := capDeadline(ctx, max)
+		defer cancel()
+		return handler(ctx, req)
+	}
+}
+
+// DeadlineStream caps streams at max: a Dump that takes longer is cut off.
+func DeadlineStream(max time.Duration) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := capDeadline(ss.Context(), max)
+		defer cancel()
+		return handler(srv, &auth.ContextStream{ServerStream: ss, Ctx: ctx})
+	}
+}
+
+// DryRunHeader is the metadata that asks the server to do everything but
+// change state. Metadata rather than a field: it applies to every method.
+const DryRunHeader = "dry-run"
+
+// WithDryRun marks an outgoing call as a dry run.
+func WithDryRun(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, DryRunHeader, "1")
+}
+
+// DryRun reads the dry-run metadata: absent or "0" is false, "1" is true,
+// anything else is InvalidArgument (metadata is untyped, so it is checked).
+func DryRun(ctx context.Context) (bool, error) {
+	vals := metadata.ValueFromIncomingContext(ctx, DryRunHeader)
+	if len(vals) == 0 {
+		return false, nil
+	}
+	if len(vals) == 1 {
+		switch vals[0] {
+		case "1":
+			return true, nil
+		case "0":
+			return false, nil
+		}
+	}
+	return false, fault.BadField(DryRunHeader, `metadata %q must be "1" or "0", got %q`, DryRunHeader, vals)
+}
+
+type dryRunKey struct{}
+
+// IsDryRun reports whether the DryRunUnary interceptor marked ctx a dry run.
+func IsDryRun(ctx context.Context) bool {
+	v, _ := ctx.Value(dryRunKey{}).(bool)
+	return v
+}
+
+func withDryRun(ctx context.Context) (context.Context, error) {
+	dry, err := DryRun(ctx)
+	if err != nil || !dry {
+		return ctx, err
+	}
+	return context.WithValue(ctx, dryRunKey{}, true), nil
+}
+
+// DryRunUnary reads the dry-run metadata once per call, in one place,
+// refusing bad values before the handler runs.
+func DryRunUnary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := withDryRun(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// DryRunStream does the same for streams: a bad value is refused on every
+// method, even one (like Dump) that changes nothing.
+func DryRunStream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := withDryRun(ss.Context())
+		if err != nil {
+			return err
+		}
+		return handler(srv, &auth.ContextStream{ServerStream: ss, Ctx: ctx})
+	}
+}
