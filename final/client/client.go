@@ -25,10 +25,11 @@ import (
 
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/keyaffinity"
 )
 
 // ServiceConfig picks the ring_hash balancer, hashing the key header.
-const ServiceConfig = `{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": "` + interceptor.KeyHeader + `"}}]}`
+const ServiceConfig = keyaffinity.ServiceConfig
 
 // Options configure Dial.
 type Options struct {

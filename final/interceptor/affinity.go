@@ -2,30 +2,21 @@ package interceptor
 
 import (
 	"context"
-	"hash/fnv"
-	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"grpcworkshop/final/keyaffinity"
 )
 
-// KeyHeader carries a hash of the request's key; the ring_hash balancer
-// hashes it to pick a replica, so a key always goes to the same replica
-// while the set of replicas is stable.
-const KeyHeader = "x-cache-key"
-
-// keyHash turns any key (arbitrary UTF-8) into a valid header value.
-func keyHash(key string) string {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	return strconv.FormatUint(h.Sum64(), 16)
-}
+// KeyHeader is keyaffinity.Header, where the key's hash travels.
+const KeyHeader = keyaffinity.Header
 
 // KeyAffinityUnary sets KeyHeader from requests that have a key.
 func KeyAffinityUnary() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if k, ok := req.(interface{ GetKey() string }); ok {
-			ctx = metadata.AppendToOutgoingContext(ctx, KeyHeader, keyHash(k.GetKey()))
+			ctx = metadata.AppendToOutgoingContext(ctx, KeyHeader, keyaffinity.Value(k.GetKey()))
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}

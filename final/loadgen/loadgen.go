@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
+
+	"grpcworkshop/final/keyaffinity"
 )
 
 // Config says what to send, where, and for how long.
@@ -30,7 +32,8 @@ type Config struct {
 	// them by the ServiceConfig's policy (round_robin when it is empty).
 	Addrs         []string
 	ServiceConfig string
-	// HashHeader, when set, carries each call's key, for ring-hash affinity.
+	// HashHeader, when set, carries each call's key hashed by keyaffinity.Value,
+	// for ring-hash affinity.
 	HashHeader string
 	// Creds secures the connections; nil means plaintext.
 	Creds credentials.TransportCredentials
@@ -366,7 +369,9 @@ func (w *worker) outgoing(ctx context.Context, key string) (context.Context, con
 		kv = append(kv, "authorization", "Bearer "+w.cfg.Token)
 	}
 	if w.cfg.HashHeader != "" && key != "" {
-		kv = append(kv, w.cfg.HashHeader, key)
+		// The hash every client of final sends, so a key lands where
+		// final/client would send it.
+		kv = append(kv, w.cfg.HashHeader, keyaffinity.Value(key))
 	}
 	if len(kv) > 0 {
 		ctx = metadata.AppendToOutgoingContext(ctx, kv...)

@@ -5,13 +5,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/internal/cli"
@@ -30,53 +31,81 @@ func main() {
 	}
 }
 
+// config is everything accounts-server can be told.
+type config struct {
+	server.AccountsConfig
+	AccountsFile, Cert, Key, CA, LogLevel string
+}
+
+// defaultConfig is what runs when no flag or variable is given.
+func defaultConfig() config {
+	return config{
+		AccountsConfig: server.DefaultAccountsConfig(),
+		Cert:           ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
+		LogLevel: "info",
+	}
+}
+
+// bind is the one place flags and $ACCOUNTS_… variables meet the config.
+func (c *config) bind(fs *flag.FlagSet) {
+	f := cli.New(fs, "ACCOUNTS_")
+	f.String(&c.Addr, "addr", "address to listen on")
+	f.String(&c.AccountsFile, "accounts", `JSON accounts {"TOKEN": {"tenant": "NAME", "max_cache_keys": N}} (empty: embedded)`)
+	f.String(&c.Cert, "cert", "server certificate")
+	f.String(&c.Key, "key", "server key")
+	f.String(&c.CA, "ca", "CA that signs the replicas' client certificates")
+	f.Duration(&c.LeaseTTL, "lease-ttl", "how long a silent replica's key slots stay reserved")
+	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
+	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
+	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+}
+
 func run(args []string) error {
+	cfg := defaultConfig()
 	fs := flag.NewFlagSet("accounts-server", flag.ContinueOnError)
-	addr := cli.String(fs, "addr", "ACCOUNTS_LISTEN", "localhost:5050", "address to listen on")
-	file := cli.String(fs, "accounts", "ACCOUNTS_FILE", "", `JSON accounts {"TOKEN": {"tenant": "NAME", "max_cache_keys": N}} (default: embedded)`)
-	cert := cli.String(fs, "cert", "TLS_CERT", ".dev/server.crt", "server certificate")
-	key := cli.String(fs, "key", "TLS_KEY", ".dev/server.key", "server key")
-	ca := cli.String(fs, "ca", "TLS_CA", ".dev/ca.crt", "CA that signs the replicas' client certificates")
-	leaseTTL := cli.Duration(fs, "lease-ttl", "LEASE_TTL", 15*time.Second, "how long a silent replica's key slots stay reserved")
-	grace := cli.Duration(fs, "grace", "SHUTDOWN_GRACE", 10*time.Second, "how long shutdown waits for calls in flight")
-	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	cfg.bind(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(*level)
+	log, err := cli.Logger(cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	dir, err := accounts.Load(*file)
-	if err != nil {
+	if cfg.Directory, err = accounts.Load(cfg.AccountsFile); err != nil {
 		return err
 	}
-	tlsCfg, err := tlsutil.ServerConfig(*cert, *key, *ca)
-	if err != nil {
+	if cfg.TLS, err = tlsutil.ServerConfig(cfg.Cert, cfg.Key, cfg.CA); err != nil {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
-	srv, err := server.NewAccounts(server.AccountsConfig{
-		Common:    server.Common{TLS: tlsCfg, Logger: log},
-		Directory: dir,
-		LeaseTTL:  *leaseTTL,
-	})
+	cfg.Logger = log
+	srv, err := server.NewAccounts(cfg.AccountsConfig)
 	if err != nil {
 		return err
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go reloadOnHUP(ctx, srv, cfg.AccountsFile, log)
+	log.Info("accounts", "tokens", cfg.Directory.Len())
+	return srv.Run(ctx)
+}
+
+// reloadOnHUP replaces the accounts from file on every SIGHUP until ctx ends.
+func reloadOnHUP(ctx context.Context, srv *server.AccountsServer, file string, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			d, err := accounts.Load(*file)
-			if err != nil {
-				log.Error("reload accounts", "error", err)
-				continue
-			}
-			srv.Service().SetDirectory(d)
-			log.Info("reloaded accounts", "tokens", d.Len())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
 		}
-	}()
-	log.Info("accounts", "tokens", dir.Len())
-	return cli.Serve(srv.Server, *addr, *grace, log)
+		d, err := accounts.Load(file)
+		if err != nil {
+			log.Error("reload accounts", "error", err)
+			continue
+		}
+		srv.Service().SetDirectory(d)
+		log.Info("reloaded accounts", "tokens", d.Len())
+	}
 }

@@ -3,13 +3,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"time"
+	"os/signal"
+	"syscall"
 
-	"grpcworkshop/final/cache"
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
@@ -26,60 +27,71 @@ func main() {
 	}
 }
 
+// config is everything cache-server can be told: the server's own
+// configuration plus the files it is read from.
+type config struct {
+	server.CacheConfig
+	Cert, Key, CA, ClientCert, ClientKey string
+	LogLevel                             string
+}
+
+// defaultConfig is what runs when no flag or variable is given.
+func defaultConfig() config {
+	return config{
+		CacheConfig: server.DefaultCacheConfig(),
+		Cert:        ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
+		ClientCert: ".dev/client.crt", ClientKey: ".dev/client.key",
+		LogLevel: "info",
+	}
+}
+
+// bind is the one place flags and $CACHE_… variables meet the config.
+func (c *config) bind(fs *flag.FlagSet) {
+	f := cli.New(fs, "CACHE_")
+	f.String(&c.Addr, "addr", "address to listen on")
+	f.String(&c.ReplicaID, "id", "unique, stable replica name, e.g. the pod name (empty: hostname)")
+	f.String(&c.AccountsAddr, "accounts", "Accounts service address")
+	f.String(&c.Cert, "cert", "server certificate")
+	f.String(&c.Key, "key", "server key")
+	f.String(&c.CA, "ca", "CA that signed Accounts' certificate")
+	f.String(&c.ClientCert, "client-cert", "client certificate presented to Accounts")
+	f.String(&c.ClientKey, "client-key", "client key")
+	f.Duration(&c.AuthTTL, "auth-ttl", "how long a token's account is cached (a revoked token works at most this long); 0: not cached")
+	f.Duration(&c.LeaseInterval, "lease-interval", "how often holdings are reported to Accounts")
+	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
+	f.Duration(&c.MaxConnectionAge, "max-connection-age", "connections are closed after this long, so clients re-resolve; 0: never")
+	f.Int(&c.MaxConns, "max-conns", "connections at once; 0: no limit")
+	f.Uint32(&c.MaxConcurrentStreams, "max-streams", "calls in flight per connection; 0: no limit")
+	f.Duration(&c.DrainDelay, "drain-delay", "how long to report NOT_SERVING before refusing new calls")
+	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
+	f.Float((*float64)(&c.Rate), "rate", "calls per second for the whole replica; 0: no limit")
+	f.Float((*float64)(&c.TenantRate), "tenant-rate", "calls per second per tenant; 0: no limit")
+	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+}
+
 func run(args []string) error {
+	cfg := defaultConfig()
 	fs := flag.NewFlagSet("cache-server", flag.ContinueOnError)
-	addr := cli.String(fs, "addr", "CACHE_LISTEN", "localhost:5051", "address to listen on")
-	id := cli.String(fs, "id", "REPLICA_ID", "", "unique, stable replica name, e.g. the pod name (default: hostname)")
-	accountsAddr := cli.String(fs, "accounts", "ACCOUNTS_ADDR", "localhost:5050", "Accounts service address")
-	cert := cli.String(fs, "cert", "TLS_CERT", ".dev/server.crt", "server certificate")
-	key := cli.String(fs, "key", "TLS_KEY", ".dev/server.key", "server key")
-	ca := cli.String(fs, "ca", "TLS_CA", ".dev/ca.crt", "CA that signed Accounts' certificate")
-	clientCert := cli.String(fs, "client-cert", "TLS_CLIENT_CERT", ".dev/client.crt", "client certificate presented to Accounts")
-	clientKey := cli.String(fs, "client-key", "TLS_CLIENT_KEY", ".dev/client.key", "client key")
-	authTTL := cli.Duration(fs, "auth-ttl", "AUTH_TTL", 5*time.Second, "how long a token's account is cached (a revoked token works at most this long)")
-	leaseInterval := cli.Duration(fs, "lease-interval", "LEASE_INTERVAL", 5*time.Second, "how often holdings are reported to Accounts")
-	maxDeadline := cli.Duration(fs, "max-deadline", "MAX_DEADLINE", 10*time.Second, "longest any call may run")
-	maxAge := cli.Duration(fs, "max-connection-age", "MAX_CONNECTION_AGE", 5*time.Minute, "connections are closed after this long, so clients re-resolve")
-	drain := cli.Duration(fs, "drain-delay", "DRAIN_DELAY", 0, "how long to report NOT_SERVING before refusing new calls")
-	grace := cli.Duration(fs, "grace", "SHUTDOWN_GRACE", 10*time.Second, "how long shutdown waits for calls in flight")
-	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for the whole replica; 0 for no limit")
-	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant; 0 for no limit")
-	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	cfg.bind(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(*level)
+	log, err := cli.Logger(cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	srvTLS, err := tlsutil.ServerConfig(*cert, *key, "")
-	if err != nil {
+	if cfg.TLS, err = tlsutil.ServerConfig(cfg.Cert, cfg.Key, ""); err != nil {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
-	accTLS, err := tlsutil.ClientConfig(*ca, *clientCert, *clientKey)
+	if cfg.AccountsTLS, err = tlsutil.ClientConfig(cfg.CA, cfg.ClientCert, cfg.ClientKey); err != nil {
+		return err
+	}
+	cfg.Logger = log
+	srv, err := server.NewCache(cfg.CacheConfig)
 	if err != nil {
 		return err
 	}
-	limit, burst := cli.Limit(*rps, 0.1)
-	tenantLimit, tenantBurst := cli.Limit(*tenantRPS, 0.2)
-	srv, err := server.NewCache(server.CacheConfig{
-		Common: server.Common{
-			TLS: srvTLS, Logger: log, MaxDeadline: *maxDeadline,
-			MaxConnectionAge: *maxAge, DrainDelay: *drain,
-		},
-		ReplicaID:     *id,
-		AccountsAddr:  *accountsAddr,
-		AccountsTLS:   accTLS,
-		AuthTTL:       *authTTL,
-		LeaseInterval: *leaseInterval,
-		Limits:        cache.Limits{},
-		Rate:          limit,
-		Burst:         burst,
-		TenantRate:    tenantLimit,
-		TenantBurst:   tenantBurst,
-	})
-	if err != nil {
-		return err
-	}
-	return cli.Serve(srv.Server, *addr, *grace, log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Run(ctx)
 }

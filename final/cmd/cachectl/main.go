@@ -50,15 +50,40 @@ func main() {
 	}
 }
 
+// config is everything cachectl can be told besides its command.
+type config struct {
+	Addr, Token, CA string
+	Timeout         time.Duration
+	DryRun, Verbose bool
+}
+
+// defaultConfig is what runs when no flag or variable is given: the
+// devstack's replicas and development CA.
+func defaultConfig() config {
+	return config{
+		Addr:    "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
+		Token:   "inconshreveable",
+		CA:      ".dev/ca.crt",
+		Timeout: 5 * time.Second,
+	}
+}
+
+// bind is the one place flags and $CACHECTL_… variables meet the config.
+func (c *config) bind(fs *flag.FlagSet) {
+	f := cli.New(fs, "CACHECTL_")
+	f.String(&c.Addr, "addr", "replicas: host:port,... or dns:///name:port")
+	f.String(&c.Token, "token", "account token")
+	f.String(&c.CA, "ca", "CA certificate that signed the replicas' certificates")
+	f.Duration(&c.Timeout, "timeout", "deadline for the whole command")
+	f.Bool(&c.DryRun, "dry-run", "check everything, change nothing")
+	f.Bool(&c.Verbose, "v", "log every call attempt to stderr")
+}
+
 func run(args []string, out io.Writer) error {
+	cfg := defaultConfig()
 	fs := flag.NewFlagSet("cachectl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	addr := cli.String(fs, "addr", "CACHE_ADDR", "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053", "replicas: host:port,... or dns:///name:port")
-	token := cli.String(fs, "token", "CACHE_TOKEN", "inconshreveable", "account token")
-	ca := cli.String(fs, "ca", "CACHE_CA", ".dev/ca.crt", "CA certificate that signed the replicas' certificates")
-	timeout := cli.Duration(fs, "timeout", "CACHE_TIMEOUT", 5*time.Second, "deadline for the whole command")
-	dry := fs.Bool("dry-run", false, "check everything, change nothing")
-	verbose := fs.Bool("v", false, "log every call attempt to stderr")
+	cfg.bind(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -69,24 +94,24 @@ func run(args []string, out io.Writer) error {
 		return usageError{fmt.Sprintf("bad command %q", cmd)}
 	}
 
-	tlsCfg, err := tlsutil.ClientConfig(*ca, "", "")
+	tlsCfg, err := tlsutil.ClientConfig(cfg.CA, "", "")
 	if err != nil {
 		return fmt.Errorf("%w (is devstack running? it writes .dev/ca.crt)", err)
 	}
-	o := client.Options{TLS: tlsCfg, Token: *token}
-	if *verbose {
+	o := client.Options{TLS: tlsCfg, Token: cfg.Token}
+	if cfg.Verbose {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	conn, err := client.Dial(*addr, o)
+	conn, err := client.Dial(cfg.Addr, o)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	c := rpc.NewCacheClient(conn)
 
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
-	if *dry {
+	if cfg.DryRun {
 		ctx = interceptor.WithDryRun(ctx)
 	}
 	var hdr metadata.MD
@@ -96,7 +121,7 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("store %q: %s", cmd[1], describe(err))
 		}
 		verb := "Stored"
-		if *dry {
+		if cfg.DryRun {
 			verb = "Would store"
 		}
 		fmt.Fprintf(out, "%s %s (replica %s)\n", verb, cmd[1], strings.Join(hdr.Get(interceptor.ReplicaHeader), ","))
@@ -108,7 +133,7 @@ func run(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%s\n", resp.Val)
 	case "dump":
 		// Every replica holds part of the tenant's keys: ask each in turn.
-		addrs, serverName, err := client.Replicas(ctx, *addr)
+		addrs, serverName, err := client.Replicas(ctx, cfg.Addr)
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
+	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/loadgen"
 )
 
@@ -32,34 +33,54 @@ func main() {
 	}
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
+// config is everything cacheload can be told.
+type config struct {
+	Addr, CA, Token, LB, HashHeader, Op string
+	GetRatio                            float64
+	Conns, Concurrency, Keys, ValueSize int
+	Duration, Timeout                   time.Duration
+	Count                               int64
+	Prefill, JSON, Quiet                bool
+}
+
+// defaultConfig is what runs when no flag or variable is given.
+func defaultConfig() config {
+	return config{
+		Addr: "localhost:5051", Token: "inconshreveable",
+		LB: "round_robin", HashHeader: "x-cache-key", Op: "get", GetRatio: 0.9,
+		Conns: 1, Concurrency: 32, Duration: 10 * time.Second,
+		Keys: 50, ValueSize: 64, Prefill: true, Timeout: 5 * time.Second,
 	}
-	return def
+}
+
+// bind is the one place flags and $CACHELOAD_… variables meet the config.
+func (c *config) bind(fs *flag.FlagSet) {
+	f := cli.New(fs, "CACHELOAD_")
+	f.String(&c.Addr, "addr", "server address, or a comma-separated list of replicas")
+	f.String(&c.CA, "ca", "CA certificate to verify the servers with; empty means plaintext")
+	f.String(&c.Token, "token", "account token")
+	f.String(&c.LB, "lb", "with several replicas: round_robin or ring_hash")
+	f.String(&c.HashHeader, "hash-header", "metadata header carrying the key, for ring_hash affinity")
+	f.String(&c.Op, "op", "store, get, mix or dump")
+	f.Float(&c.GetRatio, "get-ratio", "for -op mix: the fraction of calls that are Gets")
+	f.Int(&c.Conns, "conns", "client connections")
+	f.Int(&c.Concurrency, "c", "calls in flight at once")
+	f.Duration(&c.Duration, "d", "how long to run (ignored when -n is set)")
+	f.Int64(&c.Count, "n", "stop after this many calls; 0: run for -d")
+	f.Int(&c.Keys, "keys", "key space (the default accounts may hold 100 keys)")
+	f.Int(&c.ValueSize, "value-size", "bytes per stored value")
+	f.Bool(&c.Prefill, "prefill", "store every key once before a get, mix or dump run")
+	f.Duration(&c.Timeout, "timeout", "deadline of each call")
+	f.Bool(&c.JSON, "json", "print the result as JSON")
+	f.Bool(&c.Quiet, "q", "no progress line")
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	c := defaultConfig()
 	fs := flag.NewFlagSet("cacheload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addrs := fs.String("addr", envOr("CACHE_ADDR", "localhost:5051"), "server address, or a comma-separated list of replicas (env CACHE_ADDR)")
-	ca := fs.String("ca", envOr("CACHE_CA", ""), "CA certificate to verify the servers with; empty means plaintext (env CACHE_CA)")
-	token := fs.String("token", envOr("CACHE_TOKEN", "inconshreveable"), "account token (env CACHE_TOKEN)")
-	lb := fs.String("lb", "round_robin", "with several replicas: round_robin or ring_hash")
-	hashHeader := fs.String("hash-header", "x-cache-key", "metadata header carrying the key, for ring_hash affinity")
-	op := fs.String("op", "get", "store, get, mix or dump")
-	getRatio := fs.Float64("get-ratio", 0.9, "for -op mix: the fraction of calls that are Gets")
-	conns := fs.Int("conns", 1, "client connections")
-	concurrency := fs.Int("c", 32, "calls in flight at once")
-	duration := fs.Duration("d", 10*time.Second, "how long to run (ignored when -n is set)")
-	count := fs.Int64("n", 0, "stop after this many calls")
-	keys := fs.Int("keys", 50, "key space (the default accounts may hold 100 keys)")
-	valueSize := fs.Int("value-size", 64, "bytes per stored value")
-	prefill := fs.Bool("prefill", true, "store every key once before a get, mix or dump run")
-	timeout := fs.Duration("timeout", 5*time.Second, "deadline of each call")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	quiet := fs.Bool("q", false, "no progress line")
-	if err := fs.Parse(args); err != nil {
+	c.bind(fs)
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -67,29 +88,29 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	cfg := loadgen.Config{
-		Addrs: strings.Split(*addrs, ","), Token: *token,
-		Op: *op, GetRatio: *getRatio, Conns: *conns, Concurrency: *concurrency,
-		Count: *count, Keys: *keys, ValueSize: *valueSize, Prefill: *prefill, CallTimeout: *timeout,
+		Addrs: strings.Split(c.Addr, ","), Token: c.Token,
+		Op: c.Op, GetRatio: c.GetRatio, Conns: c.Conns, Concurrency: c.Concurrency,
+		Count: c.Count, Keys: c.Keys, ValueSize: c.ValueSize, Prefill: c.Prefill, CallTimeout: c.Timeout,
 	}
-	if *count == 0 {
-		cfg.Duration = *duration
+	if c.Count == 0 {
+		cfg.Duration = c.Duration
 	}
-	switch *lb {
+	switch c.LB {
 	case "round_robin":
 	case "ring_hash":
-		cfg.HashHeader = *hashHeader
-		cfg.ServiceConfig = fmt.Sprintf(`{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": %q}}]}`, *hashHeader)
+		cfg.HashHeader = c.HashHeader
+		cfg.ServiceConfig = fmt.Sprintf(`{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": %q}}]}`, c.HashHeader)
 	default:
-		return fmt.Errorf("unknown -lb %q (want round_robin or ring_hash)", *lb)
+		return fmt.Errorf("unknown -lb %q (want round_robin or ring_hash)", c.LB)
 	}
-	if *ca != "" {
-		creds, err := credentials.NewClientTLSFromFile(*ca, "")
+	if c.CA != "" {
+		creds, err := credentials.NewClientTLSFromFile(c.CA, "")
 		if err != nil {
 			return fmt.Errorf("load CA certificate: %w", err)
 		}
 		cfg.Creds = creds
 	}
-	if !*quiet {
+	if !c.Quiet {
 		cfg.Progress = progressLine(stderr)
 	}
 
@@ -99,10 +120,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !*quiet {
+	if !c.Quiet {
 		fmt.Fprintln(stderr)
 	}
-	if *asJSON {
+	if c.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/devstack"
 	"grpcworkshop/final/internal/cli"
@@ -32,41 +34,64 @@ func main() {
 	}
 }
 
+// config is everything devstack can be told.
+type config struct {
+	Dir, Accounts, Replicas, AccountsFile, LogLevel string
+	Rate, TenantRate                                float64
+}
+
+// defaultConfig is what runs when no flag or variable is given.
+func defaultConfig() config {
+	c := server.DefaultCacheConfig()
+	return config{
+		Dir:      ".dev",
+		Accounts: "127.0.0.1:5050", Replicas: "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
+		LogLevel: "info",
+		Rate:     float64(c.Rate), TenantRate: float64(c.TenantRate),
+	}
+}
+
+// bind is the one place flags and $DEVSTACK_… variables meet the config.
+func (c *config) bind(fs *flag.FlagSet) {
+	f := cli.New(fs, "DEVSTACK_")
+	f.String(&c.Dir, "dir", "directory for the development CA and certificates (created if missing)")
+	f.String(&c.Accounts, "accounts", "Accounts address")
+	f.String(&c.Replicas, "replicas", "comma-separated cache replica addresses")
+	f.String(&c.AccountsFile, "accounts-file", "accounts JSON (empty: embedded inconshreveable=100 keys, gopher=3 keys)")
+	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+	f.Float(&c.Rate, "rate", "calls per second for each replica; 0: no limit")
+	f.Float(&c.TenantRate, "tenant-rate", "calls per second per tenant on each replica; 0: no limit")
+}
+
 func run(args []string) error {
+	cfg := defaultConfig()
 	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
-	dir := cli.String(fs, "dir", "DEV_DIR", ".dev", "directory for the development CA and certificates (created if missing)")
-	accountsAddr := cli.String(fs, "accounts", "ACCOUNTS_LISTEN", "127.0.0.1:5050", "Accounts address")
-	replicas := cli.String(fs, "replicas", "CACHE_REPLICAS", "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053", "comma-separated cache replica addresses")
-	file := cli.String(fs, "accounts-file", "ACCOUNTS_FILE", "", "accounts JSON (default: embedded inconshreveable=100 keys, gopher=3 keys)")
-	level := cli.String(fs, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
-	rps := cli.Float(fs, "rate", "RATE", 5000, "calls per second for each replica; 0 for no limit")
-	tenantRPS := cli.Float(fs, "tenant-rate", "TENANT_RATE", 1000, "calls per second per tenant on each replica; 0 for no limit")
+	cfg.bind(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(*level)
+	log, err := cli.Logger(cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	accts, err := accounts.Load(*file)
+	accts, err := accounts.Load(cfg.AccountsFile)
 	if err != nil {
 		return err
 	}
 	st, err := devstack.Start(devstack.Config{
-		CertDir:      *dir,
-		AccountsAddr: *accountsAddr,
-		CacheAddrs:   strings.Split(*replicas, ","),
+		CertDir:      cfg.Dir,
+		AccountsAddr: cfg.Accounts,
+		CacheAddrs:   strings.Split(cfg.Replicas, ","),
 		Logger:       log,
 		Directory:    accts,
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			c.Rate, c.Burst = cli.Limit(*rps, 0.1)
-			c.TenantRate, c.TenantBurst = cli.Limit(*tenantRPS, 0.2)
+			c.Rate, c.TenantRate = rate.Limit(cfg.Rate), rate.Limit(cfg.TenantRate)
 		},
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devstack: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), *dir)
+	fmt.Printf("devstack: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), cfg.Dir)
 	fmt.Printf("try:      go run ./final/cmd/cachectl store gopher con && go run ./final/cmd/cachectl get gopher\n")
 	fmt.Printf("stop:     Ctrl-C\n")
 

@@ -1,69 +1,134 @@
-// Package cli holds what the commands share: flags whose defaults come
-// from environment variables, log levels, and serving until a signal.
+// Package cli is the one place where commands bind their configuration to
+// flags and environment variables: every flag's default is the field's
+// value in the command's Default…Config, overridden by the environment
+// variable PREFIX + the flag's name upper-cased with "-" as "_" (e.g.
+// -log-level of cache-server is $CACHE_LOG_LEVEL), overridden by the flag.
+// Each flag's usage ends with its variable, so -h lists them.
 package cli
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
+	"strings"
 	"time"
-
-	"golang.org/x/time/rate"
-
-	"grpcworkshop/final/server"
 )
 
-// Env returns the environment variable name, or def when it is unset.
-func Env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
+// Flags binds configuration fields to a FlagSet and the environment.
+type Flags struct {
+	fs     *flag.FlagSet
+	prefix string
 }
 
-// String defines a string flag defaulting to $env or def.
-func String(fs *flag.FlagSet, name, env, def, usage string) *string {
-	return fs.String(name, Env(env, def), usage+" ($"+env+")")
+// New binds to fs with environment variables named prefix + NAME.
+func New(fs *flag.FlagSet, prefix string) *Flags {
+	return &Flags{fs: fs, prefix: prefix}
 }
 
-// Duration defines a duration flag defaulting to $env or def. A value of
-// $env that is not a duration makes Parse fail.
-func Duration(fs *flag.FlagSet, name, env string, def time.Duration, usage string) *time.Duration {
-	v, err := fromEnv(name, env, def, time.ParseDuration)
-	p := fs.Duration(name, v, usage+" ($"+env+")")
-	markBadEnv(fs, name, err)
-	return p
+// EnvName is the environment variable of the flag name.
+func (f *Flags) EnvName(name string) string {
+	return f.prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// Float defines a float flag defaulting to $env or def. A value of $env
-// that is not a number makes Parse fail.
-func Float(fs *flag.FlagSet, name, env string, def float64, usage string) *float64 {
-	v, err := fromEnv(name, env, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
-	p := fs.Float64(name, v, usage+" ($"+env+")")
-	markBadEnv(fs, name, err)
-	return p
-}
-
-func fromEnv[T any](name, env string, def T, parse func(string) (T, error)) (T, error) {
-	s, ok := os.LookupEnv(env)
-	if !ok {
-		return def, nil
-	}
-	v, err := parse(s)
-	if err != nil {
-		if ne, ok := err.(*strconv.NumError); ok {
-			err = ne.Err
+// Var binds v (already holding its default) to the flag name and its
+// environment variable. A variable that v cannot parse makes Parse fail.
+func (f *Flags) Var(v flag.Value, name, usage string) {
+	env := f.EnvName(name)
+	if s, ok := os.LookupEnv(env); ok {
+		if err := v.Set(s); err != nil {
+			if ne, ok := err.(*strconv.NumError); ok {
+				err = ne.Err
+			}
+			v = &badEnv{Value: v, err: fmt.Errorf("invalid value %q for $%s (default of -%s): %w", s, env, name, err)}
 		}
-		return def, fmt.Errorf("invalid value %q for $%s (default of -%s): %w", s, env, name, err)
 	}
-	return v, nil
+	f.fs.Var(v, name, usage+" ($"+env+")")
 }
+
+// String binds *p.
+func (f *Flags) String(p *string, name, usage string) { f.Var((*stringValue)(p), name, usage) }
+
+// Duration binds *p.
+func (f *Flags) Duration(p *time.Duration, name, usage string) {
+	f.Var((*durationValue)(p), name, usage)
+}
+
+// Float binds *p.
+func (f *Flags) Float(p *float64, name, usage string) { f.Var((*floatValue)(p), name, usage) }
+
+// Int binds *p.
+func (f *Flags) Int(p *int, name, usage string) { f.Var((*intValue)(p), name, usage) }
+
+// Int64 binds *p.
+func (f *Flags) Int64(p *int64, name, usage string) { f.Var((*int64Value)(p), name, usage) }
+
+// Uint32 binds *p.
+func (f *Flags) Uint32(p *uint32, name, usage string) { f.Var((*uint32Value)(p), name, usage) }
+
+// Bool binds *p; as a flag it needs no value (-v).
+func (f *Flags) Bool(p *bool, name, usage string) { f.Var((*boolValue)(p), name, usage) }
+
+type stringValue string
+
+func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+func (v *stringValue) String() string     { return string(*v) }
+
+type durationValue time.Duration
+
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	*v = durationValue(d)
+	return err
+}
+func (v *durationValue) String() string { return time.Duration(*v).String() }
+
+type floatValue float64
+
+func (v *floatValue) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	*v = floatValue(f)
+	return err
+}
+func (v *floatValue) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 64) }
+
+type intValue int
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	*v = intValue(n)
+	return err
+}
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+
+type int64Value int64
+
+func (v *int64Value) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, 64)
+	*v = int64Value(n)
+	return err
+}
+func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
+
+type uint32Value uint32
+
+func (v *uint32Value) Set(s string) error {
+	n, err := strconv.ParseUint(s, 0, 32)
+	*v = uint32Value(n)
+	return err
+}
+func (v *uint32Value) String() string { return strconv.FormatUint(uint64(*v), 10) }
+
+type boolValue bool
+
+func (v *boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	*v = boolValue(b)
+	return err
+}
+func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
+func (v *boolValue) IsBoolFlag() bool { return true }
 
 // badEnv is a flag whose environment variable could not be parsed.
 type badEnv struct {
@@ -79,11 +144,10 @@ func (b *badEnv) String() string {
 	return b.Value.String()
 }
 
-func markBadEnv(fs *flag.FlagSet, name string, err error) {
-	if err != nil {
-		f := fs.Lookup(name)
-		f.Value = &badEnv{f.Value, err}
-	}
+// IsBoolFlag keeps a bad boolean variable's flag usable without a value.
+func (b *badEnv) IsBoolFlag() bool {
+	bf, ok := b.Value.(interface{ IsBoolFlag() bool })
+	return ok && bf.IsBoolFlag()
 }
 
 // Parse parses args like fs.Parse, and fails as well when an environment
@@ -114,16 +178,6 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
-// Limit turns a calls-per-second flag into a limiter's rate and burst:
-// 0 (or less) means no limit; the burst allows `burst` seconds' worth of
-// calls at once.
-func Limit(perSecond, burst float64) (rate.Limit, int) {
-	if perSecond <= 0 {
-		return rate.Inf, 0
-	}
-	return rate.Limit(perSecond), max(1, int(perSecond*burst))
-}
-
 // Logger logs text to stderr at level ("debug", "info", "warn", "error").
 func Logger(level string) (*slog.Logger, error) {
 	var l slog.Level
@@ -131,30 +185,4 @@ func Logger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
-}
-
-// Serve runs srv on addr until SIGINT or SIGTERM, then drains it within
-// grace: health turns NOT_SERVING, calls in flight finish, the rest are cut.
-func Serve(srv *server.Server, addr string, grace time.Duration, log *slog.Logger) error {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	log.Info("listening", "addr", lis.Addr().String())
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("draining", "grace", grace)
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	return <-errc
 }
