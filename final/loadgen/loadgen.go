@@ -4,6 +4,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -64,8 +65,10 @@ type Config struct {
 
 	// Redis, when set, drives a Redis server at this address (SET and GET,
 	// go-redis) in the same loop instead of the cache: Addrs, Creds, Token
-	// and the balancing settings are then ignored.
-	Redis string
+	// and the balancing settings are then ignored. RedisTLS, when set,
+	// secures its connections.
+	Redis    string
+	RedisTLS *tls.Config
 
 	CallTimeout time.Duration
 

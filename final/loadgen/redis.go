@@ -19,6 +19,7 @@ type redisCaller struct {
 func newRedisCaller(cfg Config) *redisCaller {
 	return &redisCaller{client: redis.NewClient(&redis.Options{
 		Addr:                  cfg.Redis,
+		TLSConfig:             cfg.RedisTLS,
 		PoolSize:              cfg.Concurrency,
 		MinIdleConns:          cfg.Concurrency,
 		ContextTimeoutEnabled: true, // the call's deadline bounds it, as for gRPC

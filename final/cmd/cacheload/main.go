@@ -20,6 +20,7 @@ import (
 
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/loadgen"
+	"grpcworkshop/final/tlsutil"
 )
 
 func main() {
@@ -72,7 +73,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Int(&c.ValueSize, "value-size", "bytes per stored value")
 	f.Bool(&c.Prefill, "prefill", "store every key once before a get, mix or dump run")
 	f.Float(&c.Rate, "rate", "open loop: offer this many calls/s whatever the server does, latency counted from each call's scheduled start; 0: closed loop (each of -c sends its next call when the last returns)")
-	f.String(&c.Redis, "redis", "drive the Redis server at this address (SET/GET) in the same loop instead of the cache; the pool has one connection per call in flight")
+	f.String(&c.Redis, "redis", "drive the Redis server at this address (SET/GET) in the same loop instead of the cache, over TLS when -ca is set; the pool has one connection per call in flight")
 	f.Duration(&c.Timeout, "timeout", "deadline of each call")
 	f.Bool(&c.JSON, "json", "print the result as JSON")
 	f.Bool(&c.Quiet, "q", "no progress line")
@@ -108,11 +109,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown -lb %q (want round_robin or ring_hash)", c.LB)
 	}
 	if c.CA != "" {
-		creds, err := credentials.NewClientTLSFromFile(c.CA, "")
+		tlsCfg, err := tlsutil.ClientConfig(c.CA, "", "")
 		if err != nil {
 			return fmt.Errorf("load CA certificate: %w", err)
 		}
-		cfg.Creds = creds
+		cfg.Creds = credentials.NewTLS(tlsCfg)
+		cfg.RedisTLS = tlsCfg // Redis's own TLS (tls-port), verified against the same CA
 	}
 	if !c.Quiet {
 		cfg.Progress = progressLine(stderr)
