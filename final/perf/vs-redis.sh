@@ -13,6 +13,7 @@
 #
 #   final/perf/vs-redis.sh                        # 10 s per measurement, 1,000,000 keys
 #   final/perf/vs-redis.sh -d 1s -mem-keys 20000  # quick (CI)
+#   GOGC=50 final/perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
 set -euo pipefail
@@ -115,25 +116,27 @@ cache_rss=$(awk -v a="$(rss_kib "$cache_pid")" -v b="$cache_rss0" -v n="$memkeys
 redis_rss=$(awk -v a="$(rss_kib "$redis_pid")" -v b="$redis_rss0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
 redis_used=$(awk -v a="$(redis_info used_memory)" -v b="$redis_used0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) / n}')
 
-echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $dur per row, 32 calls in flight, 64-byte values, TLS on both"
+echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $dur per row, 32 calls in flight, 64-byte values, TLS on both, GOGC=${GOGC:-100}"
 echo
-echo "| call | final calls/s | Redis calls/s | final / Redis | final p50 / p99 ms | Redis p50 / p99 ms |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-row() {
-  local name=$1; shift
-  load final "$@" -d "$dur"
-  local f f50 f99
-  f=$(field calls_per_second); f50=$(field p50_ns); f99=$(field p99_ns)
-  load redis "$@" -d "$dur"
-  local r r50 r99
-  r=$(field calls_per_second); r50=$(field p50_ns); r99=$(field p99_ns)
-  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
-    "$(ms "$f50")" "$(ms "$f99")" "$(ms "$r50")" "$(ms "$r99")"
-}
-row Get -op get -keys 1000
-row "Store (overwrite)" -op store -keys 1000
-row "Store (new key)" -op store -keys 0
-echo
+if [ "$dur" != 0 ]; then
+  echo "| call | final calls/s | Redis calls/s | final / Redis | final p50 / p99 ms | Redis p50 / p99 ms |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  row() {
+    local name=$1; shift
+    load final "$@" -d "$dur"
+    local f f50 f99
+    f=$(field calls_per_second); f50=$(field p50_ns); f99=$(field p99_ns)
+    load redis "$@" -d "$dur"
+    local r r50 r99
+    r=$(field calls_per_second); r50=$(field p50_ns); r99=$(field p99_ns)
+    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
+      "$(ms "$f50")" "$(ms "$f99")" "$(ms "$r50")" "$(ms "$r99")"
+  }
+  row Get -op get -keys 1000
+  row "Store (overwrite)" -op store -keys 1000
+  row "Store (new key)" -op store -keys 0
+  echo
+fi
 echo "| memory per key ($memkeys keys: 16-byte keys, 64-byte values) | final | Redis | final / Redis |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| process RSS growth, bytes | $cache_rss | $redis_rss | $(ratio "$cache_rss" "$redis_rss") |"
