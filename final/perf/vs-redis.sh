@@ -11,8 +11,8 @@
 # after storing -mem-keys new 16-byte keys with 64-byte values: Redis's
 # used_memory and both processes' resident set (RSS, read from /proc).
 #
-#   final/perf/vs-redis.sh                        # 10 s per measurement, 1,000,000 keys
-#   final/perf/vs-redis.sh -d 1s -mem-keys 20000  # quick (CI)
+#   final/perf/vs-redis.sh                        # 3 rounds of 10 s per row, 1,000,000 keys
+#   final/perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
 #   GOGC=50 final/perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
@@ -20,12 +20,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 dur=10s
+rounds=3
 memkeys=1000000
 while [ $# -gt 0 ]; do
   case $1 in
     -d) dur=$2; shift 2 ;;
     -mem-keys) memkeys=$2; shift 2 ;;
-    *) echo "usage: $0 [-d DURATION] [-mem-keys N]" >&2; exit 2 ;;
+    -rounds) rounds=$2; shift 2 ;;
+    *) echo "usage: $0 [-d DURATION] [-rounds N] [-mem-keys N]" >&2; exit 2 ;;
   esac
 done
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
@@ -103,7 +105,6 @@ load() {
 }
 # field NAME: the first (the total's) value of NAME in the last result.
 field() { grep -o "\"$1\": [0-9.e+]*" "$tmp/out.json" | head -1 | awk '{print $2}'; }
-ms() { awk -v ns="$1" 'BEGIN {printf "%.2f", ns / 1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 # Memory first, on fresh servers.
@@ -116,27 +117,42 @@ cache_rss=$(awk -v a="$(rss_kib "$cache_pid")" -v b="$cache_rss0" -v n="$memkeys
 redis_rss=$(awk -v a="$(rss_kib "$redis_pid")" -v b="$redis_rss0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
 redis_used=$(awk -v a="$(redis_info used_memory)" -v b="$redis_used0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) / n}')
 
-echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $dur per row, 32 calls in flight, 64-byte values, TLS on both, GOGC=${GOGC:-100}"
+echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $rounds rounds of $dur per row, 32 calls in flight, 64-byte values, TLS on both, GOGC=${GOGC:-100}"
 echo
+# row NAME [cacheload flags...]: final and Redis take turns, $rounds times
+# -d each, so drift on a shared machine hits both; calls/s is over all
+# rounds, p50 and p99 are the median round's.
+row() {
+  local name=$1; shift
+  local t i
+  local -A calls=() secs=() p50s=() p99s=()
+  for ((i = 0; i < rounds; i++)); do
+    for t in $( ((i % 2)) && echo "redis final" || echo "final redis"); do
+      load "$t" "$@" -d "$dur"
+      calls[$t]+=" $(field calls)"
+      secs[$t]+=" $(field elapsed_ns)"
+      p50s[$t]+=" $(field p50_ns)"
+      p99s[$t]+=" $(field p99_ns)"
+    done
+  done
+  local f r
+  f=$(rate "${calls[final]}" "${secs[final]}")
+  r=$(rate "${calls[redis]}" "${secs[redis]}")
+  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
+    "$(median_ms "${p50s[final]}")" "$(median_ms "${p99s[final]}")" "$(median_ms "${p50s[redis]}")" "$(median_ms "${p99s[redis]}")"
+}
+rate() { awk -v c="$1" -v s="$2" 'BEGIN {n = split(c, cs, " "); split(s, ss, " "); for (i = 1; i <= n; i++) {tc += cs[i]; ts += ss[i]}; printf "%.0f", tc / ts * 1e9}'; }
+median_ms() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR] = $1} END {printf "%.2f", v[int((NR + 1) / 2)] / 1e6}'; }
+
 if [ "$dur" != 0 ]; then
   echo "| call | final calls/s | Redis calls/s | final / Redis | final p50 / p99 ms | Redis p50 / p99 ms |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-  row() {
-    local name=$1; shift
-    load final "$@" -d "$dur"
-    local f f50 f99
-    f=$(field calls_per_second); f50=$(field p50_ns); f99=$(field p99_ns)
-    load redis "$@" -d "$dur"
-    local r r50 r99
-    r=$(field calls_per_second); r50=$(field p50_ns); r99=$(field p99_ns)
-    printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
-      "$(ms "$f50")" "$(ms "$f99")" "$(ms "$r50")" "$(ms "$r99")"
-  }
   row Get -op get -keys 1000
   row "Store (overwrite)" -op store -keys 1000
   row "Store (new key)" -op store -keys 0
   echo
 fi
+
 echo "| memory per key ($memkeys keys: 16-byte keys, 64-byte values) | final | Redis | final / Redis |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| process RSS growth, bytes | $cache_rss | $redis_rss | $(ratio "$cache_rss" "$redis_rss") |"
