@@ -16,15 +16,22 @@ type Store struct {
 // slice), so handlers may hand them to gRPC for marshalling without a copy.
 type tenantData struct {
 	mu    sync.RWMutex
-	order [][]string // insertion order, in blocks of orderBlock keys
-	vals  map[string][]byte
-	spare int64 // slots reserved from Accounts but not used (lost races)
+	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
+	items [][]entry        // in insertion order, in blocks of orderBlock
+	spare int64            // slots reserved from Accounts but not used (lost races)
 }
 
-// orderBlock is how many keys one block of the insertion order holds. The
-// order grows a block at a time: one slice of a million keys would be
-// copied, and held twice until the next collection, every time it grew
-// (that was a sixth of the resident memory per key).
+// entry is one stored item. The map holds only positions: a slot of a
+// string and an int32 is 24 bytes where a string and a slice were 40, and
+// a Go map keeps up to twice its entries in slots.
+type entry struct {
+	key string
+	val []byte
+}
+
+// orderBlock is how many items one block holds. The items grow a block at
+// a time: one slice of a million items would be copied, and held twice
+// until the next collection, every time it grew.
 const orderBlock = 1024
 
 func (s *Store) lookup(tenant string) *tenantData {
@@ -37,7 +44,7 @@ func (s *Store) tenant(tenant string) *tenantData {
 	if t := s.lookup(tenant); t != nil {
 		return t
 	}
-	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{vals: map[string][]byte{}})
+	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{index: map[string]int32{}})
 	return t.(*tenantData)
 }
 
@@ -48,9 +55,12 @@ func (s *Store) Get(tenant, key string) ([]byte, bool) {
 		return nil, false
 	}
 	t.mu.RLock()
-	v, ok := t.vals[key]
-	t.mu.RUnlock()
-	return v, ok
+	defer t.mu.RUnlock()
+	i, ok := t.index[key]
+	if !ok {
+		return nil, false
+	}
+	return t.at(i).val, true
 }
 
 // Len is how many keys tenant has on this replica.
@@ -61,7 +71,7 @@ func (s *Store) Len(tenant string) int {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.vals)
+	return len(t.index)
 }
 
 // putIfHeld writes key if it needs no new slot: it exists already, or an
@@ -69,9 +79,9 @@ func (s *Store) Len(tenant string) int {
 func (t *tenantData) putIfHeld(key string, val []byte, dry bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.vals[key]; ok {
+	if i, ok := t.index[key]; ok {
 		if !dry {
-			t.vals[key] = val
+			t.at(i).val = val
 		}
 		return true
 	}
@@ -90,42 +100,42 @@ func (t *tenantData) putIfHeld(key string, val []byte, dry bool) bool {
 func (t *tenantData) putReserved(key string, val []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.vals[key]; ok {
+	if i, ok := t.index[key]; ok {
 		t.spare++
-		t.vals[key] = val
+		t.at(i).val = val
 		return
 	}
 	t.insert(key, val)
 }
 
 func (t *tenantData) insert(key string, val []byte) {
-	n := len(t.order)
-	if n == 0 || len(t.order[n-1]) == orderBlock {
-		t.order = append(t.order, nil)
+	n := len(t.items)
+	if n == 0 || len(t.items[n-1]) == orderBlock {
+		t.items = append(t.items, nil)
 		n++
 	}
-	b := t.order[n-1]
+	b := t.items[n-1]
 	if len(b) == cap(b) { // double the last block, up to orderBlock: small tenants stay small
-		grown := make([]string, len(b), min(max(2*cap(b), 4), orderBlock))
+		grown := make([]entry, len(b), min(max(2*cap(b), 4), orderBlock))
 		copy(grown, b)
 		b = grown
 	}
-	t.order[n-1] = append(b, key)
-	t.vals[key] = val
+	t.index[key] = int32(len(t.index))
+	t.items[n-1] = append(b, entry{key: key, val: val})
 }
 
-// keyAt is the key stored i-th; i < len(t.vals).
-func (t *tenantData) keyAt(i int) string { return t.order[i/orderBlock][i%orderBlock] }
+// at is the item stored i-th; i < len(t.index).
+func (t *tenantData) at(i int32) *entry { return &t.items[i/orderBlock][i%orderBlock] }
 
-// removeNewest drops the key stored last.
+// removeNewest drops the item stored last.
 func (t *tenantData) removeNewest() {
-	n := len(t.order)
-	b := t.order[n-1]
-	delete(t.vals, b[len(b)-1])
-	b[len(b)-1] = "" // the block keeps no reference to the dropped key
-	t.order[n-1] = b[:len(b)-1]
+	n := len(t.items)
+	b := t.items[n-1]
+	delete(t.index, b[len(b)-1].key)
+	b[len(b)-1] = entry{} // the block keeps no reference to the dropped item
+	t.items[n-1] = b[:len(b)-1]
 	if len(b) == 1 {
-		t.order = t.order[:n-1]
+		t.items = t.items[:n-1]
 	}
 }
 
@@ -141,9 +151,9 @@ func (t *tenantData) batch(from, n int, buf []Item) []Item {
 	buf = buf[:0]
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for i := from; i < len(t.vals) && len(buf) < n; i++ {
-		k := t.keyAt(i)
-		buf = append(buf, Item{Key: k, Val: t.vals[k]})
+	for i := from; i < len(t.index) && len(buf) < n; i++ {
+		e := t.at(int32(i))
+		buf = append(buf, Item{Key: e.key, Val: e.val})
 	}
 	return buf
 }
@@ -154,7 +164,7 @@ func (s *Store) holdings() map[string]int64 {
 	s.tenants.Range(func(k, v any) bool {
 		t := v.(*tenantData)
 		t.mu.RLock()
-		if n := int64(len(t.vals)) + t.spare; n > 0 {
+		if n := int64(len(t.index)) + t.spare; n > 0 {
 			h[k.(string)] = n
 		}
 		t.mu.RUnlock()
@@ -172,7 +182,7 @@ func (s *Store) trim(admitted map[string]int64) int {
 		allowed := admitted[k.(string)]
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		excess := int64(len(t.vals)) + t.spare - allowed
+		excess := int64(len(t.index)) + t.spare - allowed
 		if excess <= 0 {
 			return true
 		}
