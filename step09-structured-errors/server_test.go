@@ -228,7 +228,7 @@ func TestConcurrentStoresAndGetsAreSafe(t *testing.T) {
 	cache := startCache(t)
 	ctx := testContext(t)
 
-	const workers, keysEach = 16, 50
+	const workers, keysEach = 8, 20
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
