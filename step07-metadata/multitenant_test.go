@@ -135,3 +135,14 @@ func TestConcurrentStoresRacingForTheLastSlots(t *testing.T) {
 	assert.EqualValues(t, 3, ok.Load())
 	assert.EqualValues(t, racers-3, refused.Load())
 }
+
+func TestCacheServerRefusesAnAccountsServiceItCannotVerify(t *testing.T) {
+	certs, otherCA := devCerts(t), devCerts(t)
+	// Accounts presents a certificate from a CA the cache server does not trust.
+	accountsAddr := startAccounts(t, testAccountsConfig(t, otherCA, testAccounts))
+	sys := startCacheWith(t, certs, testServerConfig(t, certs, accountsAddr))
+
+	err := store(testContext(t), sys.cache, testToken, "k", "v")
+	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+	assert.Contains(t, err.Error(), "certificate signed by unknown authority")
+}

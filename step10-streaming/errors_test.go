@@ -204,3 +204,10 @@ func TestRetryFollowsTheTemporaryFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestClientCommandPrintsWhatTheErrorDetailSays(t *testing.T) {
+	sys := startSystem(t)
+	_, err := runClientCmd(t, testClientConfig(t, sys.certs, sys.addr), "get", "nothing-here")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("(temporary: false, user error code: %d)", rpc.UserErrorKeyNotFound))
+}
