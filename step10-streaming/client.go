@@ -24,7 +24,7 @@ type clientConfig struct {
 	addr   string
 	caFile string
 	token  string
-	cmd    []string // what to do: nothing (the talk's demo), store KEY VALUE, get KEY
+	cmd    []string // what to do: nothing (the talk's demo), store, get, fill, dump-all or dump
 	logger *slog.Logger
 
 	storeTimeout, getTimeout time.Duration // each call's deadline

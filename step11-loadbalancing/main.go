@@ -19,7 +19,7 @@ var usage = fmt.Sprintf(`usage:
   %[1]s certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
   %[1]s accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key] [-latency 0s]
   %[1]s server [-addr localhost:5051] [-accounts localhost:5052] [-accounts-timeout 2s] [-rate 150] [-burst 50] [-max-streams 64] [-max-conns 1024] [-replica NAME] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
-  %[1]s client [-addr localhost:5051[,ADDR...]] [-lb ring_hash|round_robin] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [-dry-run] [-attempts 3] [-dump-timeout 1m] [store KEY VALUE | get KEY | dump]`, filepath.Base(os.Args[0]))
+  %[1]s client [-addr localhost:5051[,ADDR...]] [-lb ring_hash|round_robin] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [-dry-run] [-attempts 3] [-dump-timeout 1m] [store KEY VALUE | get KEY | fill COUNT BYTES | dump-all | dump]`, filepath.Base(os.Args[0]))
 
 func main() {
 	// Servers stop on SIGINT or SIGTERM: the context is how they hear it.
