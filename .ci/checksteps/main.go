@@ -26,6 +26,7 @@ import (
 	"go/parser"
 	"go/printer"
 	"go/token"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 func main() {
@@ -56,20 +58,35 @@ func run(discover bool, only string) error {
 		return err
 	}
 	sort.Strings(steps)
-	failed := false
+	// Two steps at a time: CI has two cores, and most of the time goes to
+	// the go command.
+	var (
+		outs = make([]bytes.Buffer, len(steps))
+		errs = make([]error, len(steps))
+		sem  = make(chan struct{}, 2)
+		wg   sync.WaitGroup
+	)
 	for i := 1; i < len(steps); i++ {
 		step, prev := filepath.Base(steps[i]), filepath.Base(steps[i-1])
 		if only != "" && !strings.HasPrefix(step, only) {
 			continue
 		}
-		var err error
-		if discover {
-			err = discoverStep(root, step, prev)
-		} else {
-			err = checkStep(root, step, prev)
-		}
-		if err != nil {
-			fmt.Printf("FAIL %s: %v\n", step, err)
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if discover {
+				errs[i] = discoverStep(&outs[i], root, step, prev)
+			} else {
+				errs[i] = checkStep(&outs[i], root, step, prev)
+			}
+		})
+	}
+	wg.Wait()
+	failed := false
+	for i := range steps {
+		os.Stdout.Write(outs[i].Bytes())
+		if errs[i] != nil {
+			fmt.Printf("FAIL %s: %v\n", filepath.Base(steps[i]), errs[i])
 			failed = true
 		}
 	}
@@ -134,7 +151,7 @@ func readClaims(readme, prev string) (claims, error) {
 	return c, nil
 }
 
-func checkStep(root, step, prev string) error {
+func checkStep(out io.Writer, root, step, prev string) error {
 	c, err := readClaims(filepath.Join(root, step, "README.md"), prev)
 	if err != nil {
 		return err
@@ -176,12 +193,12 @@ func checkStep(root, step, prev string) error {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "\n"))
 	}
-	fmt.Printf("ok   %s: against %s, %d fail, %d do not compile\n", step, prev, len(c.fails), len(c.noCompile))
+	fmt.Fprintf(out, "ok   %s: against %s, %d fail, %d do not compile\n", step, prev, len(c.fails), len(c.noCompile))
 	return nil
 }
 
 // discoverStep reports what each test that is new in step does on prev.
-func discoverStep(root, step, prev string) error {
+func discoverStep(out io.Writer, root, step, prev string) error {
 	funcs, err := testFuncs(filepath.Join(root, step))
 	if err != nil {
 		return err
@@ -209,7 +226,7 @@ func discoverStep(root, step, prev string) error {
 		case res.failed[name]:
 			outcome = "fails"
 		}
-		fmt.Printf("%s %s on %s: %s\n", step, name, prev, outcome)
+		fmt.Fprintf(out, "%s %s on %s: %s\n", step, name, prev, outcome)
 	}
 	return nil
 }
