@@ -211,3 +211,19 @@ func TestClientCommandPrintsWhatTheErrorDetailSays(t *testing.T) {
 	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
 	assert.Contains(t, err.Error(), fmt.Sprintf("(temporary: false, user error code: %d)", rpc.UserErrorKeyNotFound))
 }
+
+func TestMissingKeyIsAttemptedOnceByARetryingClient(t *testing.T) {
+	sys := startSystem(t)
+	cfg := testClientConfig(t, sys.certs, sys.addr)
+	cfg.attempts = defaultAttempts
+
+	_, err := get(testContext(t), connect(t, cfg), testToken, "nothing-here")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
+	served := 0
+	for _, r := range sys.cacheLog.rpcs() {
+		if r.side == "server" && r.method == cacheGet {
+			served++
+		}
+	}
+	assert.Equal(t, 1, served, "retrying cannot make the key appear")
+}

@@ -108,3 +108,13 @@ func TestClientCommandDryRunStoresNothing(t *testing.T) {
 	_, err = get(testContext(t), sys.cache, testToken, "k")
 	assert.Equal(t, codes.NotFound, status.Code(err))
 }
+
+func TestDryRunHeaderStoresNothing(t *testing.T) {
+	sys := startSystem(t)
+	ctx := testContext(t)
+
+	// The header as any client, in any language, would send it.
+	require.NoError(t, store(metadata.AppendToOutgoingContext(ctx, "dry-run", "1"), sys.cache, testToken, "k", "v"))
+	_, err := get(ctx, sys.cache, testToken, "k")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
+}
