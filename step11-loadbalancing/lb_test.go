@@ -232,3 +232,23 @@ func keys[V any](m map[string]V) []string {
 	}
 	return ks
 }
+
+func TestClientCommandDefaultsFindEveryKeyOnThreeReplicas(t *testing.T) {
+	certs := devCerts(t)
+	accountsAddr := startAccounts(t, testAccountsConfig(t, certs, testAccounts))
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, startServer(t, testServerConfig(t, certs, accountsAddr)))
+	}
+	// The client command's defaults, given every replica.
+	cache := connect(t, testClientConfig(t, certs, strings.Join(addrs, ",")))
+	ctx := testContext(t)
+
+	for i := range 30 {
+		require.NoError(t, store(ctx, cache, testToken, fmt.Sprint("key-", i), "v"))
+	}
+	for i := range 30 {
+		_, err := get(ctx, cache, testToken, fmt.Sprint("key-", i))
+		assert.NoError(t, err, "key-%d is read from the replica it was stored on", i)
+	}
+}
