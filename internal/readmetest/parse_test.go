@@ -166,6 +166,6 @@ next:
 	return out
 }
 
-// quote makes s one testscript word: single quotes, inside which '' is a
-// quote and nothing is expanded.
+// quote makes s one testscript word: in single quotes, where a doubled
+// single quote stands for one and nothing is expanded.
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

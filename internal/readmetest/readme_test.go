@@ -240,6 +240,11 @@ func script(blocks []block) string {
 			if len(c.want) > 0 {
 				files.WriteString("\n")
 			}
+			if assign.MatchString(c.text) && len(c.want) == 0 {
+				// A shell variable for the commands that follow.
+				fmt.Fprintf(&s, "env %s\n", quote(c.text))
+				continue
+			}
 			if port, ok := b.servers[i]; ok {
 				name := fmt.Sprintf("s%d", port)
 				fmt.Fprintf(&s, "exec readme-bg %s.log %s &%s&\n", name, quote(c.text), name)
@@ -259,6 +264,9 @@ func script(blocks []block) string {
 	}
 	return s.String() + files.String()
 }
+
+// assign is a command that only sets a shell variable (all=a,b,c).
+var assign = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=[^\s;&|$'"]*$`)
 
 // patterns reads the vary=RE and ignore=RE arguments of matchout and matchlog.
 func patterns(ts *testscript.TestScript, args []string) (vary, ignore []*regexp.Regexp) {
