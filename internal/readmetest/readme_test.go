@@ -247,7 +247,10 @@ func script(blocks []block) string {
 			}
 			if port, ok := b.servers[i]; ok {
 				name := fmt.Sprintf("s%d", port)
-				fmt.Fprintf(&s, "exec readme-bg %s.log %s &%s&\n", name, quote(c.text), name)
+				// A trailing & is the README's way of saying the same: the
+				// server is started in the background (by testscript).
+				text := strings.TrimSuffix(strings.TrimSpace(c.text), "&")
+				fmt.Fprintf(&s, "exec readme-bg %s.log %s &%s&\n", name, quote(text), name)
 				fmt.Fprintf(&s, "waitport %d %s.log\n", port, name)
 				if len(c.want) > 0 {
 					fmt.Fprintf(&s, "matchlog %s.log %s %s\n", name, want, patArgs)

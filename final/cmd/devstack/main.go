@@ -52,7 +52,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Say at once that something is happening, and where start-up is.
+	fmt.Printf("devstack: starting Accounts and %d cache replicas\n", len(strings.Split(*replicas, ",")))
 	st, err := devstack.Start(devstack.Config{
+		Progress:     func(step string) { fmt.Println("devstack:", step) },
 		CertDir:      *dir,
 		AccountsAddr: *accountsAddr,
 		CacheAddrs:   strings.Split(*replicas, ","),
@@ -66,8 +69,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devstack: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), *dir)
-	fmt.Printf("try:      go run ./final/cmd/cachectl store gopher con && go run ./final/cmd/cachectl get gopher\n")
+	fmt.Printf("devstack: ready: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), *dir)
+	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./final/cmd/...)\n")
 	fmt.Printf("stop:     Ctrl-C\n")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
