@@ -48,6 +48,9 @@
 //	                           replaced by "…" in both the output and the README
 //	ignore: REGEX              output lines matching are left out, as the README's
 //	                           prose says ("leaving out the log records on stderr")
+//	log: sPORT                 (before a plain ``` block) the lines shown are
+//	                           in the log of the server on PORT, in this order,
+//	                           among others
 //	before: SCRIPT LINE        a testscript line run before the block, for what
 //	                           the prose asks of the reader ("stop replica c
 //	                           with Ctrl-C": kill -INT s5054, then wait s5054).
@@ -55,6 +58,6 @@
 //	-->
 //
 // A one-line form, <!-- readme-test skip: REASON -->, holds one directive.
-// Every block also varies in its log timestamps and durations (see
-// defaultVary).
+// Every block also varies in its log timestamps, durations and clients'
+// ephemeral ports (see defaultVary).
 package readmetest

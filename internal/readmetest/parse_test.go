@@ -14,6 +14,7 @@ type block struct {
 	line int    // line of the opening fence
 	skip string // why the block is not run; empty: run it
 
+	log     string      // a plain block: lines the server sPORT logged, in order
 	servers map[int]int // command index (0-based) -> port it listens on
 	vary    []string
 	ignore  []string
@@ -70,6 +71,28 @@ func parseREADME(file, text string) ([]block, error) {
 				pending = append(pending, d)
 			}
 			inCmt = !end
+		case trimmed == "```" && len(pending) > 0:
+			// A plain block with a readme-test comment: a server's log.
+			b := block{file: file, line: n, servers: map[int]int{}}
+			for _, d := range pending {
+				if err := b.directive(d); err != nil {
+					return nil, fmt.Errorf("%s:%d: %w", file, n, err)
+				}
+			}
+			if b.log == "" {
+				return nil, fmt.Errorf("%s:%d: a readme-test comment before a plain block needs log: sPORT", file, n)
+			}
+			pending = nil
+			var want []string
+			for sc.Scan() {
+				n++
+				if strings.TrimSpace(sc.Text()) == "```" {
+					break
+				}
+				want = append(want, sc.Text())
+			}
+			b.cmds = []command{{want: want}}
+			blocks = append(blocks, b)
 		case trimmed == "```console":
 			b := block{file: file, line: n, servers: map[int]int{}}
 			for _, d := range pending {
@@ -127,10 +150,15 @@ func (b *block) directive(d string) error {
 		} else {
 			b.ignore = append(b.ignore, val)
 		}
+	case "log":
+		if !regexp.MustCompile(`^s\d+$`).MatchString(val) {
+			return fmt.Errorf("log: %q: want sPORT, the server started on PORT", val)
+		}
+		b.log = val
 	case "before":
 		b.before = append(b.before, val)
 	default:
-		return fmt.Errorf("unknown readme-test directive %q (want skip, servers, vary, ignore or before)", key)
+		return fmt.Errorf("unknown readme-test directive %q (want skip, servers, vary, ignore, before or log)", key)
 	}
 	return nil
 }
@@ -139,6 +167,7 @@ func (b *block) directive(d string) error {
 // timestamps (slog's and the log package's) and slog durations.
 var defaultVary = []string{
 	`time=\S+`,
+	`peer=\S+:\d{5}\b`, // a client's ephemeral port
 	`duration=\S+`,
 	`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d`,
 }

@@ -131,7 +131,7 @@ func TestREADMEs(t *testing.T) {
 	}
 
 	var sum strings.Builder
-	fmt.Fprintln(&sum, "README console blocks: run and matched / all (not run, with the reason in the README)")
+	fmt.Fprintln(&sum, "README blocks (console blocks, and server logs marked log:): run and matched / all; not run, with the reason the README gives")
 	for _, readme := range readmes {
 		tl := tallies[readme]
 		if !tl.ran && tl.blocks > len(tl.skipped) {
@@ -234,6 +234,13 @@ func script(blocks []block) string {
 			pats = append(pats, quote("ignore="+v))
 		}
 		patArgs := strings.Join(pats, " ")
+		if b.log != "" {
+			want := fmt.Sprintf(".want/%d-log", b.line)
+			fmt.Fprintf(&files, "-- %s --\n%s\n", want, strings.Join(b.cmds[0].want, "\n"))
+			fmt.Fprintf(&s, "matchlog -inorder %s.log %s %s\n", b.log, want, patArgs)
+			fmt.Fprintf(&s, "blockok %s %d\n", b.file, b.line)
+			continue
+		}
 		for i, c := range b.cmds {
 			want := fmt.Sprintf(".want/%d-%d", b.line, i+1)
 			fmt.Fprintf(&files, "-- %s --\n%s", want, strings.Join(c.want, "\n"))
@@ -314,6 +321,17 @@ func match(ts *testscript.TestScript, got, want []string, prefix bool) {
 	}
 }
 
+// hasInOrder: every line of want is in got, in the same order.
+func hasInOrder(got, want []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
 func indent(ls []string) string {
 	if len(ls) == 0 {
 		return "\t(nothing)\n"
@@ -333,18 +351,30 @@ func cmdMatchout(ts *testscript.TestScript, neg bool, args []string) {
 	match(ts, got, want, false)
 }
 
-// matchlog LOGFILE WANTFILE [vary=RE|ignore=RE]...: a server's log starts
-// with the lines the README shows (waiting, bounded, for them to appear).
+// matchlog [-inorder] LOGFILE WANTFILE [vary=RE|ignore=RE]...: a server's
+// log starts with the lines the README shows, or with -inorder has them in
+// that order among others (waiting, bounded, for them to appear).
 func cmdMatchlog(ts *testscript.TestScript, neg bool, args []string) {
+	inorder := len(args) > 0 && args[0] == "-inorder"
+	if inorder {
+		args = args[1:]
+	}
 	if neg || len(args) < 2 {
-		ts.Fatalf("usage: matchlog LOGFILE WANTFILE [vary=RE|ignore=RE]...")
+		ts.Fatalf("usage: matchlog [-inorder] LOGFILE WANTFILE [vary=RE|ignore=RE]...")
 	}
 	vary, ignore := patterns(ts, args[2:])
 	want := normalize(lines(ts.ReadFile(args[1])), vary, ignore)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got := normalize(lines(ts.ReadFile(args[0])), vary, ignore)
-		if len(got) >= len(want) || time.Now().After(deadline) {
+		if inorder {
+			if hasInOrder(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("%s does not have the README's lines in order (variable parts shown as …)\nREADME:\n%s\ngot:\n%s", args[0], indent(want), indent(got))
+			}
+		} else if len(got) >= len(want) || time.Now().After(deadline) {
 			match(ts, got, want, true)
 			return
 		}
