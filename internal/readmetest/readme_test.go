@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/stretchr/testify/require"
 )
 
 // ports are the fixed ports the READMEs' servers listen on.
@@ -43,14 +44,10 @@ func TestREADMEs(t *testing.T) {
 		}
 	}
 	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	readmes := []string{"README.md", "final/README.md"}
 	steps, err := filepath.Glob(filepath.Join(repo, "step[0-9][0-9]-*"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for i, s := range steps {
 		steps[i] = filepath.Base(s)
 		readmes = append(readmes, steps[i]+"/README.md")
@@ -61,9 +58,7 @@ func TestREADMEs(t *testing.T) {
 	buildBinaries(t, repo, bin, steps)
 	writeShims(t, shim)
 	realGo, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	goEnv := map[string]string{}
 	for _, k := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOROOT"} {
 		out, err := exec.Command(realGo, "env", k).Output()
@@ -76,13 +71,9 @@ func TestREADMEs(t *testing.T) {
 	scripts := t.TempDir()
 	for _, readme := range readmes {
 		text, err := os.ReadFile(filepath.Join(repo, readme))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		blocks, err := parseREADME(readme, string(text))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		tl := &tally{blocks: len(blocks)}
 		tallies[readme] = tl
 		for _, b := range blocks {
@@ -95,12 +86,8 @@ func TestREADMEs(t *testing.T) {
 			continue
 		}
 		dir := filepath.Join(scripts, strings.ReplaceAll(filepath.Dir(readme), "/", "_"))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "readme.txtar"), []byte(archive), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "readme.txtar"), []byte(archive), 0o644))
 		// One README at a time: they share the fixed ports.
 		t.Run(readme, func(t *testing.T) {
 			tl.ran = true
@@ -202,13 +189,9 @@ exec >"$1" 2>&1
 eval "exec $2"
 `,
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
 	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755))
 	}
 }
 
