@@ -22,7 +22,10 @@
 // "$ ") runs in bash with stderr merged into stdout, as on a terminal, and
 // the lines that follow it in the README, up to the next "$ ", are what it
 // must print. The exit status is not compared: the output says whether a
-// command failed.
+// command failed. At the end of a README its servers get SIGINT, as from
+// Ctrl-C, and the next README starts once they have exited. The log ends
+// with a count per README of blocks run and matched, and of blocks not run
+// with their reasons.
 //
 // `go` in a command is a small shim: `go run ./PKG ARGS` runs the binary
 // built from ./PKG at the start of the test (the same code, without a
@@ -42,8 +45,9 @@
 //	servers: N:PORT ...        command N (1-based) of the block is a server: it
 //	                           runs in the background until the script ends,
 //	                           and the next command runs once PORT accepts
-//	                           connections. The lines shown after it are the
-//	                           first lines it prints (none shown: not checked)
+//	                           connections (a trailing & in the command says
+//	                           the same to the reader). The lines shown after it
+//	                           are the first lines it prints (none: not checked)
 //	vary: REGEX                parts that differ from run to run: matches are
 //	                           replaced by "…" in both the output and the README
 //	ignore: REGEX              output lines matching are left out, as the README's
