@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -11,22 +13,46 @@ import (
 	"grpcworkshop/step01-basic/rpc"
 )
 
-func runClient(args []string) error {
+// clientConfig is what the client command's flags set. Tests build one and
+// call dial or runClient, so they connect exactly as a person does.
+type clientConfig struct {
+	addr string
+	cmd  []string // what to do: nothing (the talk's demo), store KEY VALUE, get KEY
+}
+
+func parseClientFlags(args []string) (clientConfig, error) {
+	var cfg clientConfig
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5051", "cache server address")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5051", "cache server address")
+	err := fs.Parse(args)
+	cfg.cmd = fs.Args()
+	return cfg, err
+}
+
+// clientMain is the client command: flags, then runClient.
+func clientMain(ctx context.Context, args []string) error {
+	cfg, err := parseClientFlags(args)
+	if err != nil {
 		return err
 	}
+	return runClient(ctx, cfg, os.Stdout)
+}
 
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// dial connects to the cache server as cfg says.
+func dial(cfg clientConfig) (*grpc.ClientConn, error) {
+	return grpc.NewClient(cfg.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// runClient runs cfg.cmd against the cache server and prints the result to out.
+func runClient(ctx context.Context, cfg clientConfig, out io.Writer) error {
+	conn, err := dial(cfg)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
 	defer conn.Close()
 	cache := rpc.NewCacheClient(conn)
-	ctx := context.Background()
 
-	cmd := fs.Args()
+	cmd := cfg.cmd
 	switch {
 	case len(cmd) == 0: // the talk's demo
 		if _, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con")}); err != nil {
@@ -36,18 +62,18 @@ func runClient(args []string) error {
 		if err != nil {
 			return fmt.Errorf("get: %w", err)
 		}
-		fmt.Printf("Got cached value %s\n", resp.Val)
+		fmt.Fprintf(out, "Got cached value %s\n", resp.Val)
 	case cmd[0] == "store" && len(cmd) == 3:
 		if _, err := cache.Store(ctx, &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}); err != nil {
 			return fmt.Errorf("store %q: %w", cmd[1], err)
 		}
-		fmt.Printf("Stored %s\n", cmd[1])
+		fmt.Fprintf(out, "Stored %s\n", cmd[1])
 	case cmd[0] == "get" && len(cmd) == 2:
 		resp, err := cache.Get(ctx, &rpc.GetReq{Key: cmd[1]})
 		if err != nil {
 			return fmt.Errorf("get %q: %w", cmd[1], err)
 		}
-		fmt.Printf("Got cached value %s\n", resp.Val)
+		fmt.Fprintf(out, "Got cached value %s\n", resp.Val)
 	default:
 		return fmt.Errorf("unknown client command %q\n%s", cmd, usage)
 	}

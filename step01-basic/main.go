@@ -3,11 +3,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 )
 
 // usage names the program as it was started (go run names it after its
@@ -17,7 +20,10 @@ var usage = fmt.Sprintf(`usage:
   %[1]s client [-addr localhost:5051] [store KEY VALUE | get KEY]`, filepath.Base(os.Args[0]))
 
 func main() {
-	err := run(os.Args[1:])
+	// Servers stop on SIGINT or SIGTERM: the context is how they hear it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		return // -h: the flags were printed
 	}
@@ -27,15 +33,15 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
 	switch args[0] {
 	case "server":
-		return runServer(args[1:])
+		return serverMain(ctx, args[1:])
 	case "client":
-		return runClient(args[1:])
+		return clientMain(ctx, args[1:])
 	default:
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"log"
 	"net"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -46,31 +43,51 @@ func (s *CacheService) Get(ctx context.Context, req *rpc.GetReq) (*rpc.GetResp, 
 	return &rpc.GetResp{Val: bytes.Clone(val)}, nil
 }
 
-func runServer(args []string) error {
+// serverConfig is what the server command's flags set. Tests build one and
+// call runServer, so they start exactly what a person starts.
+type serverConfig struct {
+	addr string
+}
+
+func parseServerFlags(args []string) (serverConfig, error) {
+	var cfg serverConfig
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5051", "address to listen on")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5051", "address to listen on")
+	return cfg, fs.Parse(args)
+}
+
+// serverMain is the server command: flags, a listener, runServer.
+func serverMain(ctx context.Context, args []string) error {
+	cfg, err := parseServerFlags(args)
+	if err != nil {
 		return err
 	}
-
-	lis, err := net.Listen("tcp", *addr)
+	lis, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	return runServer(ctx, cfg, lis)
+}
+
+// runServer serves the cache on lis until ctx is done.
+func runServer(ctx context.Context, cfg serverConfig, lis net.Listener) error {
 	srv := grpc.NewServer()
 	rpc.RegisterCacheServer(srv, NewCacheService())
 	log.Printf("cache server listening on %s", lis.Addr())
-	return serve(srv, lis)
+	return serve(ctx, srv, lis)
 }
 
-// serve runs srv until SIGINT or SIGTERM, then lets in-flight calls finish,
+// serve runs srv until ctx is done, then lets in-flight calls finish,
 // giving up on them after a bounded time.
-func serve(srv *grpc.Server, lis net.Listener) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+func serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-stopped: // Serve failed on its own
+			return
+		}
 		log.Print("shutting down")
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()

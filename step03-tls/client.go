@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -11,29 +13,54 @@ import (
 	"grpcworkshop/step03-tls/rpc"
 )
 
-func runClient(args []string) error {
+// clientConfig is what the client command's flags set. Tests build one and
+// call dial or runClient, so they connect exactly as a person does.
+type clientConfig struct {
+	addr   string
+	caFile string
+	cmd    []string // what to do: nothing (the talk's demo), store KEY VALUE, get KEY
+}
+
+func parseClientFlags(args []string) (clientConfig, error) {
+	var cfg clientConfig
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5051", "cache server address")
-	caFile := fs.String("ca", "certs/ca.crt", "CA certificate that signed the server's certificate")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5051", "cache server address")
+	fs.StringVar(&cfg.caFile, "ca", "certs/ca.crt", "CA certificate that signed the server's certificate")
+	err := fs.Parse(args)
+	cfg.cmd = fs.Args()
+	return cfg, err
+}
+
+// clientMain is the client command: flags, then runClient.
+func clientMain(ctx context.Context, args []string) error {
+	cfg, err := parseClientFlags(args)
+	if err != nil {
 		return err
 	}
+	return runClient(ctx, cfg, os.Stdout)
+}
 
+// dial connects to the cache server as cfg says.
+func dial(cfg clientConfig) (*grpc.ClientConn, error) {
 	// The server's certificate is verified against the CA (the talk skipped
 	// verification with InsecureSkipVerify, which lets anyone impersonate it).
-	creds, err := credentials.NewClientTLSFromFile(*caFile, "")
+	creds, err := credentials.NewClientTLSFromFile(cfg.caFile, "")
 	if err != nil {
-		return fmt.Errorf("load CA certificate: %w", err)
+		return nil, fmt.Errorf("load CA certificate: %w", err)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(cfg.addr, grpc.WithTransportCredentials(creds))
+}
+
+// runClient runs cfg.cmd against the cache server and prints the result to out.
+func runClient(ctx context.Context, cfg clientConfig, out io.Writer) error {
+	conn, err := dial(cfg)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
 	defer conn.Close()
 	cache := rpc.NewCacheClient(conn)
-	ctx := context.Background()
 
-	cmd := fs.Args()
+	cmd := cfg.cmd
 	switch {
 	case len(cmd) == 0: // the talk's demo
 		if _, err := cache.Store(ctx, &rpc.StoreReq{Key: "gopher", Val: []byte("con")}); err != nil {
@@ -43,18 +70,18 @@ func runClient(args []string) error {
 		if err != nil {
 			return fmt.Errorf("get: %w", err)
 		}
-		fmt.Printf("Got cached value %s\n", resp.Val)
+		fmt.Fprintf(out, "Got cached value %s\n", resp.Val)
 	case cmd[0] == "store" && len(cmd) == 3:
 		if _, err := cache.Store(ctx, &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}); err != nil {
 			return fmt.Errorf("store %q: %w", cmd[1], err)
 		}
-		fmt.Printf("Stored %s\n", cmd[1])
+		fmt.Fprintf(out, "Stored %s\n", cmd[1])
 	case cmd[0] == "get" && len(cmd) == 2:
 		resp, err := cache.Get(ctx, &rpc.GetReq{Key: cmd[1]})
 		if err != nil {
 			return fmt.Errorf("get %q: %w", cmd[1], err)
 		}
-		fmt.Printf("Got cached value %s\n", resp.Val)
+		fmt.Fprintf(out, "Got cached value %s\n", resp.Val)
 	default:
 		return fmt.Errorf("unknown client command %q\n%s", cmd, usage)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,21 +12,26 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step03-tls/rpc"
 )
 
-// startCache runs a TLS cache server on a free loopback port for the test's
-// lifetime and returns a client that trusts it.
-func startCache(t *testing.T) rpc.CacheClient {
+// startServer runs runServer, as the server command does, on a free
+// loopback port until the test ends, and returns its address.
+func startServer(t *testing.T, cfg serverConfig) string {
 	t.Helper()
-	certs := devCerts(t)
-	addr := serveCache(t, certs)
-	return rpc.NewCacheClient(dial(t, addr, clientTLS(t, certs)))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServer(ctx, cfg, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done, "runServer")
+	})
+	return lis.Addr().String()
 }
 
 // devCerts creates fresh certificates, so nothing in the repository expires.
@@ -36,32 +42,51 @@ func devCerts(t *testing.T) string {
 	return dir
 }
 
-func serveCache(t *testing.T, certs string) string {
+// testServerConfig is the server command's defaults, with the certificate
+// in certs.
+func testServerConfig(t *testing.T, certs string) serverConfig {
 	t.Helper()
-	creds, err := credentials.NewServerTLSFromFile(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
+	cfg, err := parseServerFlags(nil)
 	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.Creds(creds))
-	rpc.RegisterCacheServer(srv, NewCacheService())
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	cfg.certFile, cfg.keyFile = filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key")
+	return cfg
 }
 
-func clientTLS(t *testing.T, certs string) credentials.TransportCredentials {
+// testClientConfig is the client command's defaults, pointed at addr and
+// trusting the CA in certs.
+func testClientConfig(t *testing.T, certs, addr string) clientConfig {
 	t.Helper()
-	creds, err := credentials.NewClientTLSFromFile(filepath.Join(certs, "ca.crt"), "")
+	cfg, err := parseClientFlags(nil)
 	require.NoError(t, err)
-	return creds
+	cfg.addr, cfg.caFile = addr, filepath.Join(certs, "ca.crt")
+	return cfg
 }
 
-func dial(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+// connect dials as the client command does, for the test's lifetime.
+func connect(t *testing.T, cfg clientConfig) rpc.CacheClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	conn, err := dial(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	return rpc.NewCacheClient(conn)
+}
+
+// startCache runs the server command's server and returns a client
+// connected as the client command connects.
+func startCache(t *testing.T) rpc.CacheClient {
+	t.Helper()
+	certs := devCerts(t)
+	return connect(t, testClientConfig(t, certs, startServer(t, testServerConfig(t, certs))))
+}
+
+// runClientCmd runs the client command's runClient with args as its
+// command and returns what it printed.
+func runClientCmd(t *testing.T, cfg clientConfig, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cfg.cmd = args
+	err := runClient(testContext(t), cfg, &out)
+	return out.String(), err
 }
 
 func testContext(t *testing.T) context.Context {
@@ -81,11 +106,26 @@ func TestStoreThenGetRoundTrip(t *testing.T) {
 	assert.Equal(t, "con", string(resp.Val))
 }
 
+func TestClientCommandStoresAndGetsTheTalksValue(t *testing.T) {
+	certs := devCerts(t)
+	cfg := testClientConfig(t, certs, startServer(t, testServerConfig(t, certs)))
+
+	out, err := runClientCmd(t, cfg)
+	require.NoError(t, err)
+	assert.Equal(t, "Got cached value con\n", out)
+	out, err = runClientCmd(t, cfg, "store", "lang", "go")
+	require.NoError(t, err)
+	assert.Equal(t, "Stored lang\n", out)
+	out, err = runClientCmd(t, cfg, "get", "lang")
+	require.NoError(t, err)
+	assert.Equal(t, "Got cached value go\n", out)
+}
+
 func TestConcurrentStoresAndGetsAreSafe(t *testing.T) {
 	cache := startCache(t)
 	ctx := testContext(t)
 
-	const workers, keysEach = 16, 50
+	const workers, keysEach = 8, 20
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"log"
 	"net"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -93,48 +90,78 @@ func (s *CacheService) account(token string) (*rpc.Account, error) {
 	}
 }
 
-func runServer(args []string) error {
+// serverConfig is what the server command's flags set. Tests build one and
+// call runServer, so they start exactly what a person starts.
+type serverConfig struct {
+	addr         string
+	certFile     string
+	keyFile      string
+	accountsAddr string
+	caFile       string
+}
+
+func parseServerFlags(args []string) (serverConfig, error) {
+	var cfg serverConfig
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5051", "address to listen on")
-	certFile := fs.String("cert", "certs/server.crt", "TLS certificate (create one with the certs command)")
-	keyFile := fs.String("key", "certs/server.key", "TLS private key")
-	accountsAddr := fs.String("accounts", "localhost:5052", "accounts service address")
-	caFile := fs.String("ca", "certs/ca.crt", "CA certificate that signed the accounts service's certificate")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5051", "address to listen on")
+	fs.StringVar(&cfg.certFile, "cert", "certs/server.crt", "TLS certificate (create one with the certs command)")
+	fs.StringVar(&cfg.keyFile, "key", "certs/server.key", "TLS private key")
+	fs.StringVar(&cfg.accountsAddr, "accounts", "localhost:5052", "accounts service address")
+	fs.StringVar(&cfg.caFile, "ca", "certs/ca.crt", "CA certificate that signed the accounts service's certificate")
+	return cfg, fs.Parse(args)
+}
+
+// serverMain is the server command: flags, a listener, runServer.
+func serverMain(ctx context.Context, args []string) error {
+	cfg, err := parseServerFlags(args)
+	if err != nil {
 		return err
 	}
-	creds, err := credentials.NewServerTLSFromFile(*certFile, *keyFile)
+	lis, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return runServer(ctx, cfg, lis)
+}
+
+// runServer serves the cache on lis until ctx is done.
+func runServer(ctx context.Context, cfg serverConfig, lis net.Listener) error {
+	creds, err := credentials.NewServerTLSFromFile(cfg.certFile, cfg.keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate (run the certs command first): %w", err)
 	}
-	accountsCreds, err := credentials.NewClientTLSFromFile(*caFile, "")
-	if err != nil {
-		return fmt.Errorf("load CA certificate: %w", err)
-	}
-	accountsConn, err := grpc.NewClient(*accountsAddr, grpc.WithTransportCredentials(accountsCreds))
+	accountsConn, err := dialAccounts(cfg)
 	if err != nil {
 		return fmt.Errorf("dial accounts: %w", err)
 	}
 	defer accountsConn.Close()
 
-	lis, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	srv := grpc.NewServer(grpc.Creds(creds))
 	rpc.RegisterCacheServer(srv, NewCacheService(rpc.NewAccountsClient(accountsConn)))
 	log.Printf("cache server listening on %s", lis.Addr())
-	return serve(srv, lis)
+	return serve(ctx, srv, lis)
 }
 
-// serve runs srv until SIGINT or SIGTERM, then lets in-flight calls finish,
-// giving up on them after a bounded time.
-func serve(srv *grpc.Server, lis net.Listener) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// dialAccounts connects to the Accounts service as the cache server does.
+func dialAccounts(cfg serverConfig) (*grpc.ClientConn, error) {
+	creds, err := credentials.NewClientTLSFromFile(cfg.caFile, "")
+	if err != nil {
+		return nil, fmt.Errorf("load CA certificate: %w", err)
+	}
+	return grpc.NewClient(cfg.accountsAddr, grpc.WithTransportCredentials(creds))
+}
 
+// serve runs srv until ctx is done, then lets in-flight calls finish,
+// giving up on them after a bounded time.
+func serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-stopped: // Serve failed on its own
+			return
+		}
 		log.Print("shutting down")
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()

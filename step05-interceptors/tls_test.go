@@ -32,16 +32,20 @@ func TestTLSRoundTripVerifiesTheServer(t *testing.T) {
 }
 
 func TestPlaintextClientIsRefused(t *testing.T) {
-	cache := rpc.NewCacheClient(dial(t, startSystem(t).addr, insecure.NewCredentials()))
+	addr := startSystem(t).addr
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	cache := rpc.NewCacheClient(conn)
 
-	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
+	_, err = cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
 	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
 }
 
 func TestClientThatDoesNotTrustTheCAIsRefused(t *testing.T) {
 	addr := startSystem(t).addr
 	otherCA := devCerts(t) // a CA the server's certificate was not signed by
-	cache := rpc.NewCacheClient(dial(t, addr, clientTLS(t, otherCA)))
+	cache := connect(t, testClientConfig(t, otherCA, addr))
 
 	_, err := cache.Store(testContext(t), &rpc.StoreReq{Key: "gopher", Val: []byte("con"), AccountToken: testToken})
 	require.Error(t, err)

@@ -145,7 +145,7 @@ func TestCallThatReachesNoServerIsStillLogged(t *testing.T) {
 	deadAddr := lis.Addr().String()
 	require.NoError(t, lis.Close()) // nothing listens here any more
 
-	sys := startCacheWithAccounts(t, certs, deadAddr, testAccountsTimeout)
+	sys := startCacheWith(t, certs, testServerConfig(t, certs, deadAddr))
 	err = store(testContext(t), sys.cache, testToken, "k", "v")
 	require.Equal(t, codes.Unavailable, status.Code(err))
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -72,20 +73,47 @@ func parseAccounts(data []byte) (map[string]*rpc.Account, error) {
 	return accounts, nil
 }
 
-func runAccounts(args []string) error {
+// accountsConfig is what the accounts command's flags set.
+type accountsConfig struct {
+	addr     string
+	file     string
+	certFile string
+	keyFile  string
+	logger   *slog.Logger
+
+	latency time.Duration // added to every answer
+}
+
+func parseAccountsFlags(args []string) (accountsConfig, error) {
+	cfg := accountsConfig{logger: newLogger()}
 	fs := flag.NewFlagSet("accounts", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5052", "address to listen on")
-	file := fs.String("accounts", "", "JSON file of accounts (default: the embedded accounts.json)")
-	certFile := fs.String("cert", "certs/server.crt", "TLS certificate (create one with the certs command)")
-	keyFile := fs.String("key", "certs/server.key", "TLS private key")
-	latency := fs.Duration("latency", 0, "time to wait before every answer, to watch deadlines fire")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5052", "address to listen on")
+	fs.StringVar(&cfg.file, "accounts", "", "JSON file of accounts (default: the embedded accounts.json)")
+	fs.StringVar(&cfg.certFile, "cert", "certs/server.crt", "TLS certificate (create one with the certs command)")
+	fs.StringVar(&cfg.keyFile, "key", "certs/server.key", "TLS private key")
+	fs.DurationVar(&cfg.latency, "latency", 0, "time to wait before every answer, to watch deadlines fire")
+	return cfg, fs.Parse(args)
+}
+
+// accountsMain is the accounts command: flags, a listener, runAccounts.
+func accountsMain(ctx context.Context, args []string) error {
+	cfg, err := parseAccountsFlags(args)
+	if err != nil {
 		return err
 	}
+	lis, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return runAccounts(ctx, cfg, lis)
+}
+
+// runAccounts serves the Accounts service on lis until ctx is done.
+func runAccounts(ctx context.Context, cfg accountsConfig, lis net.Listener) error {
 	data := defaultAccounts
-	if *file != "" {
+	if cfg.file != "" {
 		var err error
-		if data, err = os.ReadFile(*file); err != nil {
+		if data, err = os.ReadFile(cfg.file); err != nil {
 			return fmt.Errorf("read accounts: %w", err)
 		}
 	}
@@ -93,17 +121,13 @@ func runAccounts(args []string) error {
 	if err != nil {
 		return err
 	}
-	creds, err := credentials.NewServerTLSFromFile(*certFile, *keyFile)
+	creds, err := credentials.NewServerTLSFromFile(cfg.certFile, cfg.keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate (run the certs command first): %w", err)
 	}
 
-	lis, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(logUnaryServer(newLogger())))
-	rpc.RegisterAccountsServer(srv, NewAccountsService(accounts, *latency))
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(logUnaryServer(cfg.logger)))
+	rpc.RegisterAccountsServer(srv, NewAccountsService(accounts, cfg.latency))
 	log.Printf("accounts server listening on %s with %d accounts", lis.Addr(), len(accounts))
-	return serve(srv, lis)
+	return serve(ctx, srv, lis)
 }

@@ -13,7 +13,10 @@ import (
 
 func TestAccountsGetByToken(t *testing.T) {
 	certs := devCerts(t)
-	accounts := rpc.NewAccountsClient(dial(t, serveAccounts(t, certs, NewAccountsService(testAccounts, 0), new(logCapture).logger()), clientTLS(t, certs)))
+	conn, err := dialAccounts(testServerConfig(t, certs, startAccounts(t, testAccountsConfig(t, certs, testAccounts))))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	accounts := rpc.NewAccountsClient(conn)
 	ctx := testContext(t)
 
 	resp, err := accounts.GetByToken(ctx, &rpc.GetByTokenReq{Token: "small"})

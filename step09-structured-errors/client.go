@@ -4,6 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -12,81 +15,112 @@ import (
 	"grpcworkshop/step09-structured-errors/rpc"
 )
 
-func runClient(args []string) error {
+// clientConfig is what the client command's flags set. Tests build one and
+// call dial or runClient, so they connect exactly as a person does.
+type clientConfig struct {
+	addr   string
+	caFile string
+	token  string
+	cmd    []string // what to do: nothing (the talk's demo), store KEY VALUE, get KEY
+	logger *slog.Logger
+
+	storeTimeout, getTimeout time.Duration // each call's deadline
+	dryRun                   bool          // check every Store, change nothing
+	attempts                 int           // per call, the first included
+}
+
+func parseClientFlags(args []string) (clientConfig, error) {
+	cfg := clientConfig{logger: newLogger()}
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
-	addr := fs.String("addr", "localhost:5051", "cache server address")
-	caFile := fs.String("ca", "certs/ca.crt", "CA certificate that signed the server's certificate")
-	token := fs.String("token", "inconshreveable", "account token")
-	storeTimeout := fs.Duration("store-timeout", time.Second, "deadline of each Store")
-	getTimeout := fs.Duration("get-timeout", 500*time.Millisecond, "deadline of each Get")
-	dryRun := fs.Bool("dry-run", false, "check a store as the server would, but change nothing")
-	attempts := fs.Int("attempts", defaultAttempts, "attempts per call, the first included (1: no retries)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&cfg.addr, "addr", "localhost:5051", "cache server address")
+	fs.StringVar(&cfg.caFile, "ca", "certs/ca.crt", "CA certificate that signed the server's certificate")
+	fs.StringVar(&cfg.token, "token", "inconshreveable", "account token")
+	fs.DurationVar(&cfg.storeTimeout, "store-timeout", time.Second, "deadline of each Store")
+	fs.DurationVar(&cfg.getTimeout, "get-timeout", 500*time.Millisecond, "deadline of each Get")
+	fs.BoolVar(&cfg.dryRun, "dry-run", false, "check a store as the server would, but change nothing")
+	fs.IntVar(&cfg.attempts, "attempts", defaultAttempts, "attempts per call, the first included (1: no retries)")
+	err := fs.Parse(args)
+	cfg.cmd = fs.Args()
+	return cfg, err
+}
+
+// clientMain is the client command: flags, then runClient.
+func clientMain(ctx context.Context, args []string) error {
+	cfg, err := parseClientFlags(args)
+	if err != nil {
 		return err
 	}
+	return runClient(ctx, cfg, os.Stdout)
+}
 
+// dial connects to the cache server as cfg says.
+func dial(cfg clientConfig) (*grpc.ClientConn, error) {
 	// The server's certificate is verified against the CA (the talk skipped
 	// verification with InsecureSkipVerify, which lets anyone impersonate it).
-	creds, err := credentials.NewClientTLSFromFile(*caFile, "")
+	creds, err := credentials.NewClientTLSFromFile(cfg.caFile, "")
 	if err != nil {
-		return fmt.Errorf("load CA certificate: %w", err)
+		return nil, fmt.Errorf("load CA certificate: %w", err)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds),
-		grpc.WithChainUnaryInterceptor(logUnaryClient(newLogger()), retryUnary(*attempts, retryBase, retryMax)))
+	return grpc.NewClient(cfg.addr, grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(logUnaryClient(cfg.logger), retryUnary(cfg.attempts, retryBase, retryMax)))
+}
+
+// runClient runs cfg.cmd against the cache server and prints the result to out.
+func runClient(ctx context.Context, cfg clientConfig, out io.Writer) error {
+	conn, err := dial(cfg)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
 	defer conn.Close()
 	cache := rpc.NewCacheClient(conn)
-	ctx := context.Background()
-	if *dryRun {
+	if cfg.dryRun {
 		ctx = withDryRun(ctx)
 	}
 	// Every call has its own deadline, which the server passes on to
 	// Accounts: once the caller gives up, nobody keeps working for it.
 	store := func(key, val string) error {
-		ctx, cancel := context.WithTimeout(ctx, *storeTimeout)
+		ctx, cancel := context.WithTimeout(ctx, cfg.storeTimeout)
 		defer cancel()
-		_, err := cache.Store(ctx, &rpc.StoreReq{Key: key, Val: []byte(val), AccountToken: *token})
+		_, err := cache.Store(ctx, &rpc.StoreReq{Key: key, Val: []byte(val), AccountToken: cfg.token})
 		return withDetail(err)
 	}
 	get := func(key string) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(ctx, *getTimeout)
+		ctx, cancel := context.WithTimeout(ctx, cfg.getTimeout)
 		defer cancel()
-		resp, err := cache.Get(ctx, &rpc.GetReq{Key: key, AccountToken: *token})
+		resp, err := cache.Get(ctx, &rpc.GetReq{Key: key, AccountToken: cfg.token})
 		return resp.GetVal(), withDetail(err)
 	}
 
-	cmd := fs.Args()
+	cmd := cfg.cmd
 	switch {
 	case len(cmd) == 0: // the talk's demo
 		if err := store("gopher", "con"); err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
-		if *dryRun {
-			fmt.Println("Dry run: would store gopher")
+		if cfg.dryRun {
+			fmt.Fprintln(out, "Dry run: would store gopher")
 			return nil
 		}
 		val, err := get("gopher")
 		if err != nil {
 			return fmt.Errorf("get: %w", err)
 		}
-		fmt.Printf("Got cached value %s\n", val)
+		fmt.Fprintf(out, "Got cached value %s\n", val)
 	case cmd[0] == "store" && len(cmd) == 3:
 		if err := store(cmd[1], cmd[2]); err != nil {
 			return fmt.Errorf("store %q: %w", cmd[1], err)
 		}
-		if *dryRun {
-			fmt.Printf("Dry run: would store %s\n", cmd[1])
+		if cfg.dryRun {
+			fmt.Fprintf(out, "Dry run: would store %s\n", cmd[1])
 			return nil
 		}
-		fmt.Printf("Stored %s\n", cmd[1])
+		fmt.Fprintf(out, "Stored %s\n", cmd[1])
 	case cmd[0] == "get" && len(cmd) == 2:
 		val, err := get(cmd[1])
 		if err != nil {
 			return fmt.Errorf("get %q: %w", cmd[1], err)
 		}
-		fmt.Printf("Got cached value %s\n", val)
+		fmt.Fprintf(out, "Got cached value %s\n", val)
 	default:
 		return fmt.Errorf("unknown client command %q\n%s", cmd, usage)
 	}

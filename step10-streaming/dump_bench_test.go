@@ -131,6 +131,38 @@ func BenchmarkDumpHeap(b *testing.B) {
 	}
 }
 
+// BenchmarkDumpAllHeap is BenchmarkDumpHeap for the unary DumpAll: the
+// live heap once the client has the answer, over what the store takes. It
+// grows with the store: the whole account is in one message, which the
+// server built and the client holds.
+func BenchmarkDumpAllHeap(b *testing.B) {
+	for _, items := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("items=%d", items), func(b *testing.B) {
+			// The client must accept the large message to measure it at all.
+			cache := benchCache(b, items, 256, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := cache.DumpAll(ctx, &rpc.DumpReq{AccountToken: testToken}); err != nil { // connect first
+				b.Fatal(err)
+			}
+			var grown float64
+			for b.Loop() {
+				base := liveHeap()
+				resp, err := cache.DumpAll(ctx, &rpc.DumpReq{AccountToken: testToken})
+				if err != nil {
+					b.Fatal(err)
+				}
+				grown += float64(liveHeap()) - float64(base)
+				if len(resp.Items) != items {
+					b.Fatalf("dumped %d items, want %d", len(resp.Items), items)
+				}
+			}
+			b.ReportMetric(grown/float64(b.N), "live-B/dump")
+			b.ReportMetric(float64(items*256), "store-B")
+		})
+	}
+}
+
 // liveHeap returns the bytes in use after a full collection.
 func liveHeap() uint64 {
 	runtime.GC()

@@ -3,11 +3,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 )
 
 // usage names the program as it was started (go run names it after its
@@ -16,10 +19,13 @@ var usage = fmt.Sprintf(`usage:
   %[1]s certs [-dir certs] [-hosts localhost,127.0.0.1,::1]
   %[1]s accounts [-addr localhost:5052] [-accounts FILE] [-cert certs/server.crt] [-key certs/server.key] [-latency 0s]
   %[1]s server [-addr localhost:5051] [-accounts localhost:5052] [-accounts-timeout 2s] [-rate 150] [-burst 50] [-max-streams 64] [-max-conns 1024] [-cert certs/server.crt] [-key certs/server.key] [-ca certs/ca.crt]
-  %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [-dry-run] [-attempts 3] [-dump-timeout 1m] [store KEY VALUE | get KEY | dump]`, filepath.Base(os.Args[0]))
+  %[1]s client [-addr localhost:5051] [-ca certs/ca.crt] [-token inconshreveable] [-store-timeout 1s] [-get-timeout 500ms] [-dry-run] [-attempts 3] [-dump-timeout 1m] [store KEY VALUE | get KEY | fill COUNT BYTES | dump-all | dump]`, filepath.Base(os.Args[0]))
 
 func main() {
-	err := run(os.Args[1:])
+	// Servers stop on SIGINT or SIGTERM: the context is how they hear it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		return // -h: the flags were printed
 	}
@@ -29,7 +35,7 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
@@ -37,11 +43,11 @@ func run(args []string) error {
 	case "certs":
 		return runCerts(args[1:])
 	case "accounts":
-		return runAccounts(args[1:])
+		return accountsMain(ctx, args[1:])
 	case "server":
-		return runServer(args[1:])
+		return serverMain(ctx, args[1:])
 	case "client":
-		return runClient(args[1:])
+		return clientMain(ctx, args[1:])
 	default:
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}

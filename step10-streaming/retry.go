@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io"
 	"math/rand/v2"
 	"time"
 
@@ -49,108 +47,18 @@ func retryUnary(maxAttempts int, base, max time.Duration) grpc.UnaryClientInterc
 			if err == nil || !temporary(err) || attempt >= maxAttempts {
 				return err
 			}
-			if err := pause(ctx, attempt, base, max, err); err != nil {
-				return err
+			wait := backoff(attempt, base, max)
+			if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+				return status.Errorf(codes.DeadlineExceeded, "timeout reached before next retry attempt: %s", status.Convert(err).Message())
+			}
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return status.FromContextError(ctx.Err()).Err()
 			}
 		}
-	}
-}
-
-// retryStream does for server streams what retryUnary does for calls, as long
-// as no message has arrived: until then the call can start over from the
-// request. After the first message it cannot, as the caller has seen part of
-// the answer, so a failure then is the caller's to handle.
-func retryStream(maxAttempts int, base, max time.Duration) grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if desc.ClientStreams || !isIdempotent(ctx) {
-			return streamer(ctx, desc, cc, method, opts...)
-		}
-		s := &retryingStream{ctx: ctx, maxAttempts: maxAttempts, base: base, max: max,
-			open: func() (grpc.ClientStream, error) { return streamer(ctx, desc, cc, method, opts...) }}
-		if err := s.start(); err != nil {
-			return nil, err
-		}
-		return s, nil
-	}
-}
-
-// retryingStream is a server stream that starts over while nothing has
-// arrived. Its caller sends the one request and closes the sending side
-// first, as generated code does, so both can be replayed.
-type retryingStream struct {
-	grpc.ClientStream
-	ctx            context.Context
-	open           func() (grpc.ClientStream, error)
-	maxAttempts    int
-	base, max      time.Duration
-	attempt        int
-	req            any
-	sent, received bool
-}
-
-// start opens the stream, retrying while that fails temporarily.
-func (s *retryingStream) start() error {
-	for {
-		s.attempt++
-		cs, err := s.open()
-		if err == nil {
-			s.ClientStream = cs
-			return nil
-		}
-		if !temporary(err) || s.attempt >= s.maxAttempts || s.ctx.Err() != nil {
-			return err
-		}
-		if err := pause(s.ctx, s.attempt, s.base, s.max, err); err != nil {
-			return err
-		}
-	}
-}
-
-func (s *retryingStream) SendMsg(m any) error {
-	s.req, s.sent = m, true
-	return s.ClientStream.SendMsg(m)
-}
-
-func (s *retryingStream) RecvMsg(m any) error {
-	for {
-		err := s.ClientStream.RecvMsg(m)
-		if err == nil {
-			s.received = true
-			return nil
-		}
-		if s.received || !s.sent || errors.Is(err, io.EOF) || !temporary(err) || s.attempt >= s.maxAttempts || s.ctx.Err() != nil {
-			return err
-		}
-		if err := pause(s.ctx, s.attempt, s.base, s.max, err); err != nil {
-			return err
-		}
-		if err := s.start(); err != nil {
-			return err
-		}
-		if err := s.ClientStream.SendMsg(s.req); err != nil {
-			return err
-		}
-		if err := s.ClientStream.CloseSend(); err != nil {
-			return err
-		}
-	}
-}
-
-// pause waits before retry number attempt, unless the caller's deadline
-// would pass first or its context ends: then it returns the error to end the
-// call with.
-func pause(ctx context.Context, attempt int, base, max time.Duration, err error) error {
-	wait := backoff(attempt, base, max)
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
-		return status.Errorf(codes.DeadlineExceeded, "timeout reached before next retry attempt: %s", status.Convert(err).Message())
-	}
-	timer := time.NewTimer(wait)
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		timer.Stop()
-		return status.FromContextError(ctx.Err()).Err()
 	}
 }
 

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -19,8 +17,8 @@ import (
 	"grpcworkshop/step10-streaming/rpc"
 )
 
-// dumpAll reads a whole dump into a map, failing on a duplicate key.
-func dumpAll(t *testing.T, cache rpc.CacheClient, token string) (map[string][]byte, error) {
+// readDump reads a whole streamed dump into a map, failing on a duplicate key.
+func readDump(t *testing.T, cache rpc.CacheClient, token string) (map[string][]byte, error) {
 	t.Helper()
 	stream, err := cache.Dump(testContext(t), &rpc.DumpReq{AccountToken: token})
 	if err != nil {
@@ -55,17 +53,17 @@ func TestDumpStreamsExactlyTheTenantsItems(t *testing.T) {
 	require.NoError(t, store(ctx, cache, "other", "k1", "theirs"))
 	require.NoError(t, store(ctx, cache, "other", "only-theirs", "theirs"))
 
-	got, err := dumpAll(t, cache, testToken)
+	got, err := readDump(t, cache, testToken)
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
 
-	theirs, err := dumpAll(t, cache, "other")
+	theirs, err := readDump(t, cache, "other")
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]byte{"k1": []byte("theirs"), "only-theirs": []byte("theirs")}, theirs)
 }
 
 func TestDumpOfAnEmptyAccountEndsAtOnce(t *testing.T) {
-	got, err := dumpAll(t, startCache(t), testToken)
+	got, err := readDump(t, startCache(t), testToken)
 	require.NoError(t, err)
 	assert.Empty(t, got)
 }
@@ -73,37 +71,49 @@ func TestDumpOfAnEmptyAccountEndsAtOnce(t *testing.T) {
 func TestDumpNeedsAKnownToken(t *testing.T) {
 	cache := startCache(t)
 	for _, token := range []string{"no-such-token", ""} {
-		_, err := dumpAll(t, cache, token)
+		_, err := readDump(t, cache, token)
 		assert.Equal(t, codes.Unauthenticated, status.Code(err), "token %q: %v", token, err)
 	}
 }
 
-// defaultMaxMsgSize is grpc-go's default limit on a received message.
-const defaultMaxMsgSize = 4 << 20
-
-func TestDumpLargerThanTheMessageLimitSucceeds(t *testing.T) {
+func TestDumpAllHasExactlyTheTenantsItemsInTheOrderStored(t *testing.T) {
 	cache := startCache(t)
 	ctx := testContext(t)
-
-	const items, size = 96, 64 << 10 // 6 MiB in all
-	val := bytes.Repeat([]byte("x"), size)
-	for i := range items {
-		_, err := cache.Store(ctx, &rpc.StoreReq{Key: fmt.Sprint("big", i), Val: val, AccountToken: testToken})
-		require.NoError(t, err)
+	for _, key := range []string{"b", "a", "c"} {
+		require.NoError(t, store(ctx, cache, testToken, key, "v"+key))
 	}
-	// A single message of that size is refused: that is what a unary Dump
-	// returning every item at once would have run into.
-	_, err := cache.Store(ctx, &rpc.StoreReq{Key: "huge", Val: make([]byte, items*size), AccountToken: testToken})
-	require.Equal(t, codes.ResourceExhausted, status.Code(err), "got %v", err)
+	require.NoError(t, store(ctx, cache, testToken, "a", "overwritten"))
+	require.NoError(t, store(ctx, cache, "other", "a", "theirs"))
 
-	got, err := dumpAll(t, cache, testToken)
+	resp, err := cache.DumpAll(ctx, &rpc.DumpReq{AccountToken: testToken})
 	require.NoError(t, err)
-	total := 0
-	for _, v := range got {
-		total += len(v)
+	var got []string
+	for _, item := range resp.Items {
+		got = append(got, item.Key+"="+string(item.Val))
 	}
-	assert.Len(t, got, items)
-	assert.Greater(t, total, defaultMaxMsgSize)
+	assert.Equal(t, []string{"b=vb", "a=overwritten", "c=vc"}, got)
+
+	_, err = cache.DumpAll(ctx, &rpc.DumpReq{AccountToken: "no-such-token"})
+	assert.Equal(t, codes.Unauthenticated, status.Code(err), "got %v", err)
+}
+
+func TestDumpAllOverTheMessageLimitFailsWhereTheStreamSucceeds(t *testing.T) {
+	sys := startSystem(t)
+	cfg := testClientConfig(t, sys.certs, sys.addr)
+
+	// 6 MiB in all: more than the 4 MB a gRPC client accepts in one message.
+	out, err := runClientCmd(t, cfg, "fill", "96", fmt.Sprint(64<<10))
+	require.NoError(t, err)
+	assert.Equal(t, "Stored 96 keys of 65536 bytes\n", out)
+
+	out, err = runClientCmd(t, cfg, "dump-all")
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "got %v", err)
+	assert.Contains(t, err.Error(), "received message larger than max")
+	assert.Empty(t, out)
+
+	out, err = runClientCmd(t, cfg, "dump")
+	require.NoError(t, err)
+	assert.Equal(t, 96, strings.Count(out, "=(65536 bytes)\n"), "every item, one line each")
 }
 
 func TestDumpDoesNotHoldTheLockWhileSending(t *testing.T) {
@@ -132,9 +142,9 @@ func TestDumpIsLoggedOnBothSides(t *testing.T) {
 	sys := startSystem(t)
 	const cacheDump = "/rpc.Cache/Dump"
 
-	_, err := dumpAll(t, sys.cache, testToken)
+	_, err := readDump(t, sys.cache, testToken)
 	require.NoError(t, err)
-	_, err = dumpAll(t, sys.cache, "no-such-token")
+	_, err = readDump(t, sys.cache, "no-such-token")
 	require.Equal(t, codes.Unauthenticated, status.Code(err))
 
 	assert.Equal(t, []rpcLine{
@@ -147,68 +157,6 @@ func TestDumpIsLoggedOnBothSides(t *testing.T) {
 		{"client", getByToken, "NotFound"},
 		{"server", cacheDump, "Unauthenticated"},
 	}, sys.cacheLog.rpcs())
-}
-
-// flakyDump fails its first failures Dumps before sending anything, or with
-// afterFirst fails every Dump after its first item, and counts the attempts.
-type flakyDump struct {
-	rpc.UnimplementedCacheServer
-	failures   int64
-	afterFirst bool
-	attempts   atomic.Int64
-}
-
-func (f *flakyDump) Dump(req *rpc.DumpReq, stream grpc.ServerStreamingServer[rpc.DumpItem]) error {
-	n := f.attempts.Add(1)
-	if f.afterFirst {
-		if err := stream.Send(&rpc.DumpItem{Key: "first"}); err != nil {
-			return err
-		}
-		return rpc.Errorf(codes.Unavailable, true, "lost after the first item")
-	}
-	if n <= f.failures {
-		return rpc.Errorf(codes.Unavailable, true, "attempt %d fails on purpose", n)
-	}
-	for _, key := range []string{"a", "b"} {
-		if err := stream.Send(&rpc.DumpItem{Key: key}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func startFlakyDump(t *testing.T, flaky *flakyDump) rpc.CacheClient {
-	t.Helper()
-	certs := devCerts(t)
-	srv := grpc.NewServer(grpc.Creds(serverTLS(t, certs)))
-	rpc.RegisterCacheServer(srv, flaky)
-	return rpc.NewCacheClient(dial(t, serveOnLoopback(t, srv), clientTLS(t, certs),
-		grpc.WithChainStreamInterceptor(retryStream(3, time.Millisecond, 10*time.Millisecond))))
-}
-
-func TestDumpIsRetriedUntilItsFirstItem(t *testing.T) {
-	flaky := &flakyDump{failures: 2}
-	got, err := dumpAll(t, startFlakyDump(t, flaky), testToken)
-	require.NoError(t, err)
-	assert.Equal(t, map[string][]byte{"a": nil, "b": nil}, got)
-	assert.EqualValues(t, 3, flaky.attempts.Load())
-}
-
-func TestDumpIsNotRetriedAfterItsFirstItem(t *testing.T) {
-	flaky := &flakyDump{afterFirst: true}
-	got, err := dumpAll(t, startFlakyDump(t, flaky), testToken)
-	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
-	assert.Equal(t, map[string][]byte{"first": nil}, got, "no item is seen twice")
-	assert.EqualValues(t, 1, flaky.attempts.Load())
-}
-
-func TestNotIdempotentDumpIsAttemptedOnce(t *testing.T) {
-	flaky := &flakyDump{failures: 2}
-	stream, err := startFlakyDump(t, flaky).Dump(NotIdempotent(testContext(t)), &rpc.DumpReq{AccountToken: testToken})
-	require.NoError(t, err)
-	_, err = stream.Recv()
-	assert.Equal(t, codes.Unavailable, status.Code(err))
-	assert.EqualValues(t, 1, flaky.attempts.Load())
 }
 
 func TestDumpRefusesADryRunValueTheServerDoesNotUnderstand(t *testing.T) {

@@ -16,13 +16,13 @@ import (
 type limits struct {
 	rate       float64 // calls per second over all callers; 0: no limit
 	burst      int     // calls above rate allowed at once
-	maxStreams uint32  // calls in flight on one connection
+	maxStreams uint    // calls in flight on one connection
 	maxConns   int     // connections at once; 0: no limit
 }
 
 // serverOptions are the gRPC options that enforce l.
 func (l limits) serverOptions() []grpc.ServerOption {
-	opts := []grpc.ServerOption{grpc.MaxConcurrentStreams(l.maxStreams)}
+	opts := []grpc.ServerOption{grpc.MaxConcurrentStreams(uint32(l.maxStreams))}
 	if l.rate > 0 {
 		opts = append(opts, grpc.InTapHandle(rateLimitTap(rate.NewLimiter(rate.Limit(l.rate), l.burst))))
 	}

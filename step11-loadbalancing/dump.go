@@ -1,10 +1,29 @@
 package main
 
 import (
+	"context"
+
 	"google.golang.org/grpc"
 
 	"grpcworkshop/step11-loadbalancing/rpc"
 )
+
+// DumpAll answers with every item of the caller's account in one message,
+// as the talk's first Dump did. The server holds the whole answer, and gRPC
+// an encoded copy of it, at once; a client refuses it past its limit on a
+// received message (4 MB by default). Dump below streams instead.
+func (s *CacheService) DumpAll(ctx context.Context, req *rpc.DumpReq) (*rpc.DumpResp, error) {
+	if _, err := s.account(ctx, req.AccountToken); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	resp := &rpc.DumpResp{Items: make([]*rpc.DumpItem, 0, len(s.order[req.AccountToken]))}
+	for _, key := range s.order[req.AccountToken] {
+		resp.Items = append(resp.Items, &rpc.DumpItem{Key: key, Val: s.store[req.AccountToken][key]})
+	}
+	return resp, nil
+}
 
 // dumpBatch is how many items Dump copies out under the lock at a time. What
 // a dump holds in memory is bounded by it, not by the size of the store.

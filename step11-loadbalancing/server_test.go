@@ -1,10 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/step11-loadbalancing/rpc"
@@ -22,35 +22,30 @@ import (
 
 const testToken = "inconshreveable"
 
-// testAccounts are the accounts the test Accounts service knows.
-var testAccounts = map[string]*rpc.Account{
-	testToken: {MaxCacheKeys: 1000},
-	"other":   {MaxCacheKeys: 1000},
-	"small":   {MaxCacheKeys: 3},
-}
+// testAccounts are the accounts the test Accounts service knows, in the
+// accounts command's file format.
+const testAccounts = `{
+	"inconshreveable": {"max_cache_keys": 1000},
+	"other": {"max_cache_keys": 1000},
+	"small": {"max_cache_keys": 3}
+}`
 
 // testAttempts turns retries off in tests that are not about them, so that
 // every failure shows at once and reaches each server once.
 const testAttempts = 1
-
-// testAccountsTimeout is the cache server's cap on Accounts calls in tests
-// that are not about it: long, so only a test's own deadline matters.
-const testAccountsTimeout = time.Minute
 
 // testSystem is an Accounts server and a cache server using it, both on TLS.
 // Each process logs to its own capture.
 type testSystem struct {
 	certs string
 	addr  string // the cache server's
-	srv   *grpc.Server
-	svc   *CacheService
 	cache rpc.CacheClient
 
 	clientLog, cacheLog, accountsLog *logCapture
 }
 
 // startCache runs the whole system for the test's lifetime and returns a
-// client that trusts it.
+// client connected as the client command connects.
 func startCache(t *testing.T) rpc.CacheClient {
 	return startSystem(t).cache
 }
@@ -59,59 +54,57 @@ func startSystem(t *testing.T) *testSystem {
 	t.Helper()
 	certs := devCerts(t)
 	accountsLog := new(logCapture)
-	accountsAddr := serveAccounts(t, certs, NewAccountsService(testAccounts, 0), accountsLog.logger())
-	sys := startCacheWithAccounts(t, certs, accountsAddr, testAccountsTimeout, testAttempts)
+	acfg := testAccountsConfig(t, certs, testAccounts)
+	acfg.logger = accountsLog.logger()
+	sys := startCacheWith(t, certs, testServerConfig(t, certs, startAccounts(t, acfg)))
 	sys.accountsLog = accountsLog
 	return sys
 }
 
-// startCacheWithAccounts runs a cache server wired like runServer's, and a
-// client like runClient's.
-func startCacheWithAccounts(t *testing.T, certs, accountsAddr string, accountsTimeout time.Duration, attempts int) *testSystem {
-	t.Helper()
-	return startLimitedCache(t, certs, accountsAddr, accountsTimeout, attempts, limits{})
-}
-
-// startLimitedCache is startCacheWithAccounts with the server's flow control
-// set to lim; the zero limits are none at all.
-func startLimitedCache(t *testing.T, certs, accountsAddr string, accountsTimeout time.Duration, attempts int, lim limits) *testSystem {
+// startCacheWith runs runServer with cfg and connects to it as the client
+// command does, each logging to a capture.
+func startCacheWith(t *testing.T, certs string, cfg serverConfig) *testSystem {
 	t.Helper()
 	cacheLog, clientLog := new(logCapture), new(logCapture)
-	accounts := dial(t, accountsAddr, clientTLS(t, certs), grpc.WithChainUnaryInterceptor(logUnaryClient(cacheLog.logger()), retryUnary(attempts, time.Millisecond, 10*time.Millisecond)))
-	svc := NewCacheService(rpc.NewAccountsClient(accounts), accountsTimeout)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := lis.Addr().String() // also the replica's name, as in runServer
-	srv := grpc.NewServer(append(lim.serverOptions(), grpc.Creds(serverTLS(t, certs)),
-		grpc.ChainUnaryInterceptor(logUnaryServer(cacheLog.logger()), replicaUnaryServer(addr), errorsUnaryServer, dryRunUnaryServer),
-		grpc.ChainStreamInterceptor(logStreamServer(cacheLog.logger()), replicaStreamServer(addr), errorsStreamServer, dryRunStreamServer))...)
-	rpc.RegisterCacheServer(srv, svc)
-	go srv.Serve(lim.listener(lis))
-	t.Cleanup(srv.Stop)
+	cfg.logger = cacheLog.logger()
+	addr := startServer(t, cfg)
+	ccfg := testClientConfig(t, certs, addr)
+	ccfg.logger = clientLog.logger()
 	return &testSystem{
 		certs:     certs,
 		addr:      addr,
-		srv:       srv,
-		svc:       svc,
-		cache:     rpc.NewCacheClient(dial(t, addr, clientTLS(t, certs), grpc.WithChainUnaryInterceptor(logUnaryClient(clientLog.logger()), retryUnary(attempts, time.Millisecond, 10*time.Millisecond)), grpc.WithChainStreamInterceptor(logStreamClient(clientLog.logger()), retryStream(attempts, time.Millisecond, 10*time.Millisecond)))),
+		cache:     connect(t, ccfg),
 		clientLog: clientLog,
 		cacheLog:  cacheLog,
 	}
 }
 
-func serveAccounts(t *testing.T, certs string, svc rpc.AccountsServer, log *slog.Logger) string {
+// startServer runs runServer, as the server command does, on a free
+// loopback port until the test ends, and returns its address.
+func startServer(t *testing.T, cfg serverConfig) string {
 	t.Helper()
-	srv := grpc.NewServer(grpc.Creds(serverTLS(t, certs)), grpc.ChainUnaryInterceptor(logUnaryServer(log)))
-	rpc.RegisterAccountsServer(srv, svc)
-	return serveOnLoopback(t, srv)
+	return serveOnLoopback(t, func(ctx context.Context, lis net.Listener) error { return runServer(ctx, cfg, lis) })
 }
 
-func serveOnLoopback(t *testing.T, srv *grpc.Server) string {
+// startAccounts runs runAccounts, as the accounts command does, on a free
+// loopback port until the test ends, and returns its address.
+func startAccounts(t *testing.T, cfg accountsConfig) string {
+	t.Helper()
+	return serveOnLoopback(t, func(ctx context.Context, lis net.Listener) error { return runAccounts(ctx, cfg, lis) })
+}
+
+// serveOnLoopback runs run on a free loopback port until the test ends.
+func serveOnLoopback(t *testing.T, run func(context.Context, net.Listener) error) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done, "server")
+	})
 	return lis.Addr().String()
 }
 
@@ -123,26 +116,81 @@ func devCerts(t *testing.T) string {
 	return dir
 }
 
-func serverTLS(t *testing.T, certs string) credentials.TransportCredentials {
+// testAccountsConfig is the accounts command's defaults, with the
+// certificate in certs and the accounts in accountsJSON.
+func testAccountsConfig(t *testing.T, certs, accountsJSON string) accountsConfig {
 	t.Helper()
-	creds, err := credentials.NewServerTLSFromFile(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
+	cfg, err := parseAccountsFlags(nil)
 	require.NoError(t, err)
-	return creds
+	cfg.certFile, cfg.keyFile = filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key")
+	cfg.file = filepath.Join(t.TempDir(), "accounts.json")
+	require.NoError(t, os.WriteFile(cfg.file, []byte(accountsJSON), 0o600))
+	return cfg
 }
 
-func clientTLS(t *testing.T, certs string) credentials.TransportCredentials {
+// testServerConfig is the server command's defaults, with the certificate
+// in certs, using the Accounts service at accountsAddr.
+func testServerConfig(t *testing.T, certs, accountsAddr string) serverConfig {
 	t.Helper()
-	creds, err := credentials.NewClientTLSFromFile(filepath.Join(certs, "ca.crt"), "")
+	cfg, err := parseServerFlags(nil)
 	require.NoError(t, err)
-	return creds
+	cfg.certFile, cfg.keyFile = filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key")
+	cfg.caFile, cfg.accountsAddr = filepath.Join(certs, "ca.crt"), accountsAddr
+	cfg.accountsAttempts = testAttempts
+	cfg.limits.rate = 0 // tests that are not about the rate limit make calls as fast as they can
+	return cfg
 }
 
-func dial(t *testing.T, addr string, creds credentials.TransportCredentials, opts ...grpc.DialOption) *grpc.ClientConn {
+// testClientConfig is the client command's defaults, pointed at addr and
+// trusting the CA in certs.
+func testClientConfig(t *testing.T, certs, addr string) clientConfig {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(creds))...)
+	cfg, err := parseClientFlags(nil)
+	require.NoError(t, err)
+	cfg.addr, cfg.caFile = addr, filepath.Join(certs, "ca.crt")
+	cfg.attempts = testAttempts
+	return cfg
+}
+
+// connect dials as the client command does, for the test's lifetime.
+func connect(t *testing.T, cfg clientConfig) rpc.CacheClient {
+	t.Helper()
+	conn, err := dial(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	return rpc.NewCacheClient(conn)
+}
+
+// localAccounts answers as the Accounts service does, in process, for
+// tests of CacheService's own methods.
+type localAccounts struct{ svc *AccountsService }
+
+func (a localAccounts) GetByToken(ctx context.Context, req *rpc.GetByTokenReq, _ ...grpc.CallOption) (*rpc.GetByTokenResp, error) {
+	return a.svc.GetByToken(ctx, req)
+}
+
+// newLocalCacheService is a CacheService with no network around it.
+func newLocalCacheService(t *testing.T) *CacheService {
+	t.Helper()
+	return NewCacheService(localAccounts{NewAccountsService(testAccountsMap(t), 0)}, time.Minute)
+}
+
+// testAccountsMap is testAccounts as the Accounts service holds them.
+func testAccountsMap(t *testing.T) map[string]*rpc.Account {
+	t.Helper()
+	accounts, err := parseAccounts([]byte(testAccounts))
+	require.NoError(t, err)
+	return accounts
+}
+
+// runClientCmd runs the client command's runClient with args as its
+// command and returns what it printed.
+func runClientCmd(t *testing.T, cfg clientConfig, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cfg.cmd = args
+	err := runClient(testContext(t), cfg, &out)
+	return out.String(), err
 }
 
 func testContext(t *testing.T) context.Context {
@@ -162,11 +210,26 @@ func TestStoreThenGetRoundTrip(t *testing.T) {
 	assert.Equal(t, "con", string(resp.Val))
 }
 
+func TestClientCommandStoresAndGetsTheTalksValue(t *testing.T) {
+	sys := startSystem(t)
+	cfg := testClientConfig(t, sys.certs, sys.addr)
+
+	out, err := runClientCmd(t, cfg)
+	require.NoError(t, err)
+	assert.Equal(t, "Got cached value con (replica "+sys.addr+")\n", out)
+	out, err = runClientCmd(t, cfg, "store", "lang", "go")
+	require.NoError(t, err)
+	assert.Equal(t, "Stored lang (replica "+sys.addr+")\n", out)
+	out, err = runClientCmd(t, cfg, "get", "lang")
+	require.NoError(t, err)
+	assert.Equal(t, "Got cached value go (replica "+sys.addr+")\n", out)
+}
+
 func TestConcurrentStoresAndGetsAreSafe(t *testing.T) {
 	cache := startCache(t)
 	ctx := testContext(t)
 
-	const workers, keysEach = 16, 50
+	const workers, keysEach = 8, 20
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
@@ -194,7 +257,7 @@ func TestConcurrentStoresAndGetsAreSafe(t *testing.T) {
 }
 
 func TestStoredValueIsACopy(t *testing.T) {
-	svc := startSystem(t).svc
+	svc := newLocalCacheService(t)
 	ctx := testContext(t)
 
 	val := []byte("con")

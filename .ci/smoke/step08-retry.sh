@@ -1,3 +1,5 @@
+# What step08-retry/README.md asks the reader to do by hand (start Accounts
+# while a patient client retries), and a permanent error with one attempt.
 source "$(dirname "$0")/lib.sh"
 bin=$(build step08-retry)
 cd "$SMOKE_TMP"

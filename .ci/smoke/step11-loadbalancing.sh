@@ -8,6 +8,10 @@ start b 5053 "$bin" server -addr localhost:5053 -replica b
 start c 5054 "$bin" server -addr localhost:5054 -replica c
 all=localhost:5051,localhost:5053,localhost:5054
 expect "Got cached value con" "$bin" client -addr $all
+# With these addresses ring hash places the README's keys on the same replicas everywhere.
+for kr in a:a b:c c:c key1:a key2:b key3:a; do
+  expect "Stored ${kr%:*} (replica ${kr#*:})" "$bin" client -addr $all store ${kr%:*} v${kr%:*}
+done
 # Ring hash: the keys spread over all three replicas, and each is found again.
 for i in $(seq 30); do "$bin" client -addr $all store key$i v$i 2>/dev/null; done >stored.txt
 for r in a b c; do expect "(replica $r)" cat stored.txt; done

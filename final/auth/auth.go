@@ -76,7 +76,7 @@ type Authenticator struct {
 }
 
 type entry struct {
-	acct    accounts.Account
+	acct    *accounts.Account // a pointer: putting it in a context does not allocate
 	expires time.Time
 }
 
@@ -88,6 +88,14 @@ func NewAuthenticator(lookup LookupFunc, ttl time.Duration) *Authenticator {
 // Account returns the account of token, from the cache when fresh.
 // Unknown tokens are not cached, so a new token works at once.
 func (a *Authenticator) Account(ctx context.Context, token string) (accounts.Account, error) {
+	acct, err := a.account(ctx, token)
+	if err != nil {
+		return accounts.Account{}, err
+	}
+	return *acct, nil
+}
+
+func (a *Authenticator) account(ctx context.Context, token string) (*accounts.Account, error) {
 	now := a.now()
 	if e, ok := a.entries.Load(token); ok && now.Before(e.(entry).expires) {
 		return e.(entry).acct, nil
@@ -95,25 +103,28 @@ func (a *Authenticator) Account(ctx context.Context, token string) (accounts.Acc
 	acct, err := a.lookup(ctx, token)
 	if err != nil {
 		a.entries.Delete(token)
-		return accounts.Account{}, err
+		return nil, err
 	}
 	if a.ttl > 0 {
-		a.entries.Store(token, entry{acct: acct, expires: now.Add(a.ttl)})
+		a.entries.Store(token, entry{acct: &acct, expires: now.Add(a.ttl)})
 	}
-	return acct, nil
+	return &acct, nil
 }
 
 type accountKey struct{}
 
 // WithAccount returns ctx carrying the caller's account.
-func WithAccount(ctx context.Context, acct accounts.Account) context.Context {
+func WithAccount(ctx context.Context, acct *accounts.Account) context.Context {
 	return context.WithValue(ctx, accountKey{}, acct)
 }
 
 // AccountFrom returns the account the auth interceptor put into ctx.
 func AccountFrom(ctx context.Context) (accounts.Account, bool) {
-	acct, ok := ctx.Value(accountKey{}).(accounts.Account)
-	return acct, ok
+	acct, ok := ctx.Value(accountKey{}).(*accounts.Account)
+	if !ok {
+		return accounts.Account{}, false
+	}
+	return *acct, true
 }
 
 // TenantFrom returns the caller's tenant, or an Unauthenticated error when
@@ -136,7 +147,7 @@ func (a *Authenticator) authenticate(ctx context.Context) (context.Context, erro
 	if err != nil {
 		return nil, err
 	}
-	acct, err := a.Account(ctx, tok)
+	acct, err := a.account(ctx, tok)
 	if err != nil {
 		return nil, err
 	}

@@ -2,16 +2,20 @@
 // should: every replica resolved (a list of addresses or dns:///), the
 // ring_hash balancer keyed by a hash of the request's key so a key always
 // reaches the same replica, verified TLS, a bearer token per call, and
-// retries of temporary failures within a retry budget.
+// gRPC's own retries of the methods safe to retry, within its retry
+// throttling.
 package client
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,8 +32,85 @@ import (
 	"grpcworkshop/final/keyaffinity"
 )
 
-// ServiceConfig picks the ring_hash balancer, hashing the key header.
-const ServiceConfig = keyaffinity.ServiceConfig
+// RetryableMethods are the methods safe to call again after a failure:
+// Store sets a value (repeating it sets the same value), Get and Dump only
+// read. A method not listed here, including any added later, is attempted
+// once until someone decides it is safe and lists it.
+var RetryableMethods = []string{"rpc.Cache/Store", "rpc.Cache/Get", "rpc.Cache/Dump"}
+
+// RetryPolicy configures gRPC's own retries of RetryableMethods (see
+// ServiceConfig). Zero fields take DefaultRetryPolicy's values;
+// MaxAttempts 1 turns retries off.
+type RetryPolicy struct {
+	MaxAttempts                int // including the first; gRPC caps it at 5
+	InitialBackoff, MaxBackoff time.Duration
+}
+
+// DefaultRetryPolicy: up to 4 attempts, backoff from 50ms doubling to 1s
+// (gRPC randomizes each wait between zero and the backoff).
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 4, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	d := DefaultRetryPolicy()
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.InitialBackoff <= 0 {
+		p.InitialBackoff = d.InitialBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = max(d.MaxBackoff, p.InitialBackoff)
+	}
+	return p
+}
+
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// ServiceConfig is the client's service config: the ring_hash balancer on
+// the key header, a retryPolicy for RetryableMethods only (Unavailable:
+// the replica is down or draining), and retryThrottling, gRPC's retry
+// budget: every failure costs a token, every success earns back 0.1, and
+// retries stop while fewer than half of the 10 tokens are left, so a
+// struggling service is not buried in retries.
+func ServiceConfig(p RetryPolicy) string {
+	p = p.withDefaults()
+	type name struct {
+		Service string `json:"service"`
+		Method  string `json:"method"`
+	}
+	var names []name
+	for _, m := range RetryableMethods {
+		svc, meth, _ := strings.Cut(m, "/")
+		names = append(names, name{svc, meth})
+	}
+	sc := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"ring_hash_experimental": map[string]any{"requestHashHeader": keyaffinity.Header}}},
+	}
+	if p.MaxAttempts > 1 {
+		sc["methodConfig"] = []any{map[string]any{
+			"name": names,
+			"retryPolicy": map[string]any{
+				"maxAttempts":          p.MaxAttempts,
+				"initialBackoff":       seconds(p.InitialBackoff),
+				"maxBackoff":           seconds(p.MaxBackoff),
+				"backoffMultiplier":    2,
+				"retryableStatusCodes": []string{"UNAVAILABLE"},
+			},
+		}}
+		sc["retryThrottling"] = map[string]any{"maxTokens": 10, "tokenRatio": 0.1}
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		panic(err) // maps of strings and numbers always marshal
+	}
+	return string(b)
+}
+
+func retryable(method string) bool {
+	return slices.Contains(RetryableMethods, strings.TrimPrefix(method, "/"))
+}
 
 // Options configure Dial.
 type Options struct {
@@ -40,7 +121,7 @@ type Options struct {
 	AllowInsecureToken bool
 	// Logger logs every call attempt; nil means no logging.
 	Logger *slog.Logger
-	Retry  interceptor.RetryOptions
+	Retry  RetryPolicy
 	// Extra are appended to the dial options.
 	Extra []grpc.DialOption
 }
@@ -59,11 +140,11 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(ServiceConfig),
+		grpc.WithDefaultServiceConfig(ServiceConfig(o.Retry)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithChainUnaryInterceptor(
 			interceptor.KeyAffinityUnary(),
-			interceptor.RetryUnary(o.Retry),
+			interceptor.RetryOnRetryInfo(retryable, o.Retry.withDefaults().MaxAttempts),
 			interceptor.LogUnaryClient(log),
 		),
 		grpc.WithChainStreamInterceptor(interceptor.LogStreamClient(log)),

@@ -29,6 +29,8 @@ type Config struct {
 	// TuneAccounts and TuneCache adjust each server's configuration.
 	TuneAccounts func(*server.AccountsConfig)
 	TuneCache    func(i int, c *server.CacheConfig)
+	// Progress, if set, hears each step of the start-up as it is done.
+	Progress func(step string)
 }
 
 // Stack is a running deployment.
@@ -54,8 +56,19 @@ func Start(cfg Config) (_ *Stack, err error) {
 		cfg.Logger = slog.Default()
 	}
 	dir := tlsutil.Dir(cfg.CertDir)
-	if _, err := tlsutil.EnsureDevCerts(cfg.CertDir, tlsutil.DefaultHosts); err != nil {
+	progress := func(format string, args ...any) {
+		if cfg.Progress != nil {
+			cfg.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	created, err := tlsutil.EnsureDevCerts(cfg.CertDir, tlsutil.DefaultHosts)
+	if err != nil {
 		return nil, err
+	}
+	if created {
+		progress("created a development CA and certificates in %s", cfg.CertDir)
+	} else {
+		progress("using the development certificates in %s", cfg.CertDir)
 	}
 	st := &Stack{CA: dir.CA(), errs: make(chan error, 1+len(cfg.CacheAddrs))}
 	defer func() {
@@ -80,6 +93,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 	if st.AccountsAddr, err = st.serve(st.Accounts.Server, cfg.AccountsAddr); err != nil {
 		return nil, err
 	}
+	progress("accounts listening on %s", st.AccountsAddr)
 
 	for i, addr := range cfg.CacheAddrs {
 		srvTLS, err := dir.Server(false)
@@ -109,6 +123,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 		st.Caches = append(st.Caches, c)
 		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
 		go func() { st.errs <- c.Serve(lis) }()
+		progress("%s listening on %s", ccfg.ReplicaID, lis.Addr())
 	}
 	return st, nil
 }

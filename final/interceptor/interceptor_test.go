@@ -36,29 +36,32 @@ func ctxT(t *testing.T) context.Context {
 
 var unavailable = status.Error(codes.Unavailable, "down")
 
-func TestRetryRetriesTemporaryErrorsOfIdempotentCalls(t *testing.T) {
-	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
-	calls := 0
-	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, unavailable, unavailable))
-	require.NoError(t, err)
-	assert.Equal(t, 3, calls)
+func safe(string) bool   { return true }
+func unsafe(string) bool { return false }
 
-	calls = 0
-	err = retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Microsecond))))
+func TestRetryInfoIsHonouredForSafeMethods(t *testing.T) {
+	retry := RetryOnRetryInfo(safe, 4)
+	calls := 0
+	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Microsecond))))
 	require.NoError(t, err, "a rate limit with RetryInfo is temporary")
 	assert.Equal(t, 2, calls)
+
+	calls = 0
+	err = retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, unavailable))
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, 1, calls, "Unavailable is the service config's business, retried below this interceptor")
 }
 
-func TestRetryDoesNotRetryNonIdempotentCalls(t *testing.T) {
-	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
+func TestRetryInfoIsIgnoredForMethodsNotSafeToRetry(t *testing.T) {
+	retry := RetryOnRetryInfo(unsafe, 4)
 	calls := 0
-	err := retry(NotIdempotent(ctxT(t)), "/m", nil, nil, nil, failing(&calls, unavailable))
-	assert.Equal(t, codes.Unavailable, status.Code(err))
+	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Microsecond))))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
 	assert.Equal(t, 1, calls)
 }
 
 func TestRetryDoesNotRetryPermanentErrors(t *testing.T) {
-	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond})
+	retry := RetryOnRetryInfo(safe, 4)
 	for _, e := range []error{
 		apierr.ToStatus(fault.NoKey("k")),
 		apierr.ToStatus(fault.OverQuota("t", 3)),
@@ -74,36 +77,19 @@ func TestRetryDoesNotRetryPermanentErrors(t *testing.T) {
 }
 
 func TestRetryStopsBeforeTheDeadline(t *testing.T) {
-	retry := RetryUnary(RetryOptions{Backoff: time.Hour, MaxBackoff: time.Hour})
+	retry := RetryOnRetryInfo(safe, 4)
 	calls := 0
-	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, unavailable, unavailable))
+	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Hour))))
 	assert.Equal(t, codes.DeadlineExceeded, status.Code(err))
 	assert.Equal(t, 1, calls)
 }
 
-func TestRetryBudgetStopsRetriesWhenMostCallsFail(t *testing.T) {
-	budget := NewBudget(10, 0.1)
-	retry := RetryUnary(RetryOptions{Backoff: time.Microsecond, Budget: budget})
-	always := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
-		return unavailable
-	}
-	total := 0
-	counting := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
-		total++
-		return always(ctx, method, req, reply, cc, opts...)
-	}
-	for range 100 {
-		_ = retry(ctxT(t), "/m", nil, nil, nil, counting)
-	}
-	// Without a budget: 100 calls x 4 attempts. With it, retries stop once
-	// half the tokens are gone, and every call is tried once.
-	assert.Less(t, total, 110)
-	assert.False(t, budget.CanRetry())
-
-	for range 60 { // successes earn the budget back
-		require.NoError(t, retry(ctxT(t), "/m", nil, nil, nil, failing(new(int))))
-	}
-	assert.True(t, budget.CanRetry())
+func TestRetryStopsAtMaxAttempts(t *testing.T) {
+	limited := apierr.ToStatus(fault.OverRate("service", time.Microsecond))
+	calls := 0
+	err := RetryOnRetryInfo(safe, 3)(ctxT(t), "/m", nil, nil, nil, failing(&calls, limited, limited, limited, limited))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	assert.Equal(t, 3, calls)
 }
 
 func TestKeyAffinitySetsAHeaderFromTheKey(t *testing.T) {

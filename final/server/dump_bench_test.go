@@ -23,7 +23,7 @@ import (
 // as the auth interceptor would, and returns a client for it.
 func serveDump(b *testing.B, c *cache.Cache, tenant string) rpc.CacheClient {
 	b.Helper()
-	acct := accounts.Account{Tenant: tenant}
+	acct := &accounts.Account{Tenant: tenant}
 	srv := grpc.NewServer(grpc.ChainStreamInterceptor(
 		func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			return handler(srv, &auth.ContextStream{ServerStream: ss, Ctx: auth.WithAccount(ss.Context(), acct)})

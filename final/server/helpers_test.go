@@ -75,8 +75,8 @@ func dialTarget(t *testing.T, st *devstack.Stack, target, token string, o client
 	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
 	require.NoError(t, err)
 	o.TLS, o.Token = tlsCfg, token
-	if o.Retry.Backoff == 0 {
-		o.Retry.Backoff = time.Millisecond
+	if o.Retry.InitialBackoff == 0 {
+		o.Retry.InitialBackoff = time.Millisecond
 	}
 	conn, err := client.Dial(target, o)
 	require.NoError(t, err)
@@ -132,7 +132,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var retryOnce = interceptor.RetryOptions{MaxAttempts: 1}
+var retryOnce = client.RetryPolicy{MaxAttempts: 1}
 
 func mustClientTLS(t *testing.T, st *devstack.Stack) *tls.Config {
 	t.Helper()

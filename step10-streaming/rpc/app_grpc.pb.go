@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cache_Store_FullMethodName = "/rpc.Cache/Store"
-	Cache_Get_FullMethodName   = "/rpc.Cache/Get"
-	Cache_Dump_FullMethodName  = "/rpc.Cache/Dump"
+	Cache_Store_FullMethodName   = "/rpc.Cache/Store"
+	Cache_Get_FullMethodName     = "/rpc.Cache/Get"
+	Cache_DumpAll_FullMethodName = "/rpc.Cache/DumpAll"
+	Cache_Dump_FullMethodName    = "/rpc.Cache/Dump"
 )
 
 // CacheClient is the client API for Cache service.
@@ -32,6 +33,9 @@ const (
 type CacheClient interface {
 	Store(ctx context.Context, in *StoreReq, opts ...grpc.CallOption) (*StoreResp, error)
 	Get(ctx context.Context, in *GetReq, opts ...grpc.CallOption) (*GetResp, error)
+	// DumpAll answers with every item of the caller's account in one message,
+	// which the server builds whole in memory: the talk's first Dump.
+	DumpAll(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (*DumpResp, error)
 	// Dump streams every item of the caller's account, one message each.
 	Dump(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpItem], error)
 }
@@ -58,6 +62,16 @@ func (c *cacheClient) Get(ctx context.Context, in *GetReq, opts ...grpc.CallOpti
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetResp)
 	err := c.cc.Invoke(ctx, Cache_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheClient) DumpAll(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (*DumpResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DumpResp)
+	err := c.cc.Invoke(ctx, Cache_DumpAll_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +105,9 @@ type Cache_DumpClient = grpc.ServerStreamingClient[DumpItem]
 type CacheServer interface {
 	Store(context.Context, *StoreReq) (*StoreResp, error)
 	Get(context.Context, *GetReq) (*GetResp, error)
+	// DumpAll answers with every item of the caller's account in one message,
+	// which the server builds whole in memory: the talk's first Dump.
+	DumpAll(context.Context, *DumpReq) (*DumpResp, error)
 	// Dump streams every item of the caller's account, one message each.
 	Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error
 	mustEmbedUnimplementedCacheServer()
@@ -108,6 +125,9 @@ func (UnimplementedCacheServer) Store(context.Context, *StoreReq) (*StoreResp, e
 }
 func (UnimplementedCacheServer) Get(context.Context, *GetReq) (*GetResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedCacheServer) DumpAll(context.Context, *DumpReq) (*DumpResp, error) {
+	return nil, status.Error(codes.Unimplemented, "method DumpAll not implemented")
 }
 func (UnimplementedCacheServer) Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error {
 	return status.Error(codes.Unimplemented, "method Dump not implemented")
@@ -169,6 +189,24 @@ func _Cache_Get_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cache_DumpAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DumpReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServer).DumpAll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cache_DumpAll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServer).DumpAll(ctx, req.(*DumpReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cache_Dump_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DumpReq)
 	if err := stream.RecvMsg(m); err != nil {
@@ -194,6 +232,10 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Get",
 			Handler:    _Cache_Get_Handler,
+		},
+		{
+			MethodName: "DumpAll",
+			Handler:    _Cache_DumpAll_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -257,6 +257,50 @@ func (x *DumpReq) GetAccountToken() string {
 	return ""
 }
 
+type DumpResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*DumpItem            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpResp) Reset() {
+	*x = DumpResp{}
+	mi := &file_app_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpResp) ProtoMessage() {}
+
+func (x *DumpResp) ProtoReflect() protoreflect.Message {
+	mi := &file_app_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpResp.ProtoReflect.Descriptor instead.
+func (*DumpResp) Descriptor() ([]byte, []int) {
+	return file_app_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DumpResp) GetItems() []*DumpItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 type DumpItem struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -267,7 +311,7 @@ type DumpItem struct {
 
 func (x *DumpItem) Reset() {
 	*x = DumpItem{}
-	mi := &file_app_proto_msgTypes[5]
+	mi := &file_app_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +323,7 @@ func (x *DumpItem) String() string {
 func (*DumpItem) ProtoMessage() {}
 
 func (x *DumpItem) ProtoReflect() protoreflect.Message {
-	mi := &file_app_proto_msgTypes[5]
+	mi := &file_app_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +336,7 @@ func (x *DumpItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpItem.ProtoReflect.Descriptor instead.
 func (*DumpItem) Descriptor() ([]byte, []int) {
-	return file_app_proto_rawDescGZIP(), []int{5}
+	return file_app_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DumpItem) GetKey() string {
@@ -318,7 +362,7 @@ type GetByTokenReq struct {
 
 func (x *GetByTokenReq) Reset() {
 	*x = GetByTokenReq{}
-	mi := &file_app_proto_msgTypes[6]
+	mi := &file_app_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +374,7 @@ func (x *GetByTokenReq) String() string {
 func (*GetByTokenReq) ProtoMessage() {}
 
 func (x *GetByTokenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_app_proto_msgTypes[6]
+	mi := &file_app_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +387,7 @@ func (x *GetByTokenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetByTokenReq.ProtoReflect.Descriptor instead.
 func (*GetByTokenReq) Descriptor() ([]byte, []int) {
-	return file_app_proto_rawDescGZIP(), []int{6}
+	return file_app_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetByTokenReq) GetToken() string {
@@ -362,7 +406,7 @@ type GetByTokenResp struct {
 
 func (x *GetByTokenResp) Reset() {
 	*x = GetByTokenResp{}
-	mi := &file_app_proto_msgTypes[7]
+	mi := &file_app_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +418,7 @@ func (x *GetByTokenResp) String() string {
 func (*GetByTokenResp) ProtoMessage() {}
 
 func (x *GetByTokenResp) ProtoReflect() protoreflect.Message {
-	mi := &file_app_proto_msgTypes[7]
+	mi := &file_app_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +431,7 @@ func (x *GetByTokenResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetByTokenResp.ProtoReflect.Descriptor instead.
 func (*GetByTokenResp) Descriptor() ([]byte, []int) {
-	return file_app_proto_rawDescGZIP(), []int{7}
+	return file_app_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetByTokenResp) GetAccount() *Account {
@@ -406,7 +450,7 @@ type Account struct {
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_app_proto_msgTypes[8]
+	mi := &file_app_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +462,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_app_proto_msgTypes[8]
+	mi := &file_app_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +475,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_app_proto_rawDescGZIP(), []int{8}
+	return file_app_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Account) GetMaxCacheKeys() int64 {
@@ -455,7 +499,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_app_proto_msgTypes[9]
+	mi := &file_app_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +511,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_app_proto_msgTypes[9]
+	mi := &file_app_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +524,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_app_proto_rawDescGZIP(), []int{9}
+	return file_app_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Error) GetCode() int64 {
@@ -527,7 +571,9 @@ const file_app_proto_rawDesc = "" +
 	"\aGetResp\x12\x10\n" +
 	"\x03val\x18\x01 \x01(\fR\x03val\".\n" +
 	"\aDumpReq\x12#\n" +
-	"\raccount_token\x18\x01 \x01(\tR\faccountToken\".\n" +
+	"\raccount_token\x18\x01 \x01(\tR\faccountToken\"/\n" +
+	"\bDumpResp\x12#\n" +
+	"\x05items\x18\x01 \x03(\v2\r.rpc.DumpItemR\x05items\".\n" +
 	"\bDumpItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03val\x18\x02 \x01(\fR\x03val\"%\n" +
@@ -541,10 +587,11 @@ const file_app_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x03R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\ttemporary\x18\x03 \x01(\bR\ttemporary\x12&\n" +
-	"\x0fuser_error_code\x18\x04 \x01(\x03R\ruserErrorCode2~\n" +
+	"\x0fuser_error_code\x18\x04 \x01(\x03R\ruserErrorCode2\xa8\x01\n" +
 	"\x05Cache\x12(\n" +
 	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x00\x12\"\n" +
-	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x00\x12'\n" +
+	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x00\x12(\n" +
+	"\aDumpAll\x12\f.rpc.DumpReq\x1a\r.rpc.DumpResp\"\x00\x12'\n" +
 	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x012C\n" +
 	"\bAccounts\x127\n" +
 	"\n" +
@@ -562,34 +609,38 @@ func file_app_proto_rawDescGZIP() []byte {
 	return file_app_proto_rawDescData
 }
 
-var file_app_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_app_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_app_proto_goTypes = []any{
 	(*StoreReq)(nil),       // 0: rpc.StoreReq
 	(*StoreResp)(nil),      // 1: rpc.StoreResp
 	(*GetReq)(nil),         // 2: rpc.GetReq
 	(*GetResp)(nil),        // 3: rpc.GetResp
 	(*DumpReq)(nil),        // 4: rpc.DumpReq
-	(*DumpItem)(nil),       // 5: rpc.DumpItem
-	(*GetByTokenReq)(nil),  // 6: rpc.GetByTokenReq
-	(*GetByTokenResp)(nil), // 7: rpc.GetByTokenResp
-	(*Account)(nil),        // 8: rpc.Account
-	(*Error)(nil),          // 9: rpc.Error
+	(*DumpResp)(nil),       // 5: rpc.DumpResp
+	(*DumpItem)(nil),       // 6: rpc.DumpItem
+	(*GetByTokenReq)(nil),  // 7: rpc.GetByTokenReq
+	(*GetByTokenResp)(nil), // 8: rpc.GetByTokenResp
+	(*Account)(nil),        // 9: rpc.Account
+	(*Error)(nil),          // 10: rpc.Error
 }
 var file_app_proto_depIdxs = []int32{
-	8, // 0: rpc.GetByTokenResp.account:type_name -> rpc.Account
-	0, // 1: rpc.Cache.Store:input_type -> rpc.StoreReq
-	2, // 2: rpc.Cache.Get:input_type -> rpc.GetReq
-	4, // 3: rpc.Cache.Dump:input_type -> rpc.DumpReq
-	6, // 4: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
-	1, // 5: rpc.Cache.Store:output_type -> rpc.StoreResp
-	3, // 6: rpc.Cache.Get:output_type -> rpc.GetResp
-	5, // 7: rpc.Cache.Dump:output_type -> rpc.DumpItem
-	7, // 8: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6, // 0: rpc.DumpResp.items:type_name -> rpc.DumpItem
+	9, // 1: rpc.GetByTokenResp.account:type_name -> rpc.Account
+	0, // 2: rpc.Cache.Store:input_type -> rpc.StoreReq
+	2, // 3: rpc.Cache.Get:input_type -> rpc.GetReq
+	4, // 4: rpc.Cache.DumpAll:input_type -> rpc.DumpReq
+	4, // 5: rpc.Cache.Dump:input_type -> rpc.DumpReq
+	7, // 6: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
+	1, // 7: rpc.Cache.Store:output_type -> rpc.StoreResp
+	3, // 8: rpc.Cache.Get:output_type -> rpc.GetResp
+	5, // 9: rpc.Cache.DumpAll:output_type -> rpc.DumpResp
+	6, // 10: rpc.Cache.Dump:output_type -> rpc.DumpItem
+	8, // 11: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
+	7, // [7:12] is the sub-list for method output_type
+	2, // [2:7] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_app_proto_init() }
@@ -603,7 +654,7 @@ func file_app_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_app_proto_rawDesc), len(file_app_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

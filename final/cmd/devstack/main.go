@@ -78,7 +78,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Say at once that something is happening, and where start-up is.
+	fmt.Printf("devstack: starting Accounts and %d cache replicas\n", len(strings.Split(cfg.Replicas, ",")))
 	st, err := devstack.Start(devstack.Config{
+		Progress:     func(step string) { fmt.Println("devstack:", step) },
 		CertDir:      cfg.Dir,
 		AccountsAddr: cfg.Accounts,
 		CacheAddrs:   strings.Split(cfg.Replicas, ","),
@@ -91,8 +94,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devstack: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), cfg.Dir)
-	fmt.Printf("try:      go run ./final/cmd/cachectl store gopher con && go run ./final/cmd/cachectl get gopher\n")
+	fmt.Printf("devstack: ready: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), cfg.Dir)
+	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./final/cmd/...)\n")
 	fmt.Printf("stop:     Ctrl-C\n")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -47,88 +47,58 @@ func (f *Flags) Var(v flag.Value, name, usage string) {
 	f.fs.Var(v, name, usage+" ($"+env+")")
 }
 
+// std returns the flag package's own Value for *p (so -h names its type),
+// by defining it on a scratch FlagSet.
+func std(define func(fs *flag.FlagSet)) flag.Value {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	define(fs)
+	return fs.Lookup("v").Value
+}
+
 // String binds *p.
-func (f *Flags) String(p *string, name, usage string) { f.Var((*stringValue)(p), name, usage) }
+func (f *Flags) String(p *string, name, usage string) {
+	f.Var(std(func(fs *flag.FlagSet) { fs.StringVar(p, "v", *p, "") }), name, usage)
+}
 
 // Duration binds *p.
 func (f *Flags) Duration(p *time.Duration, name, usage string) {
-	f.Var((*durationValue)(p), name, usage)
+	f.Var(std(func(fs *flag.FlagSet) { fs.DurationVar(p, "v", *p, "") }), name, usage)
 }
 
 // Float binds *p.
-func (f *Flags) Float(p *float64, name, usage string) { f.Var((*floatValue)(p), name, usage) }
+func (f *Flags) Float(p *float64, name, usage string) {
+	f.Var(std(func(fs *flag.FlagSet) { fs.Float64Var(p, "v", *p, "") }), name, usage)
+}
 
 // Int binds *p.
-func (f *Flags) Int(p *int, name, usage string) { f.Var((*intValue)(p), name, usage) }
+func (f *Flags) Int(p *int, name, usage string) {
+	f.Var(std(func(fs *flag.FlagSet) { fs.IntVar(p, "v", *p, "") }), name, usage)
+}
 
 // Int64 binds *p.
-func (f *Flags) Int64(p *int64, name, usage string) { f.Var((*int64Value)(p), name, usage) }
+func (f *Flags) Int64(p *int64, name, usage string) {
+	f.Var(std(func(fs *flag.FlagSet) { fs.Int64Var(p, "v", *p, "") }), name, usage)
+}
+
+// Bool binds *p; as a flag it needs no value (-v).
+func (f *Flags) Bool(p *bool, name, usage string) {
+	f.Var(std(func(fs *flag.FlagSet) { fs.BoolVar(p, "v", *p, "") }), name, usage)
+}
 
 // Uint32 binds *p.
 func (f *Flags) Uint32(p *uint32, name, usage string) { f.Var((*uint32Value)(p), name, usage) }
-
-// Bool binds *p; as a flag it needs no value (-v).
-func (f *Flags) Bool(p *bool, name, usage string) { f.Var((*boolValue)(p), name, usage) }
-
-type stringValue string
-
-func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
-func (v *stringValue) String() string     { return string(*v) }
-
-type durationValue time.Duration
-
-func (v *durationValue) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	*v = durationValue(d)
-	return err
-}
-func (v *durationValue) String() string { return time.Duration(*v).String() }
-
-type floatValue float64
-
-func (v *floatValue) Set(s string) error {
-	f, err := strconv.ParseFloat(s, 64)
-	*v = floatValue(f)
-	return err
-}
-func (v *floatValue) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 64) }
-
-type intValue int
-
-func (v *intValue) Set(s string) error {
-	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
-	*v = intValue(n)
-	return err
-}
-func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
-
-type int64Value int64
-
-func (v *int64Value) Set(s string) error {
-	n, err := strconv.ParseInt(s, 0, 64)
-	*v = int64Value(n)
-	return err
-}
-func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
 
 type uint32Value uint32
 
 func (v *uint32Value) Set(s string) error {
 	n, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return err
+	}
 	*v = uint32Value(n)
-	return err
+	return nil
 }
 func (v *uint32Value) String() string { return strconv.FormatUint(uint64(*v), 10) }
-
-type boolValue bool
-
-func (v *boolValue) Set(s string) error {
-	b, err := strconv.ParseBool(s)
-	*v = boolValue(b)
-	return err
-}
-func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
-func (v *boolValue) IsBoolFlag() bool { return true }
 
 // badEnv is a flag whose environment variable could not be parsed.
 type badEnv struct {

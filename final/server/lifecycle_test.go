@@ -1,0 +1,68 @@
+package server_test
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"grpcworkshop/final/server"
+)
+
+func TestGracefulShutdownReleasesTheReplicasSlotsAtOnce(t *testing.T) {
+	st := startStack(t, stackOpts{replicas: 2, tuneAccounts: func(c *server.AccountsConfig) { c.LeaseTTL = time.Hour }})
+	ctx := testContext(t)
+	c := cacheClient(t, st, tok)
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		require.NoError(t, store(ctx, c, k, "v"))
+	}
+	ledger := st.Accounts.Service().Ledger()
+	require.EqualValues(t, 6, ledger.Held(tok))
+	mine := int64(st.Caches[0].Service().Data().Len(tok))
+	require.Positive(t, mine, "both replicas hold keys")
+
+	require.NoError(t, st.Caches[0].Shutdown(ctx))
+	assert.Equal(t, 6-mine, ledger.Held(tok), "the stopped replica's slots are free now, not after the hour-long TTL")
+}
+
+// countLeases counts Accounts' Lease calls.
+func countLeases(n *atomic.Int64) func(*server.AccountsConfig) {
+	return func(c *server.AccountsConfig) {
+		c.Unary = append(c.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if info.FullMethod == "/rpc.Accounts/Lease" {
+				n.Add(1)
+			}
+			return h(ctx, req)
+		})
+	}
+}
+
+func TestAConstructedServerRunsNothingAndAFailedListenLeaksNothing(t *testing.T) {
+	var leases atomic.Int64
+	st := startStack(t, stackOpts{tuneAccounts: countLeases(&leases)})
+	// Once a call succeeded, the stack's replica runs all it ever will.
+	require.NoError(t, store(testContext(t), cacheClient(t, st, tok), "k", "v"))
+	before := leases.Load()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	cfg := server.DefaultCacheConfig()
+	cfg.Logger, cfg.ReplicaID = quiet, "never-served"
+	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
+	cfg.LeaseInterval = time.Millisecond // would report at once if anything ran
+	cfg.Addr = taken.Addr().String()
+	srv, err := server.NewCache(cfg)
+	require.NoError(t, err)
+	err = srv.Run(testContext(t))
+	require.ErrorContains(t, err, "listen")
+	srv.Stop()
+	assert.Equal(t, before, leases.Load(), "nothing contacted Accounts")
+}

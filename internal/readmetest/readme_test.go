@@ -1,0 +1,397 @@
+package readmetest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/stretchr/testify/require"
+)
+
+// ports are the fixed ports the READMEs' servers listen on.
+var ports = []int{5050, 5051, 5052, 5053, 5054, 5061}
+
+// tally counts one README's blocks.
+type tally struct {
+	ran             bool // false: left out by -run
+	blocks, matched int
+	skipped         []string
+}
+
+var (
+	mu      sync.Mutex
+	tallies = map[string]*tally{}
+)
+
+func TestREADMEs(t *testing.T) {
+	if os.Getenv("README_TESTS") != "1" {
+		t.Skip("README tests use the READMEs' fixed ports (5050-5054, 5061) and must not run next to another copy: set README_TESTS=1 (.ci/run does)")
+	}
+	for _, p := range ports {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), time.Second); err == nil {
+			c.Close()
+			t.Fatalf("port %d is in use: another copy of the README tests, or a server of yours, is running", p)
+		}
+	}
+	repo, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	readmes := []string{"README.md", "final/README.md"}
+	steps, err := filepath.Glob(filepath.Join(repo, "step[0-9][0-9]-*"))
+	require.NoError(t, err)
+	for i, s := range steps {
+		steps[i] = filepath.Base(s)
+		readmes = append(readmes, steps[i]+"/README.md")
+	}
+
+	bin := t.TempDir()
+	shim := filepath.Join(bin, "shim")
+	buildBinaries(t, repo, bin, steps)
+	writeShims(t, shim)
+	realGo, err := exec.LookPath("go")
+	require.NoError(t, err)
+	goEnv := map[string]string{}
+	for _, k := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOROOT"} {
+		out, err := exec.Command(realGo, "env", k).Output()
+		if err != nil {
+			t.Fatalf("go env %s: %v", k, err)
+		}
+		goEnv[k] = strings.TrimSpace(string(out))
+	}
+
+	scripts := t.TempDir()
+	for _, readme := range readmes {
+		text, err := os.ReadFile(filepath.Join(repo, readme))
+		require.NoError(t, err)
+		blocks, err := parseREADME(readme, string(text))
+		require.NoError(t, err)
+		tl := &tally{blocks: len(blocks)}
+		tallies[readme] = tl
+		for _, b := range blocks {
+			if b.skip != "" {
+				tl.skipped = append(tl.skipped, fmt.Sprintf("line %d: %s", b.line, b.skip))
+			}
+		}
+		archive := script(blocks)
+		if archive == "" {
+			continue
+		}
+		dir := filepath.Join(scripts, strings.ReplaceAll(filepath.Dir(readme), "/", "_"))
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "readme.txtar"), []byte(archive), 0o644))
+		// One README at a time: they share the fixed ports.
+		t.Run(readme, func(t *testing.T) {
+			tl.ran = true
+			testscript.Run(t, testscript.Params{
+				Dir:  dir,
+				Cmds: map[string]func(*testscript.TestScript, bool, []string){"matchout": cmdMatchout, "matchlog": cmdMatchlog, "waitport": cmdWaitport, "blockok": cmdBlockok},
+				Setup: func(e *testscript.Env) error {
+					e.Setenv("PATH", shim+string(os.PathListSeparator)+e.Getenv("PATH"))
+					e.Setenv("READMETEST_BIN", bin)
+					e.Setenv("READMETEST_REPO", repo)
+					e.Setenv("READMETEST_GO", realGo)
+					for k, v := range goEnv {
+						e.Setenv(k, v)
+					}
+					e.Setenv("GOTOOLCHAIN", "local")
+					e.Setenv("GOFLAGS", "-mod=readonly")
+					e.Setenv("PYTHONDONTWRITEBYTECODE", "1")
+					// Paths the READMEs name, such as final/clients/python/cachectl.py.
+					for _, d := range append([]string{"final"}, steps...) {
+						if err := os.Symlink(filepath.Join(repo, d), filepath.Join(e.WorkDir, d)); err != nil {
+							return err
+						}
+					}
+					return nil
+				},
+			})
+		})
+	}
+
+	var sum strings.Builder
+	fmt.Fprintln(&sum, "README blocks (console blocks, and server logs marked log:): run and matched / all; not run, with the reason the README gives")
+	for _, readme := range readmes {
+		tl := tallies[readme]
+		if !tl.ran && tl.blocks > len(tl.skipped) {
+			continue
+		}
+		fmt.Fprintf(&sum, "  %-34s %2d / %2d matched, %d not run\n", readme, tl.matched, tl.blocks, len(tl.skipped))
+		for _, s := range tl.skipped {
+			fmt.Fprintf(&sum, "      not run: %s\n", s)
+		}
+	}
+	t.Log("\n" + sum.String())
+	for _, readme := range readmes {
+		tl := tallies[readme]
+		if tl.ran && tl.matched+len(tl.skipped) != tl.blocks {
+			t.Errorf("%s: %d blocks, %d matched and %d not run", readme, tl.blocks, tl.matched, len(tl.skipped))
+		}
+	}
+}
+
+// buildBinaries builds every command of final and every step into bin, once.
+func buildBinaries(t *testing.T, repo, bin string, steps []string) {
+	args := []string{"build", "-o", bin + "/", "./final/cmd/..."}
+	for _, s := range steps {
+		args = append(args, "./"+s)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// writeShims writes the commands the scripts run: go (see the package
+// documentation), readme-sh (one README command, in the foreground) and
+// readme-bg (one README command as a server, its output in a log file).
+func writeShims(t *testing.T, dir string) {
+	files := map[string]string{
+		"go": `#!/bin/bash
+# go as the README tests see it: go run runs the binary built at the start
+# of the test, go build runs the real go build in the repository.
+case "$1" in
+run)
+	shift
+	pkg=$1
+	shift
+	exec "$READMETEST_BIN/$(basename "$pkg")" "$@" ;;
+build)
+	if [ "$2" != -o ]; then echo "readme test go shim: want go build -o DIR ..." >&2; exit 2; fi
+	out=$(realpath -m "$3")
+	shift 3
+	exec "$READMETEST_GO" -C "$READMETEST_REPO" build -o "$out/" "$@" ;;
+*)
+	echo "readme test go shim: go $1 is not run by the README tests; mark the block with skip" >&2
+	exit 2 ;;
+esac
+`,
+		"readme-sh": `#!/bin/bash
+# One README command, as typed into a shell; stderr merged into stdout as
+# on a terminal. The exit status is not compared: the output shows it.
+exec 2>&1
+eval "$1"
+exit 0
+`,
+		"readme-bg": `#!/bin/bash
+# One README command that starts a server: replaced by it (exec), so that
+# testscript's interrupt at the end reaches the server itself.
+exec >"$1" 2>&1
+eval "exec $2"
+`,
+	}
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	for name, text := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755))
+	}
+}
+
+// script turns a README's blocks into a testscript archive, or "" when no
+// block runs.
+func script(blocks []block) string {
+	var s, files strings.Builder
+	n := 0
+	for _, b := range blocks {
+		if b.skip != "" {
+			continue
+		}
+		n++
+		fmt.Fprintf(&s, "# %s:%d\n", b.file, b.line)
+		for _, l := range b.before {
+			fmt.Fprintln(&s, l)
+		}
+		var pats []string
+		for _, v := range b.vary {
+			pats = append(pats, quote("vary="+v))
+		}
+		for _, v := range b.ignore {
+			pats = append(pats, quote("ignore="+v))
+		}
+		patArgs := strings.Join(pats, " ")
+		if b.log != "" {
+			want := fmt.Sprintf(".want/%d-log", b.line)
+			fmt.Fprintf(&files, "-- %s --\n%s\n", want, strings.Join(b.cmds[0].want, "\n"))
+			fmt.Fprintf(&s, "matchlog -inorder %s.log %s %s\n", b.log, want, patArgs)
+			fmt.Fprintf(&s, "blockok %s %d\n", b.file, b.line)
+			continue
+		}
+		for i, c := range b.cmds {
+			want := fmt.Sprintf(".want/%d-%d", b.line, i+1)
+			fmt.Fprintf(&files, "-- %s --\n%s", want, strings.Join(c.want, "\n"))
+			if len(c.want) > 0 {
+				files.WriteString("\n")
+			}
+			if assign.MatchString(c.text) && len(c.want) == 0 {
+				// A shell variable for the commands that follow.
+				fmt.Fprintf(&s, "env %s\n", quote(c.text))
+				continue
+			}
+			if port, ok := b.servers[i]; ok {
+				name := fmt.Sprintf("s%d", port)
+				// A trailing & is the README's way of saying the same: the
+				// server is started in the background (by testscript).
+				text := strings.TrimSuffix(strings.TrimSpace(c.text), "&")
+				fmt.Fprintf(&s, "exec readme-bg %s.log %s &%s&\n", name, quote(text), name)
+				fmt.Fprintf(&s, "waitport %d %s.log\n", port, name)
+				if len(c.want) > 0 {
+					fmt.Fprintf(&s, "matchlog %s.log %s %s\n", name, want, patArgs)
+				}
+				continue
+			}
+			fmt.Fprintf(&s, "exec readme-sh %s\n", quote(c.text))
+			fmt.Fprintf(&s, "matchout stdout %s %s\n", want, patArgs)
+		}
+		fmt.Fprintf(&s, "blockok %s %d\n", b.file, b.line)
+	}
+	if n == 0 {
+		return ""
+	}
+	return s.String() + files.String()
+}
+
+// assign is a command that only sets a shell variable (all=a,b,c).
+var assign = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=[^\s;&|$'"]*$`)
+
+// patterns reads the vary=RE and ignore=RE arguments of matchout and matchlog.
+func patterns(ts *testscript.TestScript, args []string) (vary, ignore []*regexp.Regexp) {
+	for _, v := range defaultVary {
+		vary = append(vary, regexp.MustCompile(v))
+	}
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		re, err := regexp.Compile(v)
+		if err != nil {
+			ts.Fatalf("%s: %v", a, err)
+		}
+		switch k {
+		case "vary":
+			vary = append(vary, re)
+		case "ignore":
+			ignore = append(ignore, re)
+		default:
+			ts.Fatalf("unknown pattern argument %q", a)
+		}
+	}
+	return vary, ignore
+}
+
+func lines(s string) []string {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// match compares output with what the README shows; prefix: the README
+// shows only the first lines (of a server that goes on logging).
+func match(ts *testscript.TestScript, got, want []string, prefix bool) {
+	if prefix && len(got) > len(want) {
+		got = got[:len(want)]
+	}
+	if !slices.Equal(got, want) {
+		ts.Fatalf("output differs from the README (variable parts shown as …)\nREADME:\n%s\ngot:\n%s",
+			indent(want), indent(got))
+	}
+}
+
+// hasInOrder: every line of want is in got, in the same order.
+func hasInOrder(got, want []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+func indent(ls []string) string {
+	if len(ls) == 0 {
+		return "\t(nothing)\n"
+	}
+	return "\t" + strings.Join(ls, "\n\t") + "\n"
+}
+
+// matchout stdout WANTFILE [vary=RE|ignore=RE]...: the last command's output
+// is what the README shows.
+func cmdMatchout(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: matchout stdout WANTFILE [vary=RE|ignore=RE]...")
+	}
+	vary, ignore := patterns(ts, args[2:])
+	got := normalize(lines(ts.ReadFile(args[0])), vary, ignore)
+	want := normalize(lines(ts.ReadFile(args[1])), vary, ignore)
+	match(ts, got, want, false)
+}
+
+// matchlog [-inorder] LOGFILE WANTFILE [vary=RE|ignore=RE]...: a server's
+// log starts with the lines the README shows, or with -inorder has them in
+// that order among others (waiting, bounded, for them to appear).
+func cmdMatchlog(ts *testscript.TestScript, neg bool, args []string) {
+	inorder := len(args) > 0 && args[0] == "-inorder"
+	if inorder {
+		args = args[1:]
+	}
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: matchlog [-inorder] LOGFILE WANTFILE [vary=RE|ignore=RE]...")
+	}
+	vary, ignore := patterns(ts, args[2:])
+	want := normalize(lines(ts.ReadFile(args[1])), vary, ignore)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := normalize(lines(ts.ReadFile(args[0])), vary, ignore)
+		if inorder {
+			if hasInOrder(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("%s does not have the README's lines in order (variable parts shown as …)\nREADME:\n%s\ngot:\n%s", args[0], indent(want), indent(got))
+			}
+		} else if len(got) >= len(want) || time.Now().After(deadline) {
+			match(ts, got, want, true)
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // polling a file another process writes
+	}
+}
+
+// waitport PORT LOGFILE: waits, bounded, until a server accepts connections
+// on 127.0.0.1:PORT; on failure shows the server's log.
+func cmdWaitport(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitport PORT LOGFILE")
+	}
+	addr := net.JoinHostPort("127.0.0.1", args[0])
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("nothing listens on %s after 60s: %v\n%s:\n%s", addr, err, args[1], ts.ReadFile(args[1]))
+		}
+		time.Sleep(50 * time.Millisecond) // polling a port another process opens
+	}
+}
+
+// blockok FILE LINE: every command of the block matched.
+func cmdBlockok(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: blockok FILE LINE")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	tallies[args[0]].matched++
+}
