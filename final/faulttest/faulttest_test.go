@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/faulttest"
@@ -55,4 +56,8 @@ func TestHarnessRunsKillsPausesAndRestartsRealProcesses(t *testing.T) {
 	s.Accounts.Start()
 
 	require.NoError(t, s.Replicas[1].Terminate(10*time.Second), "SIGTERM drains and exits 0")
+}
+
+func metadataAuth(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 }

@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -113,16 +114,22 @@ func (s *Stack) Target() string {
 	return strings.Join(addrs, ",")
 }
 
+// TLS is a client TLS configuration that trusts the stack's CA.
+func (s *Stack) TLS() *tls.Config {
+	s.t.Helper()
+	cfg, err := tlsutil.Dir(s.CertDir).Client(false)
+	if err != nil {
+		s.t.Fatalf("faulttest: %v", err)
+	}
+	return cfg
+}
+
 // Dial connects to target (a replica address or Target()) as a client
 // with token ("" for none) through final's client package, closed at the
 // end of the test.
 func (s *Stack) Dial(target, token string, o client.Options) *grpc.ClientConn {
 	s.t.Helper()
-	tlsCfg, err := tlsutil.Dir(s.CertDir).Client(false)
-	if err != nil {
-		s.t.Fatalf("faulttest: %v", err)
-	}
-	o.TLS, o.Token = tlsCfg, token
+	o.TLS, o.Token = s.TLS(), token
 	conn, err := client.Dial(target, o)
 	if err != nil {
 		s.t.Fatalf("faulttest: %v", err)
