@@ -78,6 +78,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		ip := addrKey(c.RemoteAddr())
 		l.mu.Lock()
+		// Handshakes may have finished while Accept was blocked.
+		for l.established >= l.lim.MaxConns && !l.closed {
+			l.changed.Wait()
+		}
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
+		}
 		ok := l.pending < l.lim.MaxPending && (l.lim.MaxPerAddr < 0 || l.perAddr[ip] < l.lim.MaxPerAddr)
 		if ok {
 			l.pending++
