@@ -12,30 +12,28 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// Limits bound a listener's connections. Zero values mean the defaults.
+// Limits bound a listener's connections; 0 means no limit.
 type Limits struct {
 	// MaxConns bounds connections that finished their handshake; over it,
 	// new connections wait in the kernel's backlog until one closes.
-	// Default 1024.
 	MaxConns int
 	// MaxPending bounds connections still in their handshake; over it, new
-	// sockets are closed at once. Default 256.
+	// sockets are closed at once.
 	MaxPending int
 	// MaxPerAddr bounds the connections (in the handshake or past it) from
 	// one client IP address; over it, new sockets from that address are
-	// closed at once. Default 128; negative means no limit.
+	// closed at once.
 	MaxPerAddr int
 }
 
+// unlimited stands for 0 in the comparisons below.
+const unlimited = int(^uint(0) >> 1)
+
 func (l *Limits) defaults() {
-	if l.MaxConns <= 0 {
-		l.MaxConns = 1024
-	}
-	if l.MaxPending <= 0 {
-		l.MaxPending = 256
-	}
-	if l.MaxPerAddr == 0 {
-		l.MaxPerAddr = 128
+	for _, v := range []*int{&l.MaxConns, &l.MaxPending, &l.MaxPerAddr} {
+		if *v <= 0 {
+			*v = unlimited
+		}
 	}
 }
 
@@ -87,7 +85,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			c.Close()
 			return nil, net.ErrClosed
 		}
-		ok := l.pending < l.lim.MaxPending && (l.lim.MaxPerAddr < 0 || l.perAddr[ip] < l.lim.MaxPerAddr)
+		ok := l.pending < l.lim.MaxPending && l.perAddr[ip] < l.lim.MaxPerAddr
 		if ok {
 			l.pending++
 			l.perAddr[ip]++
