@@ -7,39 +7,34 @@ import (
 )
 
 // CacheConfig says how long the account cache trusts what it was told.
-// Zero values mean the defaults.
+// A zero field turns its feature off (server.DefaultCacheConfig has the
+// defaults).
 type CacheConfig struct {
 	// TTL is how long an answer is used without asking again: a revoked
-	// token works at most this long while Accounts answers. Default 5s.
+	// token works at most this long while Accounts answers. 0: nothing is
+	// cached, every call asks Accounts.
 	TTL time.Duration
 	// Stale is how long past TTL a known token keeps working while
-	// Accounts cannot be reached (stale-if-error). Default 5m.
+	// Accounts cannot be reached (stale-if-error).
 	Stale time.Duration
 	// NegativeTTL is how long a token Accounts does not know is refused
-	// without asking again. Default 1s.
+	// without asking again.
 	NegativeTTL time.Duration
 	// LookupTimeout bounds one lookup, whatever the caller's deadline, so
-	// a hung Accounts costs a call this long at most. Default 1s.
+	// a hung Accounts costs a call this long at most. 0: 10s.
 	LookupTimeout time.Duration
 	// RetryAfter is how long after Accounts failed to answer the cache
 	// waits before asking again: meanwhile known tokens are served stale
-	// and unknown ones fail at once. Default 1s.
+	// and unknown ones fail at once. It is also the retry delay reported.
 	RetryAfter time.Duration
-	// MaxNegative bounds the negative cache's entries. Default 10000.
+	// MaxNegative bounds the negative cache's entries. 0: 10000.
 	MaxNegative int
 }
 
 func (c *CacheConfig) defaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
+	if c.LookupTimeout <= 0 {
+		c.LookupTimeout = 10 * time.Second // a lookup shared by many callers needs a bound of its own
 	}
-	def(&c.TTL, 5*time.Second)
-	def(&c.Stale, 5*time.Minute)
-	def(&c.NegativeTTL, time.Second)
-	def(&c.LookupTimeout, time.Second)
-	def(&c.RetryAfter, time.Second)
 	if c.MaxNegative <= 0 {
 		c.MaxNegative = 10000
 	}
