@@ -175,7 +175,9 @@ func Credentials(inner credentials.TransportCredentials) credentials.TransportCr
 	return &creds{TransportCredentials: inner}
 }
 
-type creds struct{ credentials.TransportCredentials }
+type creds struct {
+	credentials.TransportCredentials
+}
 
 func (c *creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	out, info, err := c.TransportCredentials.ServerHandshake(raw)

@@ -29,7 +29,9 @@ func TestCallerMistakesGetTheCallersCode(t *testing.T) {
 	s := faulttest.Start(t, faulttest.Options{})
 	addr := s.Replicas[0].Addr
 	get := marshal(t, &rpc.GetReq{Key: "k"})
-	bearer := func(tok string) faulttest.Header { return faulttest.Header{Name: "authorization", Value: "Bearer " + tok} }
+	bearer := func(tok string) faulttest.Header {
+		return faulttest.Header{Name: "authorization", Value: "Bearer " + tok}
+	}
 
 	for _, tc := range []struct {
 		name   string

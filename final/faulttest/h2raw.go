@@ -164,4 +164,3 @@ func RawUnary(ctx context.Context, addr string, cfg *tls.Config, method string, 
 	}
 	return r.Result(id)
 }
-
