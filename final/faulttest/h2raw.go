@@ -61,9 +61,18 @@ func (r *RawConn) Close() error { return r.conn.Close() }
 type Header struct{ Name, Value string }
 
 // Call sends one unary gRPC request on a new stream: the pseudo-headers,
-// then md, then body framed as one gRPC message. Header blocks larger than
-// a frame are split into CONTINUATION frames.
+// then md, then body framed as one gRPC message.
 func (r *RawConn) Call(method string, md []Header, body []byte) (uint32, error) {
+	block, err := EncodeHeaders(method, md)
+	if err != nil {
+		return 0, err
+	}
+	return r.CallEncoded(block, body)
+}
+
+// EncodeHeaders is the HPACK header block of a call (encode a large one
+// once and send it with CallEncoded on many connections).
+func EncodeHeaders(method string, md []Header) ([]byte, error) {
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, h := range append([]Header{
@@ -71,12 +80,17 @@ func (r *RawConn) Call(method string, md []Header, body []byte) (uint32, error) 
 		{"content-type", "application/grpc"}, {"te", "trailers"},
 	}, md...) {
 		if err := enc.WriteField(hpack.HeaderField{Name: h.Name, Value: h.Value}); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
+	return hb.Bytes(), nil
+}
+
+// CallEncoded sends a call whose header block is already encoded. Blocks
+// larger than a frame are split into CONTINUATION frames.
+func (r *RawConn) CallEncoded(block, body []byte) (uint32, error) {
 	id := r.next
 	r.next += 2
-	block := hb.Bytes()
 	const frame = 16 << 10
 	first := block[:min(frame, len(block))]
 	block = block[len(first):]
