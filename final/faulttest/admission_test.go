@@ -20,13 +20,12 @@ import (
 
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/rpc"
 )
 
 // noRetry makes a client report every failure, so a test counts what the
 // server answered rather than what retries hid.
-var noRetry = client.Options{Retry: interceptor.RetryOptions{MaxAttempts: 1}}
+var noRetry = client.Options{Retry: client.RetryPolicy{MaxAttempts: 1}}
 
 // attacker is the address floods come from, so that per-address limits
 // can tell them apart from the good tenant on 127.0.0.1.

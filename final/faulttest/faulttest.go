@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Binaries are the commands built from final/cmd.
@@ -37,11 +39,18 @@ var (
 	buildErr  error
 )
 
-// Main runs the tests and removes the built binaries.
+// Main runs the tests, removes the built binaries, and fails if any
+// goroutine outlives the tests (goleak).
 func Main(m *testing.M) {
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "faulttest: goroutines outlived the tests:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
