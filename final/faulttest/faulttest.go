@@ -56,11 +56,16 @@ func Main(m *testing.M) {
 }
 
 // Bin returns the path of a built binary (one of Binaries), building them
-// all on first use. FAULTTEST_RACE=1 builds them with the race detector.
+// all on first use. FAULTTEST_RACE=1 builds them with the race detector;
+// FAULTTEST_BIN=DIR uses binaries already built there instead (say, from
+// an older commit, to see a test fail before a fix).
 func Bin(t testing.TB, name string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("faulttest: process-level fault tests are skipped in -short mode")
+	}
+	if dir := os.Getenv("FAULTTEST_BIN"); dir != "" {
+		return filepath.Join(dir, name)
 	}
 	buildOnce.Do(func() { buildDir, buildErr = build() })
 	if buildErr != nil {
