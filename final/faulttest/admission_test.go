@@ -3,6 +3,7 @@ package faulttest_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"net"
 	"strings"
@@ -59,6 +60,16 @@ func TestIdleSocketsDoNotLockOutOtherClients(t *testing.T) {
 	got, err := c.Get(ctx, &rpc.GetReq{Key: "k"})
 	require.NoError(t, err)
 	assert.Equal(t, "v", string(got.GetVal()))
+
+	// And the server lets go of every idle socket: those over the limits at
+	// once, the others at the handshake timeout (5s; gRPC's default is 120s).
+	deadline := time.Now().Add(15 * time.Second)
+	for i, c := range idle {
+		require.NoError(t, c.SetReadDeadline(deadline))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "idle socket %d still open after 15s", i)
+	}
 }
 
 // 16 MB of metadata on 32 calls without any token must not cost the
