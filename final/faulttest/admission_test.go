@@ -3,8 +3,8 @@ package faulttest_test
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 	"sync"
