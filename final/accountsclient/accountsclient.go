@@ -7,17 +7,24 @@ package accountsclient
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/fault"
 	"grpcworkshop/final/rpc"
 )
 
 // Client calls Accounts over a connection. It implements cache.Authority.
 type Client struct {
 	rpc rpc.AccountsClient
+	// Timeout bounds the calls made on a caller's behalf (Account,
+	// Reserve), whatever the caller's deadline, so a hung Accounts fails
+	// them fast; 0: no bound. RetryAfter is the retry delay then reported.
+	Timeout, RetryAfter time.Duration
 }
 
 // New returns a client over cc.
@@ -25,11 +32,34 @@ func New(cc grpc.ClientConnInterface) *Client {
 	return &Client{rpc: rpc.NewAccountsClient(cc)}
 }
 
+// bounded runs call under Timeout. When Timeout (not the caller's own
+// deadline) cut the call short, the error says Accounts is unavailable,
+// with a retry delay: the caller may retry, unlike after its own deadline.
+func (c *Client) bounded(ctx context.Context, call func(ctx context.Context) error) error {
+	if c.Timeout <= 0 {
+		return apierr.FromAccounts(call(ctx))
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	err := call(cctx)
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		return &fault.Error{
+			Reason: fault.AccountsUnavailable, RetryAfter: c.RetryAfter,
+			Msg: fmt.Sprintf("accounts service did not answer within %v", c.Timeout), Err: err,
+		}
+	}
+	return apierr.FromAccounts(err)
+}
+
 // Account returns the account of token.
 func (c *Client) Account(ctx context.Context, token string) (accounts.Account, error) {
-	resp, err := c.rpc.GetByToken(ctx, &rpc.GetByTokenReq{Token: token})
+	var resp *rpc.GetByTokenResp
+	err := c.bounded(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.rpc.GetByToken(ctx, &rpc.GetByTokenReq{Token: token})
+		return err
+	})
 	if err != nil {
-		return accounts.Account{}, apierr.FromAccounts(err)
+		return accounts.Account{}, err
 	}
 	a := resp.GetAccount()
 	return accounts.Account{Tenant: a.GetTenant(), MaxCacheKeys: a.GetMaxCacheKeys()}, nil
@@ -37,8 +67,10 @@ func (c *Client) Account(ctx context.Context, token string) (accounts.Account, e
 
 // Reserve takes a slot for one new key of tenant under the lease.
 func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error {
-	_, err := c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, DryRun: dryRun})
-	return apierr.FromAccounts(err)
+	return c.bounded(ctx, func(ctx context.Context) error {
+		_, err := c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, DryRun: dryRun})
+		return err
+	})
 }
 
 // Lease reports the replica's holdings and renews its lease.

@@ -127,6 +127,10 @@ func fromFault(e *fault.Error) *status.Status {
 		})
 	case fault.RateLimited:
 		md["subject"] = e.Subject
+	}
+	// Any error that says when a retry may succeed (a rate limit, Accounts
+	// unreachable) tells the client so.
+	if e.RetryAfter > 0 || e.Reason == fault.RateLimited {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
 	}
 	return withInfo(status.New(code, msg), e.Reason, md, details...)

@@ -94,3 +94,14 @@ func TestTheReadmeListsEveryReason(t *testing.T) {
 	}
 	assert.Contains(t, string(readme), Domain)
 }
+
+func TestAnErrorThatSaysWhenToRetryCarriesRetryInfo(t *testing.T) {
+	err := ToStatus(&fault.Error{Reason: fault.AccountsUnavailable, Msg: "accounts service unavailable", RetryAfter: 500 * time.Millisecond})
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	d, ok := RetryDelay(err)
+	require.True(t, ok, "RetryInfo attached")
+	assert.Equal(t, 500*time.Millisecond, d)
+
+	_, ok = RetryDelay(ToStatus(fault.AccountsDown(nil)))
+	assert.False(t, ok, "none when the error does not say")
+}

@@ -40,7 +40,14 @@ func (c TokenCredentials) RequireTransportSecurity() bool { return !c.AllowInsec
 
 // Token reads the bearer token from the incoming metadata.
 func Token(ctx context.Context) (string, error) {
-	vals := metadata.ValueFromIncomingContext(ctx, header)
+	return tokenOf(metadata.ValueFromIncomingContext(ctx, header))
+}
+
+// tokenOf checks the authorization values of a call: exactly one, of the
+// form "Bearer <token>", the token at most MaxTokenLen visible ASCII
+// characters (so a byte that is not UTF-8 is a malformed token, never a
+// failed lookup).
+func tokenOf(vals []string) (string, error) {
 	switch {
 	case len(vals) == 0:
 		return "", fault.NotAuthenticated("missing bearer token in authorization metadata")
@@ -58,35 +65,59 @@ func Token(ctx context.Context) (string, error) {
 	case len(tok) > MaxTokenLen:
 		return "", fault.NotAuthenticated("bearer token too long")
 	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < 0x21 || tok[i] > 0x7e {
+			return "", fault.NotAuthenticated("bearer token must be visible ASCII")
+		}
+	}
 	return tok, nil
 }
 
 // LookupFunc asks the authority (the Accounts service) for a token's account.
 type LookupFunc func(ctx context.Context, token string) (accounts.Account, error)
 
-// Authenticator resolves tokens to accounts and remembers each answer for
-// TTL: a quota change or a revoked token takes effect within TTL, and a
-// tenant's calls make no remote call in between.
+// Authenticator resolves tokens to accounts through a cache (see
+// CacheConfig): an answer is used for TTL; past it the token is looked up
+// again, and if Accounts cannot answer, the old answer serves for up to
+// Stale more (stale-if-error). Tokens Accounts refused are refused for
+// NegativeTTL without asking. Concurrent calls with the same token share
+// one lookup, and after a failed one Accounts is left alone for
+// RetryAfter: known tokens are served stale, others fail at once with
+// Unavailable and a RetryInfo.
 type Authenticator struct {
 	lookup LookupFunc
-	ttl    time.Duration
+	cfg    CacheConfig
 	now    func() time.Time
 
 	entries sync.Map // token -> entry; read-mostly, so no global lock on the hot path
+	neg     negativeCache
+
+	mu        sync.Mutex
+	flights   map[string]*flight[*accounts.Account]
+	downUntil time.Time // Accounts failed: not asked again before this
 }
 
 type entry struct {
 	acct    *accounts.Account // a pointer: putting it in a context does not allocate
-	expires time.Time
+	fetched time.Time
 }
 
-// NewAuthenticator caches lookup's positive answers for ttl (0: no caching).
-func NewAuthenticator(lookup LookupFunc, ttl time.Duration) *Authenticator {
-	return &Authenticator{lookup: lookup, ttl: ttl, now: time.Now}
+// NewAuthenticator caches lookup's answers as cfg says; cfg.TTL 0 caches
+// nothing (every call asks Accounts).
+func NewAuthenticator(lookup LookupFunc, cfg CacheConfig) *Authenticator {
+	cfg.defaults()
+	if cfg.TTL <= 0 {
+		cfg.TTL, cfg.Stale, cfg.NegativeTTL = 0, 0, 0
+	}
+	return &Authenticator{
+		lookup: lookup, cfg: cfg, now: time.Now,
+		neg:     negativeCache{max: cfg.MaxNegative},
+		flights: map[string]*flight[*accounts.Account]{},
+	}
 }
 
-// Account returns the account of token, from the cache when fresh.
-// Unknown tokens are not cached, so a new token works at once.
+// Account returns the account of token: from the cache when fresh, else
+// from Accounts, else (Accounts unreachable) from the cache while stale.
 func (a *Authenticator) Account(ctx context.Context, token string) (accounts.Account, error) {
 	acct, err := a.account(ctx, token)
 	if err != nil {
@@ -97,18 +128,144 @@ func (a *Authenticator) Account(ctx context.Context, token string) (accounts.Acc
 
 func (a *Authenticator) account(ctx context.Context, token string) (*accounts.Account, error) {
 	now := a.now()
-	if e, ok := a.entries.Load(token); ok && now.Before(e.(entry).expires) {
-		return e.(entry).acct, nil
+	e, cached := a.cached(token)
+	if cached && now.Sub(e.fetched) < a.cfg.TTL {
+		return e.acct, nil
 	}
-	acct, err := a.lookup(ctx, token)
+	stale := cached && now.Sub(e.fetched) < a.cfg.TTL+a.cfg.Stale
+	if !cached && a.cfg.NegativeTTL > 0 && a.neg.has(token, now) {
+		return nil, fault.NoAccount()
+	}
+	if a.isDown(now) {
+		if stale {
+			return e.acct, nil
+		}
+		return nil, a.unavailable(nil)
+	}
+	acct, err := a.fetch(ctx, token)
+	if err != nil && stale && fault.ReasonOf(err) == fault.AccountsUnavailable {
+		return e.acct, nil
+	}
+	return acct, err
+}
+
+func (a *Authenticator) cached(token string) (entry, bool) {
+	v, ok := a.entries.Load(token)
+	if !ok {
+		return entry{}, false
+	}
+	return v.(entry), true
+}
+
+// Known reports whether token's account is in the cache (fresh or stale):
+// the admission tap counts such calls against the paying tenants' budget.
+// With caching off, every well-formed token counts as known.
+func (a *Authenticator) Known(token string) bool {
+	if a.cfg.TTL == 0 {
+		return true
+	}
+	e, ok := a.cached(token)
+	return ok && a.now().Sub(e.fetched) < a.cfg.TTL+a.cfg.Stale
+}
+
+// Refused reports whether Accounts refused token within NegativeTTL.
+func (a *Authenticator) Refused(token string) bool {
+	return a.cfg.NegativeTTL > 0 && a.neg.has(token, a.now())
+}
+
+// Admit judges a call's metadata before anything else is read: it returns
+// the token's error (missing, malformed, or refused moments ago) and
+// whether the token belongs to a known tenant.
+func (a *Authenticator) Admit(md metadata.MD) (known bool, err error) {
+	tok, err := tokenOf(md.Get(header))
 	if err != nil {
+		return false, err
+	}
+	if a.Known(tok) {
+		return true, nil
+	}
+	if a.Refused(tok) {
+		return false, fault.NoAccount()
+	}
+	return false, nil
+}
+
+func (a *Authenticator) isDown(now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return now.Before(a.downUntil)
+}
+
+func (a *Authenticator) unavailable(cause error) error {
+	return &fault.Error{
+		Reason: fault.AccountsUnavailable, Msg: "accounts service unavailable",
+		RetryAfter: a.cfg.RetryAfter, Err: cause,
+	}
+}
+
+// fetch looks token up once for all concurrent callers. The lookup runs on
+// its own, so a caller that gives up does not fail the others: it carries
+// the first caller's values and deadline (the deadline propagates to
+// Accounts), bounded by LookupTimeout. A caller whose lookup ended at
+// another caller's deadline, while its own has not passed, asks again.
+func (a *Authenticator) fetch(ctx context.Context, token string) (*accounts.Account, error) {
+	for attempt := 1; ; attempt++ {
+		a.mu.Lock()
+		f, ok := a.flights[token]
+		if !ok {
+			f = &flight[*accounts.Account]{done: make(chan struct{})}
+			a.flights[token] = f
+			limit, own := a.now().Add(a.cfg.LookupTimeout), true
+			if dl, ok := ctx.Deadline(); ok && dl.Before(limit) {
+				limit, own = dl, false
+			}
+			go a.run(context.WithoutCancel(ctx), limit, own, token, f)
+		}
+		a.mu.Unlock()
+		acct, err := waitFlight(ctx, f)
+		if r := fault.ReasonOf(err); (r == fault.DeadlineExceeded || r == fault.Canceled) && ctx.Err() == nil && attempt < 3 {
+			continue
+		}
+		return acct, err
+	}
+}
+
+// run is one lookup, until deadline; own says the deadline is
+// LookupTimeout's rather than a caller's.
+func (a *Authenticator) run(ctx context.Context, deadline time.Time, own bool, token string, f *flight[*accounts.Account]) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var acct *accounts.Account
+	found, err := a.lookup(ctx, token)
+	now := a.now()
+	switch r := fault.ReasonOf(err); {
+	case err == nil:
+		acct = &found
+		if a.cfg.TTL > 0 {
+			a.entries.Store(token, entry{acct: acct, fetched: now})
+		}
+		a.neg.remove(token)
+	case r == fault.UnknownToken:
 		a.entries.Delete(token)
-		return nil, err
+		if a.cfg.NegativeTTL > 0 {
+			a.neg.add(token, now.Add(a.cfg.NegativeTTL), now)
+		}
+	case r == fault.AccountsUnavailable, own && ctx.Err() != nil:
+		// Accounts is down, hung or too slow: say so now, and spare it
+		// (and every caller) further attempts for a moment.
+		err = a.unavailable(err)
 	}
-	if a.ttl > 0 {
-		a.entries.Store(token, entry{acct: &acct, expires: now.Add(a.ttl)})
+	a.mu.Lock()
+	switch {
+	case fault.ReasonOf(err) == fault.AccountsUnavailable:
+		a.downUntil = now.Add(a.cfg.RetryAfter)
+	case err == nil || fault.ReasonOf(err) == fault.UnknownToken:
+		a.downUntil = time.Time{} // it answered
 	}
-	return &acct, nil
+	delete(a.flights, token)
+	a.mu.Unlock()
+	f.val, f.err = acct, err
+	close(f.done)
 }
 
 type accountKey struct{}

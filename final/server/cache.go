@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -40,6 +41,16 @@ type CacheConfig struct {
 	// AuthTTL is how long a token's account is cached: a revoked token works
 	// for at most this long; 0: every call asks Accounts.
 	AuthTTL time.Duration
+	// AuthStale is how long past AuthTTL a known token keeps working while
+	// Accounts cannot be reached; AuthNegativeTTL how long a token Accounts
+	// refused is refused without asking; 0: neither.
+	AuthStale, AuthNegativeTTL time.Duration
+	// AccountsTimeout bounds every lookup and reservation, whatever the
+	// caller's deadline, so a hung Accounts fails calls fast (Unavailable
+	// with a RetryInfo); AccountsRetryAfter is how long a replica then
+	// leaves Accounts alone (known tokens are served stale meanwhile),
+	// and the retry delay it reports. 0: no bound, no pause.
+	AccountsTimeout, AccountsRetryAfter time.Duration
 	// LeaseInterval is how often the replica reports its holdings to
 	// Accounts, renewing its lease; it must be positive.
 	LeaseInterval time.Duration
@@ -53,6 +64,12 @@ type CacheConfig struct {
 	// second's worth.
 	Rate, TenantRate   rate.Limit
 	Burst, TenantBurst int
+	// UnauthRate limits, apart from Rate, the calls of callers the replica
+	// does not know yet (no token, or one not looked up) and reflection;
+	// so a flood without a valid token cannot use up Rate. Health checks
+	// are never limited. 0: no limit; UnauthBurst 0: a tenth of a second's.
+	UnauthRate  rate.Limit
+	UnauthBurst int
 }
 
 // DefaultCacheConfig is a replica's configuration when no flag is given.
@@ -65,6 +82,13 @@ func DefaultCacheConfig() CacheConfig {
 		Limits:        cache.DefaultLimits(),
 		Rate:          5000,
 		TenantRate:    1000,
+		// Accounts trouble degrades a replica, see "Admission and Accounts
+		// trouble" in final/README.md.
+		AuthStale:          5 * time.Minute,
+		AuthNegativeTTL:    time.Second,
+		AccountsTimeout:    time.Second,
+		AccountsRetryAfter: 500 * time.Millisecond,
+		UnauthRate:         500,
 	}
 }
 
@@ -121,6 +145,13 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		}
 		cc, err := grpc.NewClient(cfg.AccountsAddr,
 			grpc.WithTransportCredentials(creds),
+			// Reach a returning Accounts within about a second: gRPC's
+			// default backoff grows to 120s, and a connection attempt to a
+			// hung one would wait 20s.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: 2 * time.Second,
+			}),
 			grpc.WithChainUnaryInterceptor(interceptor.LogUnaryClient(log.With("peer", "accounts"))),
 		)
 		if err != nil {
@@ -129,11 +160,15 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		conn, closers = cc, append(closers, cc.Close)
 	}
 	accounts := accountsclient.New(conn)
+	accounts.Timeout, accounts.RetryAfter = cfg.AccountsTimeout, cfg.AccountsRetryAfter
 
 	c := cache.New(accounts, cfg.ReplicaID, cfg.Limits, log)
 	limits := c.Limits()
 	// The caller's context reaches Accounts: its deadline (capped) propagates.
-	authn := auth.NewAuthenticator(accounts.Account, cfg.AuthTTL)
+	authn := auth.NewAuthenticator(accounts.Account, auth.CacheConfig{
+		TTL: cfg.AuthTTL, Stale: cfg.AuthStale, NegativeTTL: cfg.AuthNegativeTTL,
+		LookupTimeout: cfg.AccountsTimeout, RetryAfter: cfg.AccountsRetryAfter,
+	})
 	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
 	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
@@ -143,8 +178,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		interceptor.RecoverUnary(),
 		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
-		interceptor.DryRunUnary(),
+		// The token is judged first: a caller without one learns nothing else.
 		authn.UnaryInterceptor(),
+		rejectMalformedUnary(),
+		interceptor.DryRunUnary(),
 		perTenant.Unary(),
 	}, cfg.Unary...)
 	stream := append([]grpc.StreamServerInterceptor{
@@ -153,13 +190,19 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		interceptor.RecoverStream(),
 		interceptor.ReplicaStream(cfg.ReplicaID),
 		interceptor.DeadlineStream(cfg.MaxDeadline),
-		interceptor.DryRunStream(),
 		authn.StreamInterceptor(),
+		rejectMalformedStream(),
+		interceptor.DryRunStream(),
 		perTenant.Stream(),
 	}, cfg.Stream...)
 	r, burst := limit(cfg.Rate, cfg.Burst, 0.1)
+	ur, uburst := limit(cfg.UnauthRate, cfg.UnauthBurst, 0.1)
 	opts := append(cfg.options(),
-		grpc.InTapHandle(ratelimit.Tap(r, burst)),
+		// Before a call's message is read: its token's form, and whose
+		// budget it draws on.
+		grpc.InTapHandle(ratelimit.AdmissionTap(ratelimit.Budgets{
+			Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
+		}, auth.Public, authn.Admit)),
 		// Messages larger than a maximal Store are refused before decoding.
 		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
 		// A key that is not UTF-8 reaches the domain's key check

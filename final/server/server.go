@@ -16,9 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -43,9 +41,11 @@ type Common struct {
 	// MaxDeadline caps how long any call may run, whatever the client asked
 	// for; 0: no cap.
 	MaxDeadline time.Duration
-	// MaxConcurrentStreams per connection and MaxConns in total; 0: no limit.
+	// MaxConcurrentStreams per connection and MaxConns (past their
+	// handshake) in total; 0: no limit.
 	MaxConcurrentStreams uint32
 	MaxConns             int
+	Admission
 	// KeepaliveTime pings idle connections and drops those that do not
 	// answer within KeepaliveTimeout; 0: gRPC's defaults (2h, 20s).
 	KeepaliveTime, KeepaliveTimeout time.Duration
@@ -72,6 +72,7 @@ func defaultCommon(addr string) Common {
 		MaxDeadline:           10 * time.Second,
 		MaxConcurrentStreams:  64,
 		MaxConns:              1024,
+		Admission:             defaultAdmission(),
 		KeepaliveTime:         30 * time.Second,
 		KeepaliveTimeout:      10 * time.Second,
 		MaxConnectionAge:      5 * time.Minute,
@@ -102,19 +103,15 @@ func (c *Common) options() []grpc.ServerOption {
 	if c.MaxConcurrentStreams > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(c.MaxConcurrentStreams))
 	}
-	if c.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
-	}
-	return opts
+	return append(opts, c.admissionOptions()...)
 }
 
 // Server is a cache or Accounts server. Nothing runs until Serve or Run.
 type Server struct {
-	grpc     *grpc.Server
-	health   *health.Server
-	log      *slog.Logger
-	cfg      Common
-	maxConns int
+	grpc   *grpc.Server
+	health *health.Server
+	log    *slog.Logger
+	cfg    Common
 
 	// background runs while the server serves (the cache's lease); it
 	// starts with the first Serve and stops at Shutdown or Stop.
@@ -144,7 +141,7 @@ func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, services [
 	}
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs, log: log, cfg: *c, maxConns: c.MaxConns}
+	return &Server{grpc: gs, health: hs, log: log, cfg: *c}
 }
 
 // GRPC is the underlying grpc.Server.
@@ -165,14 +162,12 @@ func (s *Server) startBackground() {
 	}()
 }
 
-// Serve accepts connections on lis, at most MaxConns at a time, until the
+// Serve accepts connections on lis, within the Admission limits, until the
 // server stops, and runs the server's background work meanwhile. It
 // returns nil after a Shutdown or Stop. It may be called for several
 // listeners.
 func (s *Server) Serve(lis net.Listener) error {
-	if s.maxConns > 0 {
-		lis = netutil.LimitListener(lis, s.maxConns)
-	}
+	lis = s.cfg.admit(lis)
 	s.startBackground()
 	err := s.grpc.Serve(lis)
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {

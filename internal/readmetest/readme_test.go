@@ -140,7 +140,7 @@ func TestREADMEs(t *testing.T) {
 
 // buildBinaries builds every command of final and every step into bin, once.
 func buildBinaries(t *testing.T, repo, bin string, steps []string) {
-	args := []string{"build", "-o", bin + "/", "./final/cmd/..."}
+	args := []string{"build", "-o", bin + "/", "./final/cmd/...", "./why-grpc"}
 	for _, s := range steps {
 		args = append(args, "./"+s)
 	}

@@ -56,6 +56,10 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.CA, "ca", "CA that signs the replicas' client certificates")
 	f.Duration(&c.LeaseTTL, "lease-ttl", "how long a silent replica's key slots stay reserved")
 	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
+	f.Duration(&c.HandshakeTimeout, "handshake-timeout", "how long a new connection has to finish its TLS handshake; 0: gRPC's 120s")
+	f.Int(&c.MaxPendingConns, "max-pending-conns", "connections still in their handshake at once; 0: no limit")
+	f.Int(&c.MaxConnsPerAddr, "max-conns-per-addr", "connections from one client IP address; 0: no limit")
+	f.Uint32(&c.MaxHeaderBytes, "max-header-bytes", "largest header list of a call; 0: gRPC's 16 MB")
 	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 }

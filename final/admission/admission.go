@@ -1,0 +1,198 @@
+// Package admission decides which connections a server takes, before any
+// call is made on them: sockets still in their TLS handshake are capped
+// apart from established connections, so idle sockets cannot lock real
+// clients out, and one client address can hold only so many of either.
+package admission
+
+import (
+	"context"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// Limits bound a listener's connections; 0 means no limit.
+type Limits struct {
+	// MaxConns bounds connections that finished their handshake; over it,
+	// new connections wait in the kernel's backlog until one closes.
+	MaxConns int
+	// MaxPending bounds connections still in their handshake; over it, new
+	// sockets are closed at once.
+	MaxPending int
+	// MaxPerAddr bounds the connections (in the handshake or past it) from
+	// one client IP address; over it, new sockets from that address are
+	// closed at once.
+	MaxPerAddr int
+}
+
+// unlimited stands for 0 in the comparisons below.
+const unlimited = int(^uint(0) >> 1)
+
+func (l *Limits) defaults() {
+	for _, v := range []*int{&l.MaxConns, &l.MaxPending, &l.MaxPerAddr} {
+		if *v <= 0 {
+			*v = unlimited
+		}
+	}
+}
+
+// Listener applies Limits to the connections it accepts. A connection is
+// pending until Credentials (wrapping the server's transport credentials)
+// report its handshake done.
+type Listener struct {
+	net.Listener
+	lim Limits
+
+	mu          sync.Mutex
+	changed     *sync.Cond
+	established int
+	pending     int
+	perAddr     map[string]int
+	closed      bool
+}
+
+// Listen wraps lis.
+func Listen(lis net.Listener, lim Limits) *Listener {
+	lim.defaults()
+	l := &Listener{Listener: lis, lim: lim, perAddr: map[string]int{}}
+	l.changed = sync.NewCond(&l.mu)
+	return l
+}
+
+// Accept waits while MaxConns connections are established, then returns
+// the next socket that fits the pending and per-address limits, closing
+// those that do not.
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		l.mu.Lock()
+		for l.established >= l.lim.MaxConns && !l.closed {
+			l.changed.Wait()
+		}
+		l.mu.Unlock()
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := addrKey(c.RemoteAddr())
+		l.mu.Lock()
+		// Handshakes may have finished while Accept was blocked.
+		for l.established >= l.lim.MaxConns && !l.closed {
+			l.changed.Wait()
+		}
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		ok := l.pending < l.lim.MaxPending && l.perAddr[ip] < l.lim.MaxPerAddr
+		if ok {
+			l.pending++
+			l.perAddr[ip]++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &conn{Conn: c, l: l, ip: ip}, nil
+	}
+}
+
+// Close closes the listener and wakes a waiting Accept.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.changed.Broadcast()
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// Counts reports the connections now established and pending.
+func (l *Listener) Counts() (established, pending int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.established, l.pending
+}
+
+func addrKey(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+type conn struct {
+	net.Conn
+	l  *Listener
+	ip string
+
+	mu         sync.Mutex
+	handshaked bool
+	closed     bool
+}
+
+func (c *conn) markHandshaked() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handshaked || c.closed {
+		return
+	}
+	c.handshaked = true
+	c.l.mu.Lock()
+	c.l.pending--
+	c.l.established++
+	c.l.mu.Unlock()
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		c.l.mu.Lock()
+		if c.handshaked {
+			c.l.established--
+		} else {
+			c.l.pending--
+		}
+		if c.l.perAddr[c.ip]--; c.l.perAddr[c.ip] <= 0 {
+			delete(c.l.perAddr, c.ip)
+		}
+		c.l.changed.Broadcast()
+		c.l.mu.Unlock()
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// Credentials wraps a server's transport credentials so that a Listener
+// learns when a connection's handshake is done.
+func Credentials(inner credentials.TransportCredentials) credentials.TransportCredentials {
+	return &creds{TransportCredentials: inner}
+}
+
+type creds struct {
+	credentials.TransportCredentials
+}
+
+func (c *creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err == nil {
+		if t, ok := raw.(*conn); ok {
+			t.markHandshaked()
+		}
+	}
+	return out, info, err
+}
+
+func (c *creds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return c.TransportCredentials.ClientHandshake(ctx, authority, raw)
+}
+
+func (c *creds) Clone() credentials.TransportCredentials {
+	return &creds{TransportCredentials: c.TransportCredentials.Clone()}
+}

@@ -1,0 +1,105 @@
+package admission
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// accepted runs Accept in the background and delivers what it returns.
+func accepted(t *testing.T, l *Listener) <-chan net.Conn {
+	ch := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- c
+		}
+	}()
+	return ch
+}
+
+func dial(t *testing.T, addr, from string) net.Conn {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedByPeer reports whether the server closed c (a read sees EOF).
+func closedByPeer(t *testing.T, c net.Conn) bool {
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err := c.Read(make([]byte, 1))
+	return err != nil && !isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+func next(t *testing.T, ch <-chan net.Conn) net.Conn {
+	select {
+	case c := <-ch:
+		require.NotNil(t, c)
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted")
+		return nil
+	}
+}
+
+func TestPendingAndPerAddressLimitsCloseSocketsAtOnceAndOnlyHandshakedOnesCount(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := Listen(inner, Limits{MaxConns: 2, MaxPending: 3, MaxPerAddr: 2})
+	t.Cleanup(func() { l.Close() })
+	ch := accepted(t, l)
+	addr := l.Addr().String()
+
+	// One address: two sockets are taken, the third is closed at once.
+	a1, a2 := dial(t, addr, "127.0.0.2"), dial(t, addr, "127.0.0.2")
+	s1, s2 := next(t, ch), next(t, ch)
+	a3 := dial(t, addr, "127.0.0.2")
+	assert.True(t, closedByPeer(t, a3), "over the per-address limit")
+	_, _ = a1, a2
+
+	// Another address gets in; then the pending limit (3) is reached.
+	dial(t, addr, "127.0.0.3")
+	s3 := next(t, ch)
+	b2 := dial(t, addr, "127.0.0.4")
+	assert.True(t, closedByPeer(t, b2), "over the pending limit")
+	est, pend := l.Counts()
+	assert.Equal(t, [2]int{0, 3}, [2]int{est, pend})
+
+	// Finishing handshakes moves sockets from pending to established.
+	creds := Credentials(insecure.NewCredentials())
+	for _, s := range []net.Conn{s1, s2} {
+		_, _, err := creds.ServerHandshake(s)
+		require.NoError(t, err)
+	}
+	est, pend = l.Counts()
+	assert.Equal(t, [2]int{2, 1}, [2]int{est, pend})
+
+	// MaxConns established: the next socket waits until one closes.
+	w := dial(t, addr, "127.0.0.5")
+	select {
+	case c := <-ch:
+		t.Fatalf("accepted %v over MaxConns", c.RemoteAddr())
+	case <-time.After(100 * time.Millisecond): // proving a negative: nothing may arrive
+	}
+	require.NoError(t, s1.Close())
+	got := next(t, ch)
+	assert.Equal(t, w.LocalAddr().String(), got.RemoteAddr().String())
+	require.NoError(t, s3.Close())
+	est, pend = l.Counts()
+	assert.Equal(t, [2]int{1, 1}, [2]int{est, pend})
+}

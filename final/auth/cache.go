@@ -1,0 +1,104 @@
+package auth
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// CacheConfig says how long the account cache trusts what it was told.
+// A zero field turns its feature off (server.DefaultCacheConfig has the
+// defaults).
+type CacheConfig struct {
+	// TTL is how long an answer is used without asking again: a revoked
+	// token works at most this long while Accounts answers. 0: nothing is
+	// cached, every call asks Accounts.
+	TTL time.Duration
+	// Stale is how long past TTL a known token keeps working while
+	// Accounts cannot be reached (stale-if-error).
+	Stale time.Duration
+	// NegativeTTL is how long a token Accounts does not know is refused
+	// without asking again.
+	NegativeTTL time.Duration
+	// LookupTimeout bounds one lookup, whatever the caller's deadline, so
+	// a hung Accounts costs a call this long at most. 0: 10s.
+	LookupTimeout time.Duration
+	// RetryAfter is how long after Accounts failed to answer the cache
+	// waits before asking again: meanwhile known tokens are served stale
+	// and unknown ones fail at once. It is also the retry delay reported.
+	RetryAfter time.Duration
+	// MaxNegative bounds the negative cache's entries. 0: 10000.
+	MaxNegative int
+}
+
+func (c *CacheConfig) defaults() {
+	if c.LookupTimeout <= 0 {
+		c.LookupTimeout = 10 * time.Second // a lookup shared by many callers needs a bound of its own
+	}
+	if c.MaxNegative <= 0 {
+		c.MaxNegative = 10000
+	}
+}
+
+// flight is one lookup in progress; every caller of the same token waits
+// for it instead of asking Accounts again (singleflight).
+type flight[V any] struct {
+	done chan struct{}
+	val  V
+	err  error
+}
+
+// negativeCache remembers refused tokens for a short time, bounded in size
+// so made-up tokens cannot grow it without limit.
+type negativeCache struct {
+	mu      sync.Mutex
+	max     int
+	entries map[string]time.Time // token -> expiry
+}
+
+func (n *negativeCache) has(tok string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	exp, ok := n.entries[tok]
+	if ok && !now.Before(exp) {
+		delete(n.entries, tok)
+		return false
+	}
+	return ok
+}
+
+func (n *negativeCache) add(tok string, exp, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.entries == nil {
+		n.entries = map[string]time.Time{}
+	}
+	if len(n.entries) >= n.max {
+		for k, e := range n.entries {
+			if !now.Before(e) {
+				delete(n.entries, k)
+			}
+		}
+		if len(n.entries) >= n.max {
+			return // full of live entries: those tokens are asked about again
+		}
+	}
+	n.entries[tok] = exp
+}
+
+func (n *negativeCache) remove(tok string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.entries, tok)
+}
+
+// waitFlight waits for f or ctx, whichever ends first.
+func waitFlight[V any](ctx context.Context, f *flight[V]) (V, error) {
+	select {
+	case <-f.done:
+		return f.val, f.err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+}

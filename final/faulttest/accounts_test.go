@@ -1,0 +1,166 @@
+package faulttest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"grpcworkshop/final/faulttest"
+	"grpcworkshop/final/rpc"
+)
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func retryInfo(err error) *errdetails.RetryInfo {
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri
+		}
+	}
+	return nil
+}
+
+// With Accounts killed, a tenant the replica already knows keeps reading
+// and overwriting its keys long after the auth cache's TTL (stale-if-
+// error), for the documented time and no longer, while what needs
+// Accounts (a new key, an unknown token) fails at once with Unavailable
+// and a RetryInfo. The stale window is scaled down (-auth-stale 2s; 5m by
+// default) so the test sees its end.
+func TestKnownTenantsKeepWorkingWithAccountsDown(t *testing.T) {
+	const ttl, stale = 200 * time.Millisecond, 2 * time.Second
+	s := faulttest.Start(t, faulttest.Options{CacheArgs: func(int) []string {
+		return []string{"-auth-ttl", ttl.String(), "-auth-stale", stale.String()}
+	}})
+	addr := s.Replicas[0].Addr
+	c := rpc.NewCacheClient(s.Dial(addr, "good", noRetry))
+	looked := time.Now() // the first call looks the token up
+	_, err := c.Store(callCtx(t), &rpc.StoreReq{Key: "k", Val: []byte("v")})
+	require.NoError(t, err)
+
+	s.Accounts.Kill()
+	down := time.Now()
+	var calls int
+	var last error
+	tick := time.NewTicker(10 * time.Millisecond) // inside the tenant's rate limit
+	defer tick.Stop()
+	for time.Since(down) < ttl+stale+5*time.Second {
+		<-tick.C
+		got, err := c.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+		if err == nil {
+			assert.Equal(t, "v", string(got.GetVal()))
+			_, err = c.Store(callCtx(t), &rpc.StoreReq{Key: "k", Val: []byte("v")})
+		}
+		if err != nil {
+			last = err
+			break
+		}
+		calls += 2
+	}
+	worked := time.Since(down)
+	t.Logf("a known tenant's Gets and overwrites worked for %v after Accounts died (%d calls; -auth-ttl %v, -auth-stale %v)",
+		worked.Round(time.Millisecond), calls, ttl, stale)
+	// The last lookup came after looked, so the window ends no sooner than this.
+	assert.GreaterOrEqual(t, worked, ttl+stale-down.Sub(looked), "they work until AuthTTL+AuthStale after the last lookup")
+	assert.Equal(t, codes.Unavailable, status.Code(last), "and then stop: %v", last)
+	assert.Less(t, worked, ttl+stale+5*time.Second, "stale answers do not serve forever")
+
+	_, err = c.Store(callCtx(t), &rpc.StoreReq{Key: "new", Val: []byte("v")})
+	assert.Equal(t, codes.Unavailable, status.Code(err), "a new key needs Accounts: %v", err)
+	_, err = rpc.NewCacheClient(s.Dial(addr, "small", noRetry)).Get(callCtx(t), &rpc.GetReq{Key: "k"})
+	assert.Equal(t, codes.Unavailable, status.Code(err), "so does a token the replica has not seen: %v", err)
+	assert.NotNil(t, retryInfo(err), "with a RetryInfo")
+}
+
+// A hung Accounts (SIGSTOP: its sockets stay open, nothing answers) costs
+// a call about a second, not the caller's deadline: the replica answers
+// Unavailable with a RetryInfo, and a known tenant keeps working.
+func TestHungAccountsFailsFastWithRetryInfo(t *testing.T) {
+	s := faulttest.Start(t, faulttest.Options{CacheArgs: func(int) []string { return []string{"-auth-ttl", "200ms"} }})
+	addr := s.Replicas[0].Addr
+	good := rpc.NewCacheClient(s.Dial(addr, "good", noRetry))
+	_, err := good.Store(callCtx(t), &rpc.StoreReq{Key: "k", Val: []byte("v")})
+	require.NoError(t, err)
+	small := rpc.NewCacheClient(s.Dial(addr, "small", noRetry))
+
+	s.Accounts.Pause()
+	t.Cleanup(s.Accounts.Resume)
+
+	// The caller allows 8s; a replica that waited for Accounts would
+	// answer DeadlineExceeded.
+	start := time.Now()
+	_, err = small.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+	took := time.Since(start)
+	t.Logf("unknown token with Accounts hung: %v after %v", status.Code(err), took.Round(time.Millisecond))
+	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	assert.NotNil(t, retryInfo(err), "with a RetryInfo")
+
+	start = time.Now()
+	_, err = good.Store(callCtx(t), &rpc.StoreReq{Key: "new", Val: []byte("v")})
+	t.Logf("new key with Accounts hung: %v after %v", status.Code(err), time.Since(start).Round(time.Millisecond))
+	assert.Equal(t, codes.Unavailable, status.Code(err), "a new key's reservation fails fast too: %v", err)
+
+	for range 5 {
+		got, err := good.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+		require.NoError(t, err, "a known tenant keeps reading")
+		assert.Equal(t, "v", string(got.GetVal()))
+	}
+
+	s.Accounts.Resume()
+	resumed := time.Now()
+	for {
+		_, err = small.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+		if status.Code(err) == codes.NotFound { // authenticated: Accounts answered
+			break
+		}
+		require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+		require.Less(t, time.Since(resumed), 10*time.Second, "Accounts answers again, but the replica does not ask it")
+		time.Sleep(20 * time.Millisecond) // polling for recovery is the measurement
+	}
+	t.Logf("the replica used Accounts again %v after it resumed", time.Since(resumed).Round(time.Millisecond))
+}
+
+// After Accounts has been down for a while (long enough for gRPC's
+// default reconnection backoff to grow past 6s), replicas reach it within
+// about a second of its return.
+func TestReplicasReconnectSoonAfterAccountsReturns(t *testing.T) {
+	s := faulttest.Start(t, faulttest.Options{})
+	addr := s.Replicas[0].Addr
+	c := rpc.NewCacheClient(s.Dial(addr, "good", noRetry))
+	_, err := c.Store(callCtx(t), &rpc.StoreReq{Key: "k", Val: []byte("v")})
+	require.NoError(t, err)
+	small := rpc.NewCacheClient(s.Dial(addr, "small", noRetry))
+
+	s.Accounts.Kill()
+	// Calls while it is down make the replica try (and back off) again.
+	outage := time.Now()
+	for time.Since(outage) < 10*time.Second {
+		_, err := small.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+		require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+		time.Sleep(100 * time.Millisecond) // paced outage traffic, not a wait for an event
+	}
+
+	s.Accounts.Start()
+	back := time.Now()
+	for {
+		_, err := small.Get(callCtx(t), &rpc.GetReq{Key: "k"})
+		if status.Code(err) == codes.NotFound { // authenticated: Accounts was reached
+			break
+		}
+		require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+		require.Less(t, time.Since(back), 20*time.Second, "the replica never reached Accounts again")
+		time.Sleep(20 * time.Millisecond) // polling for recovery is the measurement
+	}
+	recovery := time.Since(back)
+	t.Logf("a replica reached Accounts %v after it was listening again (after a 10s outage)", recovery.Round(time.Millisecond))
+	assert.Less(t, recovery, 3*time.Second, "replicas reconnect within about a second (not gRPC's default backoff of up to 120s)")
+}
