@@ -1,0 +1,76 @@
+// Command gensecrets writes the files final/deploy's kustomization turns
+// into Secrets: a development CA, a server certificate valid for the cache
+// and Accounts Services' DNS names in one namespace, the replicas' client
+// certificate, and an accounts file with one random token.
+//
+//	go run ./final/deploy/gensecrets -namespace default
+//
+// For production, issue the certificates with cert-manager instead (see
+// final/README.md, Deploy).
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"grpcworkshop/final/tlsutil"
+)
+
+func main() {
+	err := run(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gensecrets:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("gensecrets", flag.ContinueOnError)
+	ns := fs.String("namespace", "default", "namespace the manifests are applied to")
+	dir := fs.String("dir", "final/deploy/secrets", "directory to write (it must not exist yet)")
+	tenant := fs.String("tenant", "demo", "tenant of the generated token")
+	maxKeys := fs.Int64("max-keys", 100, "the tenant's key quota")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	// Never overwrite: a deployed CA would stop matching its certificates.
+	if _, err := os.Stat(*dir); err == nil {
+		return fmt.Errorf("%s exists; remove it to generate new secrets", *dir)
+	}
+	if err := tlsutil.WriteDevCerts(*dir, Hosts(*ns)); err != nil {
+		return err
+	}
+	token := rand.Text()
+	accts, err := json.MarshalIndent(map[string]any{token: map[string]any{"tenant": *tenant, "max_cache_keys": *maxKeys}}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "accounts.json"), append(accts, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write accounts: %w", err)
+	}
+	fmt.Fprintf(out, "wrote %s: CA, certificates for %v, accounts.json\n", *dir, Hosts(*ns))
+	fmt.Fprintf(out, "token for tenant %s: %s\n", *tenant, token)
+	return nil
+}
+
+// Hosts are the names clients use for the two Services: the short name
+// (same namespace) and the qualified ones, plus loopback for port-forwards.
+func Hosts(ns string) []string {
+	var hosts []string
+	for _, svc := range []string{"cache", "accounts"} {
+		hosts = append(hosts, svc, svc+"."+ns, svc+"."+ns+".svc", svc+"."+ns+".svc.cluster.local")
+	}
+	return append(hosts, "localhost", "127.0.0.1")
+}
