@@ -1,0 +1,667 @@
+// The manifests cannot be applied here (no cluster, no container engine),
+// so this test checks what breaks deployments silently: every document
+// decodes strictly into the Kubernetes API types, and the numbers that
+// must agree across files and binaries do.
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// manifests is everything kustomization.yaml deploys, decoded.
+type manifests struct {
+	kust         kustomization
+	services     []*corev1.Service
+	statefulSets []*appsv1.StatefulSet
+	deployments  []*appsv1.Deployment
+	pdbs         []*policyv1.PodDisruptionBudget
+	netpols      []*networkingv1.NetworkPolicy
+}
+
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Resources  []string `json:"resources"`
+	Images     []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName"`
+		NewTag  string `json:"newTag"`
+	} `json:"images"`
+	SecretGenerator []struct {
+		Name  string   `json:"name"`
+		Type  string   `json:"type"`
+		Files []string `json:"files"`
+	} `json:"secretGenerator"`
+}
+
+// workload is a pod template with the name of what owns it.
+type workload struct {
+	name     string
+	template *corev1.PodTemplateSpec
+}
+
+func (m *manifests) workloads() []workload {
+	var w []workload
+	for _, s := range m.statefulSets {
+		w = append(w, workload{"StatefulSet/" + s.Name, &s.Spec.Template})
+	}
+	for _, d := range m.deployments {
+		w = append(w, workload{"Deployment/" + d.Name, &d.Spec.Template})
+	}
+	return w
+}
+
+// secretKeys are the keys of each generated Secret.
+func (m *manifests) secretKeys() map[string][]string {
+	keys := map[string][]string{}
+	for _, g := range m.kust.SecretGenerator {
+		for _, f := range g.Files {
+			k, _, _ := strings.Cut(f, "=")
+			keys[g.Name] = append(keys[g.Name], k)
+		}
+	}
+	return keys
+}
+
+func load(t *testing.T) *manifests {
+	t.Helper()
+	var m manifests
+	data, err := os.ReadFile("kustomization.yaml")
+	require.NoError(t, err)
+	require.NoError(t, yaml.UnmarshalStrict(data, &m.kust), "kustomization.yaml")
+	require.Equal(t, "Kustomization", m.kust.Kind)
+
+	files, err := filepath.Glob("*.yaml")
+	require.NoError(t, err)
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
+	require.ElementsMatch(t, files, m.kust.Resources, "every manifest here is deployed, and only these")
+
+	for _, f := range m.kust.Resources {
+		data, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for i, doc := range splitDocuments(data) {
+			var tm metav1.TypeMeta
+			require.NoError(t, yaml.Unmarshal(doc, &tm), "%s document %d", f, i+1)
+			var obj any
+			switch tm.APIVersion + " " + tm.Kind {
+			case "v1 Service":
+				obj = add(&m.services)
+			case "apps/v1 StatefulSet":
+				obj = add(&m.statefulSets)
+			case "apps/v1 Deployment":
+				obj = add(&m.deployments)
+			case "policy/v1 PodDisruptionBudget":
+				obj = add(&m.pdbs)
+			case "networking.k8s.io/v1 NetworkPolicy":
+				obj = add(&m.netpols)
+			default:
+				t.Fatalf("%s document %d: %s %s is not known to this test; add it", f, i+1, tm.APIVersion, tm.Kind)
+			}
+			// Strict: a misspelt or misplaced field is an error, where
+			// kubectl (without --validate) might drop it silently.
+			require.NoError(t, yaml.UnmarshalStrict(doc, obj), "%s document %d", f, i+1)
+		}
+	}
+	return &m
+}
+
+func add[T any](list *[]*T) *T {
+	v := new(T)
+	*list = append(*list, v)
+	return v
+}
+
+// splitDocuments splits a YAML stream on "---" lines and drops documents
+// that hold only comments.
+func splitDocuments(data []byte) [][]byte {
+	var docs [][]byte
+	var cur bytes.Buffer
+	flush := func() {
+		for _, line := range strings.Split(cur.String(), "\n") {
+			if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+				docs = append(docs, bytes.Clone(cur.Bytes()))
+				break
+			}
+		}
+		cur.Reset()
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		if strings.TrimRight(sc.Text(), " ") == "---" {
+			flush()
+			continue
+		}
+		cur.WriteString(sc.Text() + "\n")
+	}
+	flush()
+	return docs
+}
+
+// binary is what a command's -h says about its flags.
+type binary struct {
+	name     string
+	flagEnv  map[string]string // flag name -> environment variable
+	defaults map[string]string // flag name -> default value
+}
+
+func (b *binary) flagOf(env string) (string, bool) {
+	for f, e := range b.flagEnv {
+		if e == env {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// build compiles the commands the manifests run, and gensecrets, once.
+func build(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "gw-deploy-test-")
+		if buildErr != nil {
+			return
+		}
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		cmd := exec.Command(goBin, "build", "-o", buildDir+string(filepath.Separator),
+			"../cmd/cache-server", "../cmd/accounts-server", "./gensecrets")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return buildDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// flagLine is a flag's first line in flag.PrintDefaults output.
+var (
+	flagLine   = regexp.MustCompile(`^  -([A-Za-z0-9-]+)`)
+	envInUsage = regexp.MustCompile(`\(\$([A-Z][A-Z0-9_]*)\)`)
+	defInUsage = regexp.MustCompile(`\(default "?([^")]*)"?\)\s*$`)
+)
+
+// describe runs `name -h` and reads each flag's environment variable and
+// default from its usage text.
+func describe(t *testing.T, name string) *binary {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(build(t), name), "-h")
+	cmd.Env = []string{} // defaults as compiled, not from this environment
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s -h:\n%s", name, out)
+	b := &binary{name: name, flagEnv: map[string]string{}, defaults: map[string]string{}}
+	var cur string
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := flagLine.FindStringSubmatch(line); m != nil {
+			cur = m[1]
+		}
+		if cur == "" {
+			continue
+		}
+		if m := envInUsage.FindStringSubmatch(line); m != nil {
+			b.flagEnv[cur] = m[1]
+		}
+		if m := defInUsage.FindStringSubmatch(line); m != nil {
+			b.defaults[cur] = m[1]
+		}
+	}
+	require.NotEmpty(t, b.flagEnv, "%s -h names no environment variables:\n%s", name, out)
+	return b
+}
+
+// binaryOf is the command a container runs, checked against final/cmd and
+// the Dockerfile.
+func binaryOf(t *testing.T, c *corev1.Container) string {
+	t.Helper()
+	require.Len(t, c.Command, 1, "container %s: command is the binary alone (configuration is in env)", c.Name)
+	dir, name := filepath.Split(c.Command[0])
+	require.Equal(t, "/usr/local/bin/", dir, "container %s: the Dockerfile copies binaries to /usr/local/bin", c.Name)
+	_, err := os.Stat(filepath.Join("..", "cmd", name, "main.go"))
+	require.NoError(t, err, "container %s runs %s, which is not a command under final/cmd", c.Name, name)
+	return name
+}
+
+func TestDockerfileBuildsTheCommandsTheManifestsRun(t *testing.T) {
+	m := load(t)
+	data, err := os.ReadFile("Dockerfile")
+	require.NoError(t, err)
+	df := string(data)
+	assert.Contains(t, df, "CGO_ENABLED=0", "static binaries")
+	assert.Regexp(t, `(?m)^FROM (gcr\.io/distroless/static|scratch)`, df, "the final stage is distroless or scratch")
+	assert.Regexp(t, `(?m)^USER [1-9][0-9]*`, df, "a numeric non-root user, so runAsNonRoot can verify it")
+	assert.Regexp(t, `(?m)^COPY --from=build /out/ /usr/local/bin/`, df)
+	for _, w := range m.workloads() {
+		for _, c := range w.template.Spec.Containers {
+			name := binaryOf(t, &c)
+			assert.Contains(t, df, "./final/cmd/"+name, "%s: the image must contain %s", w.name, name)
+		}
+	}
+	// Every ./final/cmd/X the Dockerfile builds exists.
+	for _, mm := range regexp.MustCompile(`\./final/cmd/([a-z-]+)`).FindAllStringSubmatch(df, -1) {
+		_, err := os.Stat(filepath.Join("..", "cmd", mm[1], "main.go"))
+		assert.NoError(t, err, "the Dockerfile builds %s", mm[1])
+	}
+}
+
+// TestEveryEnvVarIsAFlagOfItsBinary: a misspelt variable is silently
+// ignored by the binary, so each one must be bound to one of its flags.
+// (The *_ADMIN_ADDR variables need the admin listener's -admin-addr.)
+func TestEveryEnvVarIsAFlagOfItsBinary(t *testing.T) {
+	m := load(t)
+	for _, w := range m.workloads() {
+		for _, c := range w.template.Spec.Containers {
+			b := describe(t, binaryOf(t, &c))
+			for _, e := range c.Env {
+				t.Run(w.name+"/"+e.Name, func(t *testing.T) {
+					_, ok := b.flagOf(e.Name)
+					assert.True(t, ok, "%s: %s has no flag bound to $%s; its -h lists %v", w.name, b.name, e.Name, slices.Sorted(mapValues(b.flagEnv)))
+				})
+			}
+		}
+	}
+}
+
+func mapValues(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for _, v := range m {
+			if !yield(v) {
+				return
+			}
+		}
+	}
+}
+
+// env is a container's value for a flag: its environment variable's value
+// in the manifest, or the binary's default. The variable's name follows
+// the binaries' rule: prefix + flag name upper-cased, "-" as "_".
+func env(t *testing.T, c *corev1.Container, prefix, flag string, b *binary) string {
+	t.Helper()
+	name := prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	for _, e := range c.Env {
+		if e.Name == name {
+			require.Nil(t, e.ValueFrom, "%s is read from the manifest's value", name)
+			return e.Value
+		}
+	}
+	_, ok := b.flagEnv[flag]
+	require.True(t, ok, "container %s sets no $%s and %s has no flag -%s", c.Name, name, b.name, flag)
+	return b.defaults[flag] // no default printed: the zero value
+}
+
+func port(t *testing.T, addr string) int32 {
+	t.Helper()
+	host, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err, "address %q", addr)
+	// In a pod, a loopback address would be unreachable from the Service
+	// and the kubelet's probes.
+	assert.Contains(t, []string{"", "0.0.0.0", "::"}, host, "address %q must listen on every interface in a pod", addr)
+	n, err := strconv.ParseInt(p, 10, 32)
+	require.NoError(t, err)
+	return int32(n)
+}
+
+func seconds(t *testing.T, s string) time.Duration {
+	t.Helper()
+	if s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	require.NoError(t, err)
+	return d
+}
+
+func containerPort(c *corev1.Container, p intstr.IntOrString) (int32, bool) {
+	for _, cp := range c.Ports {
+		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+			return cp.ContainerPort, true
+		}
+	}
+	return 0, false
+}
+
+func selects(sel map[string]string, tmpl *corev1.PodTemplateSpec) bool {
+	return len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(tmpl.Labels))
+}
+
+// servers are the two binaries' roles: which workload runs which, and the
+// prefix of their environment variables.
+var servers = []struct {
+	binary, prefix, service, healthService string
+}{
+	{"cache-server", "CACHE_", "cache", "rpc.Cache"},
+	{"accounts-server", "ACCOUNTS_", "accounts", "rpc.Accounts"},
+}
+
+func TestPortsProbesAndServicesAgree(t *testing.T) {
+	m := load(t)
+	for _, srv := range servers {
+		t.Run(srv.binary, func(t *testing.T) {
+			var w *workload
+			var c *corev1.Container
+			for _, wl := range m.workloads() {
+				for i := range wl.template.Spec.Containers {
+					if binaryOf(t, &wl.template.Spec.Containers[i]) == srv.binary {
+						w, c = &wl, &wl.template.Spec.Containers[i]
+					}
+				}
+			}
+			require.NotNil(t, c, "no workload runs %s", srv.binary)
+			b := describe(t, srv.binary)
+
+			public := port(t, env(t, c, srv.prefix, "addr", b))
+			admin := port(t, env(t, c, srv.prefix, "admin-addr", b))
+			require.NotEqual(t, public, admin)
+			cp, ok := containerPort(c, intstr.FromString("grpc"))
+			require.True(t, ok, "%s: container port named grpc", w.name)
+			assert.Equal(t, public, cp, "%s: containerPort grpc is the -addr port", w.name)
+			cp, ok = containerPort(c, intstr.FromString("admin"))
+			require.True(t, ok, "%s: container port named admin", w.name)
+			assert.Equal(t, admin, cp, "%s: containerPort admin is the -admin-addr port", w.name)
+
+			// Native gRPC probes, on the plaintext admin port (they cannot do TLS).
+			for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+				require.NotNil(t, p, "%s: %s probe", w.name, what)
+				require.NotNil(t, p.GRPC, "%s: %s probe is a gRPC health check", w.name, what)
+				assert.Equal(t, admin, p.GRPC.Port, "%s: %s probe on the admin port", w.name, what)
+			}
+			require.NotNil(t, c.ReadinessProbe.GRPC.Service)
+			assert.Equal(t, srv.healthService, *c.ReadinessProbe.GRPC.Service, "%s: readiness asks for the service the pod serves", w.name)
+
+			// The Service of this workload exposes the public port, never the admin port.
+			var svc *corev1.Service
+			for _, s := range m.services {
+				if s.Name == srv.service {
+					svc = s
+				}
+			}
+			require.NotNil(t, svc, "Service %s", srv.service)
+			require.True(t, selects(svc.Spec.Selector, w.template), "Service %s selects %s's pods", svc.Name, w.name)
+			require.Len(t, svc.Spec.Ports, 1, "Service %s: only the public port", svc.Name)
+			sp := svc.Spec.Ports[0]
+			target, ok := containerPort(c, sp.TargetPort)
+			require.True(t, ok, "Service %s: targetPort %s is a container port", svc.Name, sp.TargetPort.String())
+			assert.Equal(t, public, target, "Service %s targets the public port", svc.Name)
+			assert.NotEqual(t, admin, sp.Port, "Service %s must not expose the admin port", svc.Name)
+
+			// Resources: requests and limits for CPU and memory.
+			for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				req, lim := c.Resources.Requests[r], c.Resources.Limits[r]
+				assert.False(t, req.IsZero(), "%s: %s request", w.name, r)
+				assert.False(t, lim.IsZero(), "%s: %s limit", w.name, r)
+				assert.LessOrEqual(t, req.Cmp(lim), 0, "%s: %s request within the limit", w.name, r)
+			}
+			sc := w.template.Spec.SecurityContext
+			require.NotNil(t, sc)
+			assert.True(t, sc.RunAsNonRoot != nil && *sc.RunAsNonRoot, "%s: runAsNonRoot", w.name)
+		})
+	}
+}
+
+func TestCacheReplicasAreFoundThroughAHeadlessService(t *testing.T) {
+	m := load(t)
+	require.Len(t, m.statefulSets, 1)
+	sts := m.statefulSets[0]
+	var headless *corev1.Service
+	for _, s := range m.services {
+		if s.Name == sts.Spec.ServiceName {
+			headless = s
+		}
+	}
+	require.NotNil(t, headless, "the StatefulSet's serviceName %q is a Service here", sts.Spec.ServiceName)
+	assert.Equal(t, corev1.ClusterIPNone, headless.Spec.ClusterIP, "headless: DNS returns every pod, so ring hash sees every replica")
+	assert.True(t, selects(headless.Spec.Selector, &sts.Spec.Template), "the headless Service selects the replica pods")
+	assert.True(t, selects(sts.Spec.Selector.MatchLabels, &sts.Spec.Template))
+	assert.False(t, headless.Spec.PublishNotReadyAddresses, "draining replicas leave DNS")
+	// Clients dial the pods directly: the Service port must be the pod's port.
+	c := &sts.Spec.Template.Spec.Containers[0]
+	target, ok := containerPort(c, headless.Spec.Ports[0].TargetPort)
+	require.True(t, ok)
+	assert.Equal(t, target, headless.Spec.Ports[0].Port, "with a headless Service clients reach the container port itself")
+
+	// A replica's id is its stable pod name.
+	var id *corev1.EnvVar
+	for i := range c.Env {
+		if c.Env[i].Name == "CACHE_ID" {
+			id = &c.Env[i]
+		}
+	}
+	require.NotNil(t, id, "CACHE_ID")
+	require.NotNil(t, id.ValueFrom)
+	require.NotNil(t, id.ValueFrom.FieldRef)
+	assert.Equal(t, "metadata.name", id.ValueFrom.FieldRef.FieldPath)
+
+	require.Len(t, m.pdbs, 1)
+	pdb := m.pdbs[0]
+	assert.True(t, selects(pdb.Spec.Selector.MatchLabels, &sts.Spec.Template), "the PodDisruptionBudget covers the replicas")
+	require.NotNil(t, pdb.Spec.MaxUnavailable)
+	assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
+}
+
+// TestShutdownFitsInTheGracePeriod: the kubelet kills a pod
+// terminationGracePeriodSeconds after it starts stopping it, preStop
+// included; a drain cut short drops calls in flight.
+func TestShutdownFitsInTheGracePeriod(t *testing.T) {
+	m := load(t)
+	for _, srv := range servers {
+		for _, w := range m.workloads() {
+			for i := range w.template.Spec.Containers {
+				c := &w.template.Spec.Containers[i]
+				if binaryOf(t, c) != srv.binary {
+					continue
+				}
+				b := describe(t, srv.binary)
+				var drain time.Duration
+				if _, ok := b.flagEnv["drain-delay"]; ok {
+					drain = seconds(t, env(t, c, srv.prefix, "drain-delay", b))
+				}
+				grace := seconds(t, env(t, c, srv.prefix, "grace", b))
+				require.Positive(t, grace, "%s: -grace", w.name)
+				var preStop time.Duration
+				if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
+					require.NotNil(t, c.Lifecycle.PreStop.Sleep, "%s: preStop is a sleep (the image has no shell)", w.name)
+					preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+				}
+				tgp := w.template.Spec.TerminationGracePeriodSeconds
+				require.NotNil(t, tgp, "%s: terminationGracePeriodSeconds", w.name)
+				total := time.Duration(*tgp) * time.Second
+				assert.Greater(t, total, preStop+drain+grace,
+					"%s: terminationGracePeriodSeconds %s must exceed preStop %s + drain %s + grace %s", w.name, total, preStop, drain, grace)
+
+				r, l := c.ReadinessProbe, c.LivenessProbe
+				if drain > 0 {
+					// The preStop sleep covers the time endpoints and DNS
+					// take to drop the pod; the drain, the time the
+					// readiness probe takes to see NOT_SERVING. One number.
+					assert.Equal(t, drain, preStop, "%s: the preStop sleep matches -drain-delay", w.name)
+					notice := time.Duration(r.PeriodSeconds*r.FailureThreshold+r.TimeoutSeconds) * time.Second
+					assert.LessOrEqual(t, notice, drain, "%s: the readiness probe notices NOT_SERVING within the drain", w.name)
+				}
+				// Health is NOT_SERVING during the drain: liveness must not
+				// restart a replica that is stopping on purpose.
+				assert.Greater(t, time.Duration(l.PeriodSeconds*l.FailureThreshold)*time.Second, drain+grace,
+					"%s: liveness tolerates a whole drain", w.name)
+			}
+		}
+	}
+}
+
+func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
+	m := load(t)
+	require.Len(t, m.deployments, 1)
+	d := m.deployments[0]
+	require.NotNil(t, d.Spec.Replicas)
+	assert.EqualValues(t, 1, *d.Spec.Replicas, "the ledger is in memory: one Accounts")
+	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type, "never two ledgers at once, not even during a rollout")
+
+	require.Len(t, m.netpols, 1)
+	np := m.netpols[0]
+	assert.True(t, selects(np.Spec.PodSelector.MatchLabels, &d.Spec.Template), "the NetworkPolicy guards the Accounts pods")
+	assert.Contains(t, np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+	sts := m.statefulSets[0]
+	c := &d.Spec.Template.Spec.Containers[0]
+	b := describe(t, "accounts-server")
+	public := port(t, env(t, c, "ACCOUNTS_", "addr", b))
+	var publicRules int
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			require.NotNil(t, p.Port, "a rule without a port opens every port")
+			if p.Port.IntValue() != int(public) {
+				continue
+			}
+			publicRules++
+			require.Len(t, rule.From, 1)
+			require.NotNil(t, rule.From[0].PodSelector)
+			assert.Nil(t, rule.From[0].NamespaceSelector)
+			assert.True(t, selects(rule.From[0].PodSelector.MatchLabels, &sts.Spec.Template), "the public port admits the replicas")
+			assert.Equal(t, sts.Spec.Selector.MatchLabels, rule.From[0].PodSelector.MatchLabels, "and only the replicas")
+		}
+	}
+	assert.Equal(t, 1, publicRules)
+
+	// Replicas reach Accounts through its Service, by a name its
+	// certificate carries.
+	cc := &sts.Spec.Template.Spec.Containers[0]
+	target := env(t, cc, "CACHE_", "accounts", describe(t, "cache-server"))
+	hostPort := strings.TrimPrefix(target, "dns:///")
+	host, p, err := net.SplitHostPort(hostPort)
+	require.NoError(t, err)
+	var svc *corev1.Service
+	for _, s := range m.services {
+		if s.Name == host {
+			svc = s
+		}
+	}
+	require.NotNil(t, svc, "the replicas dial %q: a Service here", host)
+	assert.Equal(t, p, strconv.Itoa(int(svc.Spec.Ports[0].Port)))
+}
+
+// TestSecretsHoldTheFilesTheServersRead: every certificate path in the
+// environment is a key of the Secret mounted there, and the development
+// certificates gensecrets writes name the Services clients dial.
+func TestSecretsHoldTheFilesTheServersRead(t *testing.T) {
+	m := load(t)
+	keys := m.secretKeys()
+	for _, w := range m.workloads() {
+		mounts := map[string]string{} // volume name -> secret
+		for _, v := range w.template.Spec.Volumes {
+			require.NotNil(t, v.Secret, "%s: volume %s is a Secret", w.name, v.Name)
+			_, ok := keys[v.Secret.SecretName]
+			require.True(t, ok, "%s: Secret %s is generated by kustomization.yaml", w.name, v.Secret.SecretName)
+			mounts[v.Name] = v.Secret.SecretName
+		}
+		for _, c := range w.template.Spec.Containers {
+			used := 0
+			for _, e := range c.Env {
+				if !strings.HasPrefix(e.Value, "/etc/") {
+					continue
+				}
+				dir, file := filepath.Split(e.Value)
+				var secret string
+				for _, vm := range c.VolumeMounts {
+					if filepath.Clean(dir) == filepath.Clean(vm.MountPath) {
+						secret = mounts[vm.Name]
+						assert.True(t, vm.ReadOnly, "%s: %s is mounted read-only", w.name, vm.MountPath)
+					}
+				}
+				require.NotEmpty(t, secret, "%s: $%s=%s is in no mounted Secret", w.name, e.Name, e.Value)
+				assert.Contains(t, keys[secret], file, "%s: $%s: Secret %s has no key %s", w.name, e.Name, secret, file)
+				used++
+			}
+			assert.Positive(t, used)
+		}
+	}
+
+	// The files the generators read are the ones gensecrets writes.
+	dir := filepath.Join(t.TempDir(), "secrets")
+	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-namespace", "shop", "-dir", dir).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, g := range m.kust.SecretGenerator {
+		for _, f := range g.Files {
+			_, src, _ := strings.Cut(f, "=")
+			require.True(t, strings.HasPrefix(src, "secrets/"), "%s reads %s", g.Name, src)
+			_, err := os.Stat(filepath.Join(dir, strings.TrimPrefix(src, "secrets/")))
+			assert.NoError(t, err, "gensecrets writes %s", src)
+		}
+	}
+	pemData, err := os.ReadFile(filepath.Join(dir, "server.crt"))
+	require.NoError(t, err)
+	blk, _ := pem.Decode(pemData)
+	require.NotNil(t, blk)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	for _, s := range m.services {
+		assert.Contains(t, cert.DNSNames, s.Name, "short name, as dialled from the namespace")
+		assert.Contains(t, cert.DNSNames, s.Name+".shop.svc.cluster.local")
+	}
+}
+
+func TestImagesAreSetInOnePlace(t *testing.T) {
+	m := load(t)
+	var names []string
+	for _, img := range m.kust.Images {
+		names = append(names, img.Name)
+	}
+	for _, w := range m.workloads() {
+		for _, c := range w.template.Spec.Containers {
+			name, _, _ := strings.Cut(c.Image, ":")
+			assert.Contains(t, names, name, "%s: kustomization.yaml's images sets %s", w.name, c.Image)
+			require.NotNil(t, c.SecurityContext)
+			assert.True(t, c.SecurityContext.ReadOnlyRootFilesystem != nil && *c.SecurityContext.ReadOnlyRootFilesystem)
+			assert.True(t, c.SecurityContext.AllowPrivilegeEscalation != nil && !*c.SecurityContext.AllowPrivilegeEscalation)
+		}
+	}
+}
+
+// The decoding above is only worth something if a typo fails it.
+func TestStrictDecodingRejectsAMisspeltField(t *testing.T) {
+	doc := []byte("apiVersion: v1\nkind: Service\nmetadata: {name: cache}\nspec:\n  clusterIP: None\n  slector: {app: cache}\n")
+	var svc corev1.Service
+	require.NoError(t, yaml.Unmarshal(doc, &svc), "lenient decoding drops the field")
+	assert.Empty(t, svc.Spec.Selector, "and the Service would select nothing")
+	err := yaml.UnmarshalStrict(doc, &corev1.Service{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown field "slector"`)
+}
