@@ -3,6 +3,7 @@ module grpcworkshop
 go 1.26.7
 
 require (
+	github.com/miekg/dns v1.1.73
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/stretchr/testify v1.12.1

@@ -1,0 +1,241 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	grpcdns "google.golang.org/grpc/resolver/dns"
+
+	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/client"
+	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/server"
+	"grpcworkshop/final/tlsutil"
+)
+
+// resolutionInterval replaces grpc-go's 30s minimum between two DNS
+// resolutions of one channel. It is process-wide and must be set before
+// any channel exists, hence TestMain.
+const resolutionInterval = 100 * time.Millisecond
+
+func TestMain(m *testing.M) {
+	grpcdns.SetMinResolutionInterval(resolutionInterval)
+	os.Exit(m.Run())
+}
+
+// nameServer answers A queries from a table that the test changes, as a
+// cluster's DNS does for a headless Service while pods come and go.
+type nameServer struct {
+	addr string
+	mu   sync.Mutex
+	a    map[string][]string // fully qualified name -> IPv4 addresses
+}
+
+func startNameServer(t *testing.T) *nameServer {
+	t.Helper()
+	ns := &nameServer{a: map[string][]string{}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ns.addr = pc.LocalAddr().String()
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: ns, NotifyStartedFunc: func() { close(started) }}
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return ns
+}
+
+func (ns *nameServer) set(name string, ips ...string) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	ns.a[dns.Fqdn(name)] = ips
+}
+
+func (ns *nameServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Authoritative = true
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, q := range req.Question {
+		ips, ok := ns.a[q.Name]
+		if !ok {
+			resp.Rcode = dns.RcodeNameError
+			continue
+		}
+		if q.Qtype != dns.TypeA {
+			continue // no AAAA, no TXT service config: an empty answer
+		}
+		for _, ip := range ips {
+			resp.Answer = append(resp.Answer, &dns.A{
+				// TTL 0: nothing may cache the answer the test is about to change.
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+				A:   net.ParseIP(ip),
+			})
+		}
+	}
+	_ = w.WriteMsg(resp)
+}
+
+// freePortOn finds a port that is free on every one of ips: replicas
+// behind one DNS name share a port, as pods behind a headless Service do.
+func freePortOn(t *testing.T, ips ...string) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", ips[0]+":0")
+		require.NoError(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		free := true
+		var ls []net.Listener
+		for _, ip := range ips[1:] {
+			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				free = false
+				break
+			}
+			ls = append(ls, l2)
+		}
+		for _, l2 := range append(ls, l) {
+			l2.Close()
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return 0
+}
+
+// storeAll stores every key and reports which replica took each.
+func storeAll(ctx context.Context, c rpc.CacheClient, keys []string, val string) (map[string]string, error) {
+	owner := map[string]string{}
+	for _, k := range keys {
+		var hdr metadata.MD
+		if _, err := c.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte(val)}, grpc.Header(&hdr)); err != nil {
+			return nil, fmt.Errorf("store %s: %w", k, err)
+		}
+		owner[k] = hdr.Get(interceptor.ReplicaHeader)[0]
+	}
+	return owner, nil
+}
+
+func replicasOf(owner map[string]string) []string {
+	var rs []string
+	for _, r := range owner {
+		if !slices.Contains(rs, r) {
+			rs = append(rs, r)
+		}
+	}
+	slices.Sort(rs)
+	return rs
+}
+
+// TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer: a client given
+// dns://SERVER/cache.test:PORT finds every replica the name resolves to,
+// ring hash spreads keys over them and finds each again; when the answer
+// changes (a replica removed, one added), the client follows once its
+// connections reach their maximum age. The replicas reach Accounts
+// through DNS too, and every name is checked against the certificates.
+func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
+	ns := startNameServer(t)
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
+	port := freePortOn(t, ips...)
+	var addrs []string
+	for _, ip := range ips {
+		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+
+	// Certificates for the names, not the addresses: what a client checks.
+	certs := t.TempDir()
+	require.NoError(t, tlsutil.WriteDevCerts(certs, []string{"cache.test", "accounts.test"}))
+	const maxAge = 500 * time.Millisecond
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      certs,
+		AccountsAddr: "127.0.0.6:0",
+		CacheAddrs:   addrs,
+		Logger:       log,
+		Directory:    accounts.Accounts(map[string]*rpc.Account{"tok": {Tenant: "t", MaxCacheKeys: 10_000}}),
+		TuneCache: func(_ int, c *server.CacheConfig) {
+			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
+			if err == nil {
+				c.AccountsAddr = "dns://" + ns.addr + "/accounts.test:" + accPort
+			}
+			c.MaxConnectionAge = maxAge
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	ns.set("accounts.test", "127.0.0.6")
+	ns.set("cache.test", ips[:3]...) // cache-4 runs, but DNS does not name it yet
+
+	tlsCfg, err := tlsutil.ClientConfig(filepath.Join(certs, tlsutil.CAFile), "", "")
+	require.NoError(t, err)
+	target := "dns://" + ns.addr + "/cache.test:" + strconv.Itoa(port)
+	conn, err := client.Dial(target, client.Options{TLS: tlsCfg, Token: "tok"})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := rpc.NewCacheClient(conn)
+
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%02d", i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner, err := storeAll(ctx, c, keys, "v1")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"cache-1", "cache-2", "cache-3"}, replicasOf(owner), "keys spread over every replica DNS names")
+	for _, k := range keys {
+		var hdr metadata.MD
+		resp, err := c.Get(interceptor.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
+		require.NoError(t, err, "get %s", k)
+		assert.Equal(t, "v1", string(resp.Val))
+		assert.Equal(t, owner[k], hdr.Get(interceptor.ReplicaHeader)[0], "get %s reaches the replica that stored it", k)
+	}
+
+	// Scale: cache-1 leaves DNS (it keeps running, as a pod does while it
+	// drains), cache-4 joins. Nothing tells the client but its connections
+	// ending at their maximum age, after which it resolves again.
+	ns.set("cache.test", ips[1:]...)
+	changed := time.Now()
+	var after map[string]string
+	require.Eventually(t, func() bool {
+		after, err = storeAll(ctx, c, keys, "v2")
+		return err == nil && slices.Equal(replicasOf(after), []string{"cache-2", "cache-3", "cache-4"})
+	}, 20*time.Second, 50*time.Millisecond, "the client moves to the new DNS answer (last: %v, %v)", replicasOf(after), err)
+	t.Logf("followed the DNS change in %s (max connection age %s, resolution interval %s)",
+		time.Since(changed).Round(10*time.Millisecond), maxAge, resolutionInterval)
+	moved := 0
+	for _, k := range keys {
+		var hdr metadata.MD
+		resp, err := c.Get(interceptor.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
+		require.NoError(t, err, "get %s", k)
+		assert.Equal(t, "v2", string(resp.Val))
+		assert.Equal(t, after[k], hdr.Get(interceptor.ReplicaHeader)[0])
+		if owner[k] != after[k] {
+			moved++
+			// Consistent hashing: a key moves only off the replica that left
+			// or onto the one that came; the rest stay (and keep hitting).
+			assert.True(t, owner[k] == "cache-1" || after[k] == "cache-4", "%s moved from %s to %s", k, owner[k], after[k])
+		}
+	}
+	t.Logf("%d of %d keys changed replica", moved, len(keys))
+}
