@@ -172,7 +172,7 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		AccountsAddr: "127.0.0.6:0",
 		CacheAddrs:   addrs,
 		Logger:       log,
-		Directory:    accounts.Accounts(map[string]*rpc.Account{"tok": {Tenant: "t", MaxCacheKeys: 10_000}}),
+		Directory:    accounts.Accounts(map[string]accounts.Account{"tok": {Tenant: "t", MaxCacheKeys: 10_000}}),
 		TuneCache: func(_ int, c *server.CacheConfig) {
 			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
 			if err == nil {
