@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	_ "google.golang.org/grpc/balancer/ringhash" // registers ring_hash_experimental
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -122,6 +123,12 @@ type Options struct {
 	// Logger logs every call attempt; nil means no logging.
 	Logger *slog.Logger
 	Retry  RetryPolicy
+	// ConnectTimeout bounds one attempt to connect to a replica (TCP and
+	// TLS). A replica that cannot be reached (a network cut drops packets,
+	// nothing refuses them) counts as down after this long, and ring hash
+	// sends its keys to the next replica instead of holding calls until
+	// their deadline. Default 2s.
+	ConnectTimeout time.Duration
 	// Extra are appended to the dial options.
 	Extra []grpc.DialOption
 }
@@ -138,9 +145,17 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	connectTimeout := o.ConnectTimeout
+	if connectTimeout <= 0 {
+		connectTimeout = 2 * time.Second
+	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(ServiceConfig(o.Retry)),
+		// Only ours: a TXT record in DNS must not change the balancer (and
+		// the resolver skips that lookup).
+		grpc.WithDisableServiceConfig(),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithChainUnaryInterceptor(
 			interceptor.KeyAffinityUnary(),
@@ -177,10 +192,11 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 
 // Replicas lists the addresses behind target, one per replica, for calls
 // that must reach every replica (Dump: each replica holds only the keys
-// the ring sends it). With dns:///name:port the name is resolved now, and
-// serverName is the name the replicas' certificates must carry.
+// the ring sends it). With dns:///name:port (or dns://server/name:port,
+// asking that DNS server) the name is resolved now, and serverName is the
+// name the replicas' certificates must carry.
 func Replicas(ctx context.Context, target string) (addrs []string, serverName string, err error) {
-	rest, ok := strings.CutPrefix(target, "dns:///")
+	rest, ok := strings.CutPrefix(target, "dns://")
 	if !ok {
 		if strings.Contains(target, "://") {
 			return nil, "", fmt.Errorf("replicas: unsupported target %q", target)
@@ -192,11 +208,23 @@ func Replicas(ctx context.Context, target string) (addrs []string, serverName st
 		}
 		return addrs, "", nil
 	}
+	server, rest, _ := strings.Cut(rest, "/")
 	host, port, err := net.SplitHostPort(rest)
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
 	}
-	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	r := net.DefaultResolver
+	if server != "" {
+		if _, _, err := net.SplitHostPort(server); err != nil {
+			server = net.JoinHostPort(strings.Trim(server, "[]"), "53")
+		}
+		// As grpc-go's dns resolver does for a target with an authority.
+		r = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	ips, err := r.LookupHost(ctx, host)
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
 	}

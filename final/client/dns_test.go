@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	grpcdns "google.golang.org/grpc/resolver/dns"
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/client"
@@ -29,16 +27,6 @@ import (
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
 )
-
-// resolutionInterval replaces grpc-go's 30s minimum between two DNS
-// resolutions of one channel. It is process-wide and must be set before
-// any channel exists, hence TestMain.
-const resolutionInterval = 100 * time.Millisecond
-
-func TestMain(m *testing.M) {
-	grpcdns.SetMinResolutionInterval(resolutionInterval)
-	os.Exit(m.Run())
-}
 
 // nameServer answers A queries from a table that the test changes, as a
 // cluster's DNS does for a headless Service while pods come and go.
@@ -211,6 +199,12 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		assert.Equal(t, owner[k], hdr.Get(interceptor.ReplicaHeader)[0], "get %s reaches the replica that stored it", k)
 	}
 
+	// Dump must reach every replica: Replicas asks the same DNS server.
+	replicas, serverName, err := client.Replicas(ctx, target)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, addrs[:3], replicas)
+	assert.Equal(t, "cache.test", serverName, "the name the certificates are checked against")
+
 	// Scale: cache-1 leaves DNS (it keeps running, as a pod does while it
 	// drains), cache-4 joins. Nothing tells the client but its connections
 	// ending at their maximum age, after which it resolves again.
@@ -221,8 +215,8 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		after, err = storeAll(ctx, c, keys, "v2")
 		return err == nil && slices.Equal(replicasOf(after), []string{"cache-2", "cache-3", "cache-4"})
 	}, 20*time.Second, 50*time.Millisecond, "the client moves to the new DNS answer (last: %v, %v)", replicasOf(after), err)
-	t.Logf("followed the DNS change in %s (max connection age %s, resolution interval %s)",
-		time.Since(changed).Round(10*time.Millisecond), maxAge, resolutionInterval)
+	t.Logf("followed the DNS change in %s (max connection age %s, minimum resolution interval 100ms: TestMain)",
+		time.Since(changed).Round(10*time.Millisecond), maxAge)
 	moved := 0
 	for _, k := range keys {
 		var hdr metadata.MD
@@ -238,4 +232,7 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d keys changed replica", moved, len(keys))
+	replicas, _, err = client.Replicas(ctx, target)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, addrs[1:], replicas)
 }
