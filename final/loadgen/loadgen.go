@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,8 +30,9 @@ import (
 
 // Config says what to send, where, and for how long.
 type Config struct {
-	// Addrs are the servers; with more than one, calls spread over all of
-	// them by the ServiceConfig's policy (round_robin when it is empty).
+	// Addrs are the servers, or one target such as dns:///name:port; with
+	// more than one server, or a target, calls spread over all of them by
+	// the ServiceConfig's policy (round_robin when it is empty).
 	Addrs         []string
 	ServiceConfig string
 	// HashHeader, when set, carries each call's key hashed by keyaffinity.Value,
@@ -305,9 +307,10 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		// The first address is the target's authority, so TLS checks the
 		// servers' certificates against a name they carry (as for one address).
 		target = r.Scheme() + ":///" + cfg.Addrs[0]
-		if cfg.ServiceConfig == "" {
-			cfg.ServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
-		}
+	}
+	// A target with a scheme (dns:///name:port) may name several replicas too.
+	if (len(cfg.Addrs) > 1 || strings.Contains(target, "://")) && cfg.ServiceConfig == "" {
+		cfg.ServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 	}
 	if cfg.ServiceConfig != "" {
 		opts = append(opts, grpc.WithDefaultServiceConfig(cfg.ServiceConfig))

@@ -58,10 +58,10 @@ func defaultConfig() config {
 // bind is the one place flags and $CACHELOAD_… variables meet the config.
 func (c *config) bind(fs *flag.FlagSet) {
 	f := cli.New(fs, "CACHELOAD_")
-	f.String(&c.Addr, "addr", "server address, or a comma-separated list of replicas")
+	f.String(&c.Addr, "addr", "server address, a comma-separated list of replicas, or dns:///name:port")
 	f.String(&c.CA, "ca", "CA certificate to verify the servers with; empty means plaintext")
 	f.String(&c.Token, "token", "account token")
-	f.String(&c.LB, "lb", "with several replicas: round_robin or ring_hash")
+	f.String(&c.LB, "lb", "with several replicas (or a dns:/// name): round_robin or ring_hash")
 	f.String(&c.HashHeader, "hash-header", "metadata header carrying the key, for ring_hash affinity")
 	f.String(&c.Op, "op", "store, get, mix or dump")
 	f.Float(&c.GetRatio, "get-ratio", "for -op mix: the fraction of calls that are Gets")
