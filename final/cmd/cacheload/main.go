@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver/dns"
 
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/loadgen"
@@ -40,7 +41,7 @@ type config struct {
 	Redis                               string
 	GetRatio, Rate                      float64
 	Conns, Concurrency, Keys, ValueSize int
-	Duration, Timeout                   time.Duration
+	Duration, Timeout, ResolveInterval  time.Duration
 	Count                               int64
 	Prefill, JSON, Quiet                bool
 }
@@ -52,6 +53,7 @@ func defaultConfig() config {
 		LB: "round_robin", HashHeader: "x-cache-key", Op: "get", GetRatio: 0.9,
 		Conns: 1, Concurrency: 32, Duration: 10 * time.Second,
 		Keys: 50, ValueSize: 64, Prefill: true, Timeout: 5 * time.Second,
+		ResolveInterval: 30 * time.Second, // grpc-go's own
 	}
 }
 
@@ -75,6 +77,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Float(&c.Rate, "rate", "open loop: offer this many calls/s whatever the server does, latency counted from each call's scheduled start; 0: closed loop (each of -c sends its next call when the last returns)")
 	f.String(&c.Redis, "redis", "drive the Redis server at this address (SET/GET) in the same loop instead of the cache, over TLS when -ca is set; the pool has one connection per call in flight")
 	f.Duration(&c.Timeout, "timeout", "deadline of each call")
+	f.Duration(&c.ResolveInterval, "resolve-interval", "with dns:///: least time between two DNS resolutions of a connection; 0: none")
 	f.Bool(&c.JSON, "json", "print the result as JSON")
 	f.Bool(&c.Quiet, "q", "no progress line")
 }
@@ -91,6 +94,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 
+	if c.ResolveInterval != defaultConfig().ResolveInterval {
+		// Process-wide in grpc-go, and only safe before any channel exists.
+		dns.SetMinResolutionInterval(c.ResolveInterval)
+	}
 	cfg := loadgen.Config{
 		Addrs: strings.Split(c.Addr, ","), Token: c.Token,
 		Op: c.Op, GetRatio: c.GetRatio, Conns: c.Conns, Concurrency: c.Concurrency,
