@@ -32,7 +32,7 @@ trap cleanup EXIT
 ip netns add "$P-sw" 2>/dev/null || skip "cannot create a network namespace (ip netns add failed)"
 
 echo "== build (static, so names resolve with Go's resolver from /etc/hosts)"
-CGO_ENABLED=0 go build -o "$TMP/" ./final/cmd/cache-server ./final/cmd/accounts-server ./final/cmd/cachectl ./final/deploy/gensecrets
+CGO_ENABLED=0 go build -o "$TMP/" ./final/cmd/cache-server ./final/cmd/accounts-server ./final/cmd/cachectl ./final/cmd/cacheload ./final/deploy/gensecrets
 "$TMP/gensecrets" -dir "$TMP/secrets" -tenant gw -max-keys 1000 >"$TMP/gensecrets.out"
 TOKEN=$(sed -n 's/^token for tenant gw: //p' "$TMP/gensecrets.out")
 S="$TMP/secrets"
@@ -84,7 +84,7 @@ ctl() { on cli "$TMP/cachectl" -addr dns:///cache:5051 -ca "$S/ca.crt" -token "$
 
 echo "== smoke from the client's namespace: dns:///cache:5051, ring hash, TLS for the name"
 declare -A OWNER
-for k in $(seq -f 'key-%02g' 1 24); do
+for k in $(seq -f 'smoke-%02g' 1 24); do
   out=$(ctl store "$k" "v-$k")
   [[ $out =~ ^Stored\ $k\ \(replica\ (cache-[123])\)$ ]] || { echo "FAIL: store $k: $out"; exit 1; }
   OWNER[$k]=${BASH_REMATCH[1]}
@@ -100,6 +100,11 @@ done
 echo "ok: every key read back across the network"
 [ "$(ctl dump | wc -l)" -eq 24 ] || { echo "FAIL: dump"; ctl dump; exit 1; }
 echo "ok: dump asked every replica DNS names and got all 24 keys"
+out=$(on cli "$TMP/cacheload" -addr dns:///cache:5051 -lb ring_hash -ca "$S/ca.crt" -token "$TOKEN" -op mix -n 150 -c 4 -json -q)
+if ! tr -d ' \n' <<<"$out" | grep -q '"total":{"calls":150,"calls_per_second":[0-9.e+]*,"errors_by_code":{}'; then
+  echo "FAIL: cacheload over dns:///cache:5051:"; echo "$out"; exit 1
+fi
+echo "ok: cacheload drove 150 calls over dns:///cache:5051 with ring hash, no errors"
 
 echo "== pull cache-2's cable (its switch port down): packets to it vanish, nothing is refused"
 ip -n "$P-sw" link set p-c2 down
