@@ -6,7 +6,7 @@
 # as in Kubernetes: "accounts" and "cache" (one address per replica), from
 # per-namespace /etc/hosts files that `ip netns exec` mounts. Then one
 # replica's cable is pulled (its switch port set down) and the client must
-# see what final/README.md's failure table promises.
+# see what final/README.md promises (Deploy, failure modes across hosts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,7 @@ cleanup() {
     ip netns del "$P-$n" 2>/dev/null || true
     rm -rf "/etc/netns/$P-$n"
   done
+  rmdir /etc/netns 2>/dev/null || true # only if no one else uses it
   rm -rf "$TMP"
 }
 trap cleanup EXIT
