@@ -86,6 +86,14 @@ func (ns *nameServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // behind one DNS name share a port, as pods behind a headless Service do.
 func freePortOn(t *testing.T, ips ...string) int {
 	t.Helper()
+	for _, ip := range ips {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			// Linux routes all of 127/8 to loopback; macOS only 127.0.0.1.
+			t.Skipf("needs loopback address %s (on macOS: sudo ifconfig lo0 alias %s): %v", ip, ip, err)
+		}
+		l.Close()
+	}
 	for range 20 {
 		l, err := net.Listen("tcp", ips[0]+":0")
 		require.NoError(t, err)
@@ -144,7 +152,7 @@ func replicasOf(owner map[string]string) []string {
 func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 	ns := startNameServer(t)
 	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
-	port := freePortOn(t, ips...)
+	port := freePortOn(t, append(ips, "127.0.0.6")...) // .6: Accounts
 	var addrs []string
 	for _, ip := range ips {
 		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(port)))
