@@ -40,6 +40,7 @@ import (
 type manifests struct {
 	kust         kustomization
 	services     []*corev1.Service
+	secrets      []*corev1.Secret // only in kustomize's output
 	statefulSets []*appsv1.StatefulSet
 	deployments  []*appsv1.Deployment
 	pdbs         []*policyv1.PodDisruptionBudget
@@ -107,30 +108,38 @@ func load(t *testing.T) *manifests {
 	for _, f := range m.kust.Resources {
 		data, err := os.ReadFile(f)
 		require.NoError(t, err)
-		for i, doc := range splitDocuments(data) {
-			var tm metav1.TypeMeta
-			require.NoError(t, yaml.Unmarshal(doc, &tm), "%s document %d", f, i+1)
-			var obj any
-			switch tm.APIVersion + " " + tm.Kind {
-			case "v1 Service":
-				obj = add(&m.services)
-			case "apps/v1 StatefulSet":
-				obj = add(&m.statefulSets)
-			case "apps/v1 Deployment":
-				obj = add(&m.deployments)
-			case "policy/v1 PodDisruptionBudget":
-				obj = add(&m.pdbs)
-			case "networking.k8s.io/v1 NetworkPolicy":
-				obj = add(&m.netpols)
-			default:
-				t.Fatalf("%s document %d: %s %s is not known to this test; add it", f, i+1, tm.APIVersion, tm.Kind)
-			}
-			// Strict: a misspelt or misplaced field is an error, where
-			// kubectl (without --validate) might drop it silently.
-			require.NoError(t, yaml.UnmarshalStrict(doc, obj), "%s document %d", f, i+1)
-		}
+		m.decode(t, f, data)
 	}
 	return &m
+}
+
+// decode adds every document of a YAML stream.
+func (m *manifests) decode(t *testing.T, file string, data []byte) {
+	t.Helper()
+	for i, doc := range splitDocuments(data) {
+		var tm metav1.TypeMeta
+		require.NoError(t, yaml.Unmarshal(doc, &tm), "%s document %d", file, i+1)
+		var obj any
+		switch tm.APIVersion + " " + tm.Kind {
+		case "v1 Service":
+			obj = add(&m.services)
+		case "v1 Secret":
+			obj = add(&m.secrets)
+		case "apps/v1 StatefulSet":
+			obj = add(&m.statefulSets)
+		case "apps/v1 Deployment":
+			obj = add(&m.deployments)
+		case "policy/v1 PodDisruptionBudget":
+			obj = add(&m.pdbs)
+		case "networking.k8s.io/v1 NetworkPolicy":
+			obj = add(&m.netpols)
+		default:
+			t.Fatalf("%s document %d: %s %s is not known to this test; add it", file, i+1, tm.APIVersion, tm.Kind)
+		}
+		// Strict: a misspelt or misplaced field is an error, where
+		// kubectl (without --validate) might drop it silently.
+		require.NoError(t, yaml.UnmarshalStrict(doc, obj), "%s document %d", file, i+1)
+	}
 }
 
 func add[T any](list *[]*T) *T {
@@ -671,4 +680,52 @@ func TestStrictDecodingRejectsAMisspeltField(t *testing.T) {
 	err := yaml.UnmarshalStrict(doc, &corev1.Service{})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown field "slector"`)
+}
+
+// TestRenderedManifests checks what `kustomize build` makes of the
+// directory (generated Secrets with hashed names, rewritten references):
+// .ci/kustomize.sh renders it and names the file in $DEPLOY_RENDERED.
+func TestRenderedManifests(t *testing.T) {
+	file := os.Getenv("DEPLOY_RENDERED")
+	if file == "" {
+		t.Skip("no kustomize output: .ci/kustomize.sh renders final/deploy and runs this test on it")
+	}
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var out manifests
+	out.decode(t, file, data)
+	src := load(t)
+	assert.Len(t, out.services, len(src.services))
+	assert.Len(t, out.statefulSets, len(src.statefulSets))
+	assert.Len(t, out.deployments, len(src.deployments))
+	assert.Len(t, out.secrets, len(src.kust.SecretGenerator))
+
+	secrets := map[string]*corev1.Secret{}
+	for _, s := range out.secrets {
+		secrets[s.Name] = s
+	}
+	for _, w := range out.workloads() {
+		mounts := map[string]*corev1.Secret{} // mount path -> secret
+		vols := map[string]*corev1.Secret{}
+		for _, v := range w.template.Spec.Volumes {
+			require.NotNil(t, v.Secret)
+			sec, ok := secrets[v.Secret.SecretName]
+			require.True(t, ok, "%s mounts Secret %s, which kustomize did not make", w.name, v.Secret.SecretName)
+			vols[v.Name] = sec
+		}
+		for _, c := range w.template.Spec.Containers {
+			for _, vm := range c.VolumeMounts {
+				mounts[filepath.Clean(vm.MountPath)] = vols[vm.Name]
+			}
+			for _, e := range c.Env {
+				if !strings.HasPrefix(e.Value, "/etc/") {
+					continue
+				}
+				dir, key := filepath.Split(e.Value)
+				sec := mounts[filepath.Clean(dir)]
+				require.NotNil(t, sec, "%s: $%s=%s is in no mounted Secret", w.name, e.Name, e.Value)
+				assert.NotEmpty(t, sec.Data[key], "%s: $%s: Secret %s has no data for %s", w.name, e.Name, sec.Name, key)
+			}
+		}
+	}
 }
