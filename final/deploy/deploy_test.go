@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -313,18 +314,8 @@ func TestEveryEnvVarIsAFlagOfItsBinary(t *testing.T) {
 			for _, e := range c.Env {
 				t.Run(w.name+"/"+e.Name, func(t *testing.T) {
 					_, ok := b.flagOf(e.Name)
-					assert.True(t, ok, "%s: %s has no flag bound to $%s; its -h lists %v", w.name, b.name, e.Name, slices.Sorted(mapValues(b.flagEnv)))
+					assert.True(t, ok, "%s: %s has no flag bound to $%s; its -h lists %v", w.name, b.name, e.Name, slices.Sorted(maps.Values(b.flagEnv)))
 				})
-			}
-		}
-	}
-}
-
-func mapValues(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for _, v := range m {
-			if !yield(v) {
-				return
 			}
 		}
 	}
