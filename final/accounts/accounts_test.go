@@ -41,48 +41,60 @@ func testLedger() (*Ledger, *clock) {
 	return l, c
 }
 
+func reserve(l *Ledger, id string, max int64, dry bool) error {
+	_, err := l.Reserve("", id, "t", max, 1, 0, dry)
+	return err
+}
+
+func svcReserve(s *Service, id, tenant string, dry bool) error {
+	_, err := s.Reserve("", id, tenant, 1, 0, dry)
+	return err
+}
+
 func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register("a", nil, limit)
-	l.Register("b", nil, limit)
-	require.NoError(t, l.Reserve("a", "t", 3, false))
-	require.NoError(t, l.Reserve("b", "t", 3, false))
-	require.NoError(t, l.Reserve("a", "t", 3, true), "a dry run takes nothing")
-	require.NoError(t, l.Reserve("b", "t", 3, false))
-	assert.ErrorIs(t, l.Reserve("a", "t", 3, false), fault.ErrQuotaExceeded)
+	l.Register("", "a", nil, nil, limit)
+	l.Register("", "b", nil, nil, limit)
+	require.NoError(t, reserve(l, "a", 3, false))
+	require.NoError(t, reserve(l, "b", 3, false))
+	require.NoError(t, reserve(l, "a", 3, true), "a dry run takes nothing")
+	require.NoError(t, reserve(l, "b", 3, false))
+	assert.ErrorIs(t, reserve(l, "a", 3, false), fault.ErrQuotaExceeded)
 	assert.EqualValues(t, 3, l.Held("t"))
-	assert.ErrorIs(t, l.Reserve("nobody", "t", 3, false), fault.ErrLeaseNotFound)
+	assert.ErrorIs(t, reserve(l, "nobody", 3, false), fault.ErrLeaseNotFound)
 }
 
 func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 	l, c := testLedger()
 	limit := func(string) int64 { return 2 }
-	l.Register("dies", nil, limit)
-	l.Register("lives", nil, limit)
-	require.NoError(t, l.Reserve("dies", "t", 2, false))
-	require.NoError(t, l.Reserve("dies", "t", 2, false))
-	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), fault.ErrQuotaExceeded)
+	l.Register("", "dies", nil, nil, limit)
+	l.Register("", "lives", nil, nil, limit)
+	require.NoError(t, reserve(l, "dies", 2, false))
+	require.NoError(t, reserve(l, "dies", 2, false))
+	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded)
 
 	c.t = c.t.Add(10 * time.Second)
-	l.Register("lives", map[string]int64{}, limit) // the living replica reports; the dead one does not
-	assert.ErrorIs(t, l.Reserve("lives", "t", 2, false), fault.ErrQuotaExceeded, "within the TTL the slots are still held")
+	l.Register("", "lives", map[string]int64{}, nil, limit) // the living replica reports; the dead one does not
+	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded, "within the TTL the slots are still held")
 
 	c.t = c.t.Add(6 * time.Second) // 16s after the dead replica's last report
-	require.NoError(t, l.Reserve("lives", "t", 2, false), "after the TTL they are free")
+	require.NoError(t, reserve(l, "lives", 2, false), "after the TTL they are free")
 	assert.EqualValues(t, 1, l.Held("t"))
 }
 
 func TestRegisterAdmitsOnlyWhatFits(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register("b", map[string]int64{"t": 2}, limit)
+	l.Register("", "b", map[string]int64{"t": 2}, nil, limit)
 	// "a" lost its lease while "b" took slots; it comes back holding 2.
-	admitted := l.Register("a", map[string]int64{"t": 2}, limit)
+	admitted, err := l.Register("", "a", map[string]int64{"t": 2}, nil, limit)
+	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 3, l.Held("t"))
 	// Re-registering replaces a lease's holdings rather than adding to them.
-	admitted = l.Register("b", map[string]int64{"t": 1}, limit)
+	admitted, err = l.Register("", "b", map[string]int64{"t": 1}, nil, limit)
+	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 2, l.Held("t"))
 }
@@ -97,28 +109,28 @@ func TestServiceAnswersWithDomainErrors(t *testing.T) {
 	_, err = s.Account("")
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
 
-	assert.ErrorIs(t, s.Reserve("r1", "tok", false), fault.ErrLeaseNotFound, "a replica registers before it reserves")
-	_, err = s.Lease("r1", nil)
+	assert.ErrorIs(t, svcReserve(s, "r1", "tok", false), fault.ErrLeaseNotFound, "a replica registers before it reserves")
+	_, err = s.Lease("", "r1", nil, nil)
 	require.NoError(t, err)
-	require.NoError(t, s.Reserve("r1", "tok", true), "a dry run takes nothing")
-	require.NoError(t, s.Reserve("r1", "tok", false))
-	err = s.Reserve("r1", "tok", false)
+	require.NoError(t, svcReserve(s, "r1", "tok", true), "a dry run takes nothing")
+	require.NoError(t, svcReserve(s, "r1", "tok", false))
+	err = svcReserve(s, "r1", "tok", false)
 	require.ErrorIs(t, err, fault.ErrQuotaExceeded)
 	var fe *fault.Error
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, "tenant:tok", fe.Subject)
 	assert.EqualValues(t, 1, fe.Limit)
-	assert.ErrorIs(t, s.Reserve("", "tok", false), fault.ErrInvalidArgument)
+	assert.ErrorIs(t, svcReserve(s, "", "tok", false), fault.ErrInvalidArgument)
 }
 
 func TestReleaseGivesSlotsBackAtOnce(t *testing.T) {
 	s := NewService(Accounts(map[string]Account{"tok": {MaxCacheKeys: 1}}), time.Hour)
-	_, err := s.Lease("r1", map[string]int64{"tok": 1})
+	_, err := s.Lease("", "r1", map[string]int64{"tok": 1}, nil)
 	require.NoError(t, err)
-	_, err = s.Lease("r2", nil)
+	_, err = s.Lease("", "r2", nil, nil)
 	require.NoError(t, err)
-	require.ErrorIs(t, s.Reserve("r2", "tok", false), fault.ErrQuotaExceeded)
-	require.NoError(t, s.Release("r1"))
+	require.ErrorIs(t, svcReserve(s, "r2", "tok", false), fault.ErrQuotaExceeded)
+	require.NoError(t, s.Release("", "r1"))
 	assert.Zero(t, s.Ledger().Held("tok"))
-	require.NoError(t, s.Reserve("r2", "tok", false), "r1's slot is free without waiting for the TTL")
+	require.NoError(t, svcReserve(s, "r2", "tok", false), "r1's slot is free without waiting for the TTL")
 }

@@ -17,11 +17,14 @@ import (
 // Authority is what the cache asks of Accounts (final/accountsclient over
 // gRPC, or the accounts package in process). Its errors are fault errors.
 type Authority interface {
-	// Reserve takes a slot for one new key of tenant under the lease.
-	Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error
-	// Lease reports the replica's holdings, renewing the lease, and returns
-	// how many slots of each tenant it keeps.
-	Lease(ctx context.Context, leaseID string, holdings map[string]int64) (admitted map[string]int64, err error)
+	// Reserve grants up to count slots (at least one) for new keys of
+	// tenant under the lease; seq numbers the lease's reservations for the
+	// tenant (from 1, one at a time). A dry run only checks, and grants 0.
+	Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error)
+	// Lease reports the replica's holdings (and, per tenant, the last
+	// reservation they include), renewing the lease, and returns how many
+	// slots of each tenant it keeps.
+	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error)
 	// Release gives the lease's slots back at once.
 	Release(ctx context.Context, leaseID string) error
 }
@@ -59,14 +62,15 @@ type Cache struct {
 	limits Limits
 }
 
-// New returns a cache whose new keys are reserved from authority under the
-// lease replicaID. It starts nothing: Run renews the lease.
+// New returns a cache whose new keys are reserved from authority under a
+// lease of its own (LeaseID(replicaID): unique to this process). It starts
+// nothing: Run renews the lease.
 func New(authority Authority, replicaID string, limits Limits, log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.Default()
 	}
 	c := &Cache{store: &Store{}, limits: limits.withDefaults()}
-	c.quota = newQuota(authority, replicaID, c.store, log)
+	c.quota = newQuota(authority, LeaseID(replicaID), c.store, log)
 	return c
 }
 
@@ -108,20 +112,15 @@ func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRu
 	if len(val) > c.limits.MaxValueBytes {
 		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
 	}
-	val = bytes.Clone(val) // the caller's buffer is not ours to keep
 	t := c.store.tenant(tenant)
-	if t.putIfHeld(key, val, dryRun) {
-		return nil
+	if dryRun {
+		if t.fits(key) {
+			return nil
+		}
+		return c.quota.check(ctx, tenant)
 	}
-	release, err := c.quota.acquire(ctx, tenant, dryRun)
-	if err != nil {
-		return err
-	}
-	defer release()
-	if !dryRun {
-		t.putReserved(key, val)
-	}
-	return nil
+	// The caller's buffer is not ours to keep.
+	return c.quota.storeNew(ctx, tenant, t, key, bytes.Clone(val))
 }
 
 // Get returns tenant's value of key. The value must not be modified.
