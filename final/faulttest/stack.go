@@ -78,7 +78,7 @@ func Start(t testing.TB, o Options) *Stack {
 
 	s := &Stack{t: t, CertDir: dir}
 	s.Accounts = NewProc(t, "accounts", accBin, FreeAddr(t), append([]string{
-		"-accounts", accFile, "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
+		"-accounts", accFile, "-ledger", filepath.Join(dir, "ledger.db"), "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
 		"-log-level", "warn",
 	}, o.AccountsArgs...)...)
 	s.Accounts.Start()
@@ -86,7 +86,8 @@ func Start(t testing.TB, o Options) *Stack {
 		args := []string{
 			"-id", fmt.Sprintf("cache-%d", i+1), "-accounts", s.Accounts.Addr,
 			"-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
-			"-client-cert", d.ClientCert(), "-client-key", d.ClientKey(),
+			// Each replica its own certificate: its lease is bound to it.
+			"-client-cert", d.ReplicaCert(i + 1), "-client-key", d.ReplicaKey(i + 1),
 			"-log-level", "warn",
 		}
 		if o.CacheArgs != nil {
