@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -133,4 +134,113 @@ func TestReleaseGivesSlotsBackAtOnce(t *testing.T) {
 	require.NoError(t, s.Release("", "r1"))
 	assert.Zero(t, s.Ledger().Held("tok"))
 	require.NoError(t, svcReserve(s, "r2", "tok", false), "r1's slot is free without waiting for the TTL")
+}
+
+func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	limit := func(string) int64 { return 10 }
+	l, err := OpenLedger(LedgerOptions{TTL: time.Minute, Path: path})
+	require.NoError(t, err)
+	_, err = l.Register("cache-1", "a", map[string]int64{"t": 4}, nil, limit)
+	require.NoError(t, err)
+	_, err = l.Register("cache-2", "b", nil, nil, limit)
+	require.NoError(t, err)
+	n, err := l.Reserve("cache-2", "b", "t", 10, 3, 1, false)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "a quarter of the 6 left, at least one")
+	require.NoError(t, l.Close()) // as a kill -9 would: every change is on disk already
+
+	l, err = OpenLedger(LedgerOptions{TTL: time.Minute, Path: path})
+	require.NoError(t, err)
+	defer l.Close()
+	assert.EqualValues(t, 5, l.Held("t"))
+	assert.Equal(t, 2, l.Leases())
+	// The grant in flight (seq 1) is still counted on top of a report that
+	// was taken before it arrived.
+	admitted, err := l.Register("cache-2", "b", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
+	require.NoError(t, err)
+	assert.EqualValues(t, 0, admitted["t"])
+	assert.EqualValues(t, 5, l.Held("t"))
+	_, err = l.Reserve("cache-2", "b", "t", 10, 1, 1, false)
+	assert.ErrorIs(t, err, fault.ErrInvalidArgument, "a duplicate of a request already granted")
+}
+
+func TestAnInMemoryLedgerGrantsNothingDuringItsRecoveryGrace(t *testing.T) {
+	l, err := OpenLedger(LedgerOptions{TTL: 2 * time.Hour, RecoveryGrace: time.Hour})
+	require.NoError(t, err)
+	c := &clock{t: time.Now()}
+	l.now = c.now
+	limit := func(string) int64 { return 3 }
+	admitted, err := l.Register("", "a", map[string]int64{"t": 2}, nil, limit)
+	require.NoError(t, err, "replicas re-register during the grace")
+	assert.EqualValues(t, 2, admitted["t"])
+	_, err = l.Reserve("", "a", "t", 3, 1, 1, false)
+	require.ErrorIs(t, err, fault.ErrLedgerRecovering)
+	var fe *fault.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Positive(t, fe.RetryAfter)
+
+	c.t = c.t.Add(time.Hour + time.Second)
+	_, err = l.Reserve("", "a", "t", 3, 1, 1, false)
+	require.NoError(t, err)
+}
+
+func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
+	l, _ := testLedger()
+	limit := func(string) int64 { return 100 }
+	_, err := l.Register("", "r", nil, nil, limit)
+	require.NoError(t, err)
+	n1, err := l.Reserve("", "r", "t", 100, 8, 1, false)
+	require.NoError(t, err)
+	assert.EqualValues(t, 8, n1)
+	// A report taken before grant 1 reached the replica: grant 1 stays counted.
+	_, err = l.Register("", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
+	require.NoError(t, err)
+	assert.EqualValues(t, 8, l.Held("t"))
+	// Grant 2's answer is lost; the replica gives up on it (resolved 2)
+	// and reports 8 slots: grant 2 is no longer counted.
+	_, err = l.Reserve("", "r", "t", 100, 4, 2, false)
+	require.NoError(t, err)
+	assert.EqualValues(t, 12, l.Held("t"))
+	_, err = l.Register("", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
+	require.NoError(t, err)
+	assert.EqualValues(t, 8, l.Held("t"))
+	// Grant 2 arriving late is refused: it was settled.
+	_, err = l.Reserve("", "r", "t", 100, 4, 2, false)
+	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
+	assert.EqualValues(t, 8, l.Held("t"))
+}
+
+func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
+	l, _ := testLedger()
+	limit := func(string) int64 { return 100 }
+	_, err := l.Register("", "r", nil, nil, limit)
+	require.NoError(t, err)
+	var got []int64
+	for seq := int64(1); ; seq++ {
+		n, err := l.Reserve("", "r", "t", 100, 64, seq, false)
+		if err != nil {
+			require.ErrorIs(t, err, fault.ErrQuotaExceeded)
+			break
+		}
+		got = append(got, n)
+	}
+	assert.Equal(t, []int64{25, 18, 14, 10, 8, 6, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1}, got)
+	assert.EqualValues(t, 100, l.Held("t"))
+}
+
+func TestALeaseBelongsToTheIdentityThatCreatedIt(t *testing.T) {
+	l, _ := testLedger()
+	limit := func(string) int64 { return 5 }
+	_, err := l.Register("cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	require.NoError(t, err)
+	// cache-2's certificate names cache-1's lease: it only ever reaches a
+	// lease of its own.
+	admitted, err := l.Register("cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	require.NoError(t, err)
+	assert.Zero(t, admitted["t"])
+	require.NoError(t, l.Release("cache-2", "cache-1/x"))
+	_, err = l.Reserve("cache-2", "cache-1/x", "t", 5, 1, 1, false)
+	assert.Error(t, err)
+	assert.EqualValues(t, 5, l.Held("t"), "cache-1's slots are untouched")
 }

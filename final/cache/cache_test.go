@@ -3,9 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +112,67 @@ func TestDumpStreamsInOrderAndStopsAtTheFirstError(t *testing.T) {
 	assert.ErrorIs(t, c.Dump("t", func(string, []byte) error { n++; return stop }), stop)
 	assert.Equal(t, 1, n)
 	require.NoError(t, c.Dump("nobody", func(string, []byte) error { return stop }))
+}
+
+// counting counts the Reserve calls that reach Accounts.
+type counting struct {
+	accounts.Local
+	reserves atomic.Int64
+}
+
+func (c *counting) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	c.reserves.Add(1)
+	return c.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+}
+
+func TestConcurrentStoresOfTheSameNewKeyLeakNoSlots(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 3}}), time.Hour)
+	a := New(accounts.Local{Service: acc}, "a", Limits{}, quiet)
+	b := New(accounts.Local{Service: acc}, "b", Limits{}, quiet)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { assert.NoError(t, a.Store(ctxT(t), "t", "same", []byte("v"), false)) })
+	}
+	wg.Wait()
+	require.Equal(t, 1, a.Data().Len("t"))
+	require.NoError(t, a.Quota().Report(ctxT(t)))
+	assert.EqualValues(t, 1, acc.Ledger().Held("t"), "one key, one slot: none leaked")
+	for _, k := range []string{"x", "y"} {
+		require.NoError(t, b.Store(ctxT(t), "t", k, nil, false), "the rest of the quota is usable elsewhere")
+	}
+	assert.ErrorIs(t, b.Store(ctxT(t), "t", "z", nil, false), fault.ErrQuotaExceeded)
+}
+
+func TestNewKeysReserveInBlocksAndSpareSlotsGoBackWithReports(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 100000}}), time.Hour)
+	auth := &counting{Local: accounts.Local{Service: acc}}
+	c := New(auth, "r", Limits{}, quiet)
+	const keys = 1000
+	for i := range keys {
+		require.NoError(t, c.Store(ctxT(t), "t", fmt.Sprint("k", i), nil, false))
+	}
+	assert.Less(t, auth.reserves.Load(), int64(keys/20), "blocks, not one call per key")
+	assert.EqualValues(t, keys+c.Data().Spare("t"), acc.Ledger().Held("t"))
+
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.NoError(t, c.Quota().Report(ctxT(t))) // no new key since the last report
+	assert.Zero(t, c.Data().Spare("t"))
+	assert.EqualValues(t, keys, acc.Ledger().Held("t"), "unused slots are back at Accounts")
+	before := auth.reserves.Load()
+	require.NoError(t, c.Store(ctxT(t), "t", "one-more", nil, false))
+	assert.Equal(t, before+1, auth.reserves.Load())
+	assert.EqualValues(t, keys+1, acc.Ledger().Held("t"), "after a quiet period, one slot at a time again")
+}
+
+func TestLeaseIDsAreUniquePerProcess(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 2}}), time.Hour)
+	a := New(accounts.Local{Service: acc}, "host", Limits{}, quiet)
+	b := New(accounts.Local{Service: acc}, "host", Limits{}, quiet)
+	assert.NotEqual(t, a.Quota().LeaseID(), b.Quota().LeaseID())
+	require.NoError(t, a.Store(ctxT(t), "t", "a1", nil, false))
+	require.NoError(t, a.Store(ctxT(t), "t", "a2", nil, false))
+	// b reporting its (empty) holdings does not wipe a's.
+	require.NoError(t, b.Quota().Report(ctxT(t)))
+	assert.ErrorIs(t, b.Store(ctxT(t), "t", "b1", nil, false), fault.ErrQuotaExceeded)
+	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
 }
