@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"grpcworkshop/final/fault"
@@ -34,6 +35,9 @@ type Quota struct {
 
 	reportMu   sync.Mutex
 	registered bool // guarded by reportMu
+	// reports counts successful reports, so the Stores that all learn at
+	// once that the lease lapsed re-register it once, not each.
+	reports atomic.Int64
 }
 
 // flight is one reservation in flight for a tenant; the new keys that need
@@ -66,6 +70,7 @@ func (q *Quota) LeaseID() string { return q.id }
 func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key string, val []byte) error {
 	renewed := false
 	for {
+		reports := q.reports.Load()
 		ok, f, start := t.put(key, val)
 		if ok {
 			return nil
@@ -85,7 +90,7 @@ func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key 
 		case errors.Is(f.err, fault.ErrLeaseNotFound) && !renewed:
 			// The lease lapsed (or Accounts lost it): report and retry once.
 			renewed = true
-			if err := q.register(ctx, true); err != nil {
+			if err := q.reregister(ctx, reports); err != nil {
 				return err
 			}
 		default:
@@ -98,7 +103,7 @@ func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key 
 // started it, but not under its cancellation: once sent, a reservation is
 // settled, so a later report tells Accounts the truth.
 func (q *Quota) fly(ctx context.Context, tenant string, t *tenantData, f *flight) {
-	if err := q.register(ctx, false); err != nil {
+	if err := q.register(ctx); err != nil {
 		t.settle(f, 0, err)
 		return
 	}
@@ -113,12 +118,13 @@ func (q *Quota) fly(ctx context.Context, tenant string, t *tenantData, f *flight
 
 // check is a dry run of a new key: would a slot be granted?
 func (q *Quota) check(ctx context.Context, tenant string) error {
-	if err := q.register(ctx, false); err != nil {
+	if err := q.register(ctx); err != nil {
 		return err
 	}
+	reports := q.reports.Load()
 	_, err := q.accounts.Reserve(ctx, q.id, tenant, 1, 0, true)
 	if errors.Is(err, fault.ErrLeaseNotFound) {
-		if err := q.register(ctx, true); err != nil {
+		if err := q.reregister(ctx, reports); err != nil {
 			return err
 		}
 		_, err = q.accounts.Reserve(ctx, q.id, tenant, 1, 0, true)
@@ -126,12 +132,22 @@ func (q *Quota) check(ctx context.Context, tenant string) error {
 	return err
 }
 
-// register reports holdings unless the lease is registered already (or
-// again is set: Accounts said it has no lease).
-func (q *Quota) register(ctx context.Context, again bool) error {
+// register reports holdings unless the lease is registered already.
+func (q *Quota) register(ctx context.Context) error {
 	q.reportMu.Lock()
 	defer q.reportMu.Unlock()
-	if q.registered && !again {
+	if q.registered {
+		return nil
+	}
+	return q.reportLocked(ctx)
+}
+
+// reregister reports holdings after Accounts said it has no lease, unless
+// a report succeeded since the caller read reports (`since`).
+func (q *Quota) reregister(ctx context.Context, since int64) error {
+	q.reportMu.Lock()
+	defer q.reportMu.Unlock()
+	if q.reports.Load() != since {
 		return nil
 	}
 	return q.reportLocked(ctx)
@@ -152,6 +168,7 @@ func (q *Quota) reportLocked(ctx context.Context) error {
 		return err
 	}
 	q.registered = true
+	q.reports.Add(1)
 	if n := q.store.trim(holdings, admitted); n > 0 {
 		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots of", "dropped", n)
 	}
