@@ -53,12 +53,6 @@ type grant struct {
 	N   int64 `json:"n"`
 }
 
-func (s *slots) clone() *slots {
-	c := *s
-	c.Pending = append([]grant(nil), s.Pending...)
-	return &c
-}
-
 // store makes the ledger durable: every change is written through it
 // before it takes effect (boltStore).
 type store interface {
@@ -258,17 +252,19 @@ func (l *Ledger) Reserve(owner, id, tenant string, max, count, seq int64, dryRun
 	}
 	n := min(count, free/4)
 	n = min(free, maxInt(n, 1))
-	next := s.clone()
+	// A copy that may share Pending's array: appending leaves s's elements
+	// as they were, so s stands if the write fails.
+	next := *s
 	next.Held += n
 	if seq > 0 {
 		next.Pending = append(next.Pending, grant{Seq: seq, N: n})
 	}
 	if l.store != nil {
-		if err := l.store.PutTenant(k, tenant, next); err != nil {
+		if err := l.store.PutTenant(k, tenant, &next); err != nil {
 			return 0, err
 		}
 	}
-	ls.tenants[tenant] = next
+	ls.tenants[tenant] = &next
 	l.adjust(tenant, n)
 	return n, nil
 }
