@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/client"
+	"grpcworkshop/final/fault"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
@@ -93,4 +95,20 @@ func TestAReplicasCertificateCannotTouchAnotherReplicasLease(t *testing.T) {
 	require.NoError(t, victim.Quota().Report(ctx))
 	assert.Equal(t, 3, victim.Data().Len("small"))
 	assert.EqualValues(t, 3, ledger.Held("small"))
+}
+
+// An Accounts that starts without its ledger on disk grants no slot during
+// its recovery grace; the replica passes that on as Unavailable with the
+// reason and a RetryInfo, so clients retry later rather than give up.
+func TestNewKeysDuringTheRecoveryGraceAreUnavailableWithRetryInfo(t *testing.T) {
+	st := startStack(t, stackOpts{tuneAccounts: func(c *server.AccountsConfig) { c.RecoveryGrace = time.Hour }})
+	ctx := testContext(t)
+	c := rpc.NewCacheClient(dialTarget(t, st, st.Target(), tok, client.Options{Retry: retryOnce}))
+	err := store(ctx, c, "new", "v")
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	assert.Equal(t, fault.LedgerRecovering, apierr.ReasonOf(err))
+	delay, ok := apierr.RetryDelay(err)
+	require.True(t, ok, "RetryInfo")
+	assert.Greater(t, delay, 59*time.Minute)
+	assert.Zero(t, st.Caches[0].Service().Data().Len(tok))
 }
