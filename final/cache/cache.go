@@ -119,8 +119,11 @@ func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRu
 		}
 		return c.quota.check(ctx, tenant)
 	}
-	// The caller's buffer is not ours to keep.
-	return c.quota.storeNew(ctx, tenant, t, key, bytes.Clone(val))
+	val = bytes.Clone(val) // the caller's buffer is not ours to keep
+	if t.putHeld(key, val) {
+		return nil
+	}
+	return c.quota.storeNew(ctx, tenant, t, key, val)
 }
 
 // Get returns tenant's value of key. The value must not be modified.

@@ -21,22 +21,37 @@ type tenantQuota struct {
 func (t *tenantData) put(key string, val []byte) (ok bool, f *flight, start bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.overwrite(key, val) {
+	if t.putHeldLocked(key, val) {
 		return true, nil, false
 	}
 	q := &t.q
-	if q.spare > 0 {
-		q.spare--
-		q.used++
-		t.insert(key, val)
-		return true, nil, false
-	}
 	if q.flight != nil {
 		return false, q.flight, false
 	}
 	q.seq++
 	q.flight = &flight{done: make(chan struct{}), seq: q.seq, count: max(q.block, 1)}
 	return false, q.flight, true
+}
+
+// putHeld writes key if it needs no new slot: the hot path (an
+// overwrite), which needs nothing from the quota.
+func (t *tenantData) putHeld(key string, val []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.putHeldLocked(key, val)
+}
+
+func (t *tenantData) putHeldLocked(key string, val []byte) bool {
+	if t.overwrite(key, val) {
+		return true
+	}
+	if q := &t.q; q.spare > 0 {
+		q.spare--
+		q.used++
+		t.insert(key, val)
+		return true
+	}
+	return false
 }
 
 // fits says whether key could be written without a new slot (dry run).
