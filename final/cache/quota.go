@@ -189,6 +189,7 @@ func (q *Quota) release(ctx context.Context) error {
 
 // run reports holdings every interval until ctx ends.
 func (q *Quota) run(ctx context.Context, interval time.Duration) {
+	q.log.Info("quota slots held under lease", "lease", q.id)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,12 +13,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/faulttest"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/tlsutil"
 )
 
 // replicaKeys is how many keys token holds on each replica, by Dump.
@@ -199,5 +203,54 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", limit)
 		}
 		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// Issue 10 item 7: a replica's client certificate, with another replica's
+// lease id (say, read from its log), cannot renew, empty or release that
+// lease: Accounts files leases under the certificate's identity.
+func TestAReplicasCertificateCannotTakeAnotherReplicasLease(t *testing.T) {
+	s := faulttest.Start(t, faulttest.Options{
+		Replicas: 2,
+		CacheArgs: func(i int) []string {
+			if i == 0 {
+				return []string{"-log-level", "info", "-lease-interval", "200ms"}
+			}
+			return []string{"-lease-interval", "200ms"}
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	one := rpc.NewCacheClient(s.Dial(s.Replicas[0].Addr, "small", client.Options{}))
+	two := rpc.NewCacheClient(s.Dial(s.Replicas[1].Addr, "small", client.Options{}))
+	for _, k := range []string{"a", "b", "c"} {
+		_, err := one.Store(ctx, &rpc.StoreReq{Key: k, Val: []byte("v")})
+		require.NoError(t, err)
+	}
+	m := regexp.MustCompile(`lease=(\S+)`).FindStringSubmatch(s.Replicas[0].Log())
+	require.NotNil(t, m, "cache-1 logs its lease id at info")
+	victim := m[1]
+
+	tlsCfg, err := tlsutil.Dir(s.CertDir).Replica(2) // cache-2's certificate
+	require.NoError(t, err)
+	cc, err := grpc.NewClient(s.Accounts.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	require.NoError(t, err)
+	defer cc.Close()
+	acc := rpc.NewAccountsClient(cc)
+	_, err = acc.Lease(ctx, &rpc.LeaseReq{LeaseId: victim, Holdings: map[string]int64{}})
+	require.NoError(t, err, "it only registers a lease of its own")
+	_, err = acc.Reserve(ctx, &rpc.ReserveReq{LeaseId: victim, Tenant: "small", Count: 3, Seq: 1})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "cache-1's three slots are still counted: %v", err)
+	_, err = acc.Release(ctx, &rpc.ReleaseReq{LeaseId: victim})
+	require.NoError(t, err)
+
+	_, err = two.Store(ctx, &rpc.StoreReq{Key: "d", Val: []byte("v")})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "small holds 3 keys, all on cache-1: %v", err)
+	// Lease reports later, cache-1 still has every key it acknowledged.
+	<-time.After(time.Second)
+	assert.Len(t, replicaKeys(t, s, "small"), 3)
+	for _, k := range []string{"a", "b", "c"} {
+		_, err := one.Get(ctx, &rpc.GetReq{Key: k})
+		assert.NoError(t, err, k)
 	}
 }
