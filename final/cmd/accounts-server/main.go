@@ -96,6 +96,12 @@ func run(args []string) error {
 	defer stop()
 	go reloadOnHUP(ctx, srv, cfg.AccountsFile, log)
 	log.Info("accounts", "tokens", cfg.Directory.Len())
+	switch {
+	case cfg.LedgerPath != "":
+		log.Info("quota ledger on disk", "file", cfg.LedgerPath, "leases", srv.Service().Ledger().Leases())
+	case cfg.RecoveryGrace > 0:
+		log.Warn("quota ledger in memory: no key slots granted while replicas re-register (-ledger keeps it across restarts)", "for", cfg.RecoveryGrace)
+	}
 	return srv.Run(ctx)
 }
 
