@@ -154,8 +154,10 @@ func TestReplicasWithoutAnIDShareNoLease(t *testing.T) {
 	})
 	c := s.Client("ten")
 	stored := 0
-	// New keys for a second and a half: a dozen lease reports from each.
-	for i, end := 0, time.Now().Add(1500*time.Millisecond); time.Now().Before(end); i++ {
+	// New keys for at least a second and a half (a dozen lease reports
+	// from each) and until the quota is full, or 20s.
+	start := time.Now()
+	for i := 0; (time.Since(start) < 1500*time.Millisecond || stored < 10) && time.Since(start) < 20*time.Second; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := c.Store(ctx, &rpc.StoreReq{Key: fmt.Sprint("k", i), Val: []byte("v")})
 		cancel()
