@@ -176,3 +176,43 @@ func TestLeaseIDsAreUniquePerProcess(t *testing.T) {
 	assert.ErrorIs(t, b.Store(ctxT(t), "t", "b1", nil, false), fault.ErrQuotaExceeded)
 	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
 }
+
+// gated holds every Reserve of tenant "slow" until open is closed.
+type gated struct {
+	accounts.Local
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *gated) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	if tenant == "slow" {
+		g.entered <- struct{}{}
+		<-g.open
+	}
+	return g.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+}
+
+func TestNoLockIsHeldAcrossAReservation(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{
+		"slow": {MaxCacheKeys: 10}, "fast": {MaxCacheKeys: 10},
+	}), time.Hour)
+	g := &gated{Local: accounts.Local{Service: acc}, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	c := New(g, "r", Limits{}, quiet)
+	// One slow key, then its spare slots go back, so the next one reserves.
+	close(g.open)
+	require.NoError(t, c.Store(ctxT(t), "slow", "old", nil, false))
+	<-g.entered
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	g.open = make(chan struct{})
+
+	done := make(chan error, 1)
+	go func() { done <- c.Store(ctxT(t), "slow", "new", nil, false) }()
+	<-g.entered // the reservation is at Accounts, and stays there
+	require.NoError(t, c.Store(ctxT(t), "slow", "old", []byte("2"), false), "an overwrite of the same tenant")
+	require.NoError(t, c.Store(ctxT(t), "fast", "k", nil, false), "a new key of another tenant")
+	require.NoError(t, c.Quota().Report(ctxT(t)), "a lease report")
+	close(g.open)
+	require.NoError(t, <-done)
+	assert.Equal(t, 2, c.Data().Len("slow"))
+}

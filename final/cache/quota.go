@@ -87,6 +87,8 @@ func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key 
 		switch {
 		case f.err == nil:
 			continue // slots arrived: take one
+		case ctx.Err() != nil:
+			return ctx.Err()
 		case errors.Is(f.err, fault.ErrLeaseNotFound) && !renewed:
 			// The lease lapsed (or Accounts lost it): report and retry once.
 			renewed = true
@@ -103,12 +105,12 @@ func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key 
 // started it, but not under its cancellation: once sent, a reservation is
 // settled, so a later report tells Accounts the truth.
 func (q *Quota) fly(ctx context.Context, tenant string, t *tenantData, f *flight) {
-	if err := q.register(ctx); err != nil {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reserveTimeout)
+	defer cancel()
+	if err := q.register(rctx); err != nil {
 		t.settle(f, 0, err)
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reserveTimeout)
-	defer cancel()
 	granted, err := q.accounts.Reserve(rctx, q.id, tenant, f.count, f.seq, false)
 	if err != nil {
 		granted = 0
