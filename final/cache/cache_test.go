@@ -216,3 +216,32 @@ func TestNoLockIsHeldAcrossAReservation(t *testing.T) {
 	require.NoError(t, <-done)
 	assert.Equal(t, 2, c.Data().Len("slow"))
 }
+
+func TestInsertionOrderHoldsAcrossBlocksThroughTrimAndDump(t *testing.T) {
+	c, _ := newCache(t, 10_000)
+	var want []string
+	for i := range 2*orderBlock + 500 { // three blocks, the last one partly full
+		k := fmt.Sprintf("k%05d", i)
+		want = append(want, k)
+		require.NoError(t, c.Store(ctxT(t), "t", k, []byte("v"), false))
+	}
+	dump := func() []string {
+		var keys []string
+		require.NoError(t, c.Dump("t", func(k string, _ []byte) error { keys = append(keys, k); return nil }))
+		return keys
+	}
+	require.Equal(t, want, dump())
+
+	// Accounts admits fewer slots than held: the newest keys go, across a block boundary.
+	held := int64(len(want)) + c.Data().Spare("t")
+	dropped := c.store.trim(map[string]int64{"t": held}, map[string]int64{"t": orderBlock - 1})
+	assert.Equal(t, len(want)-(orderBlock-1), dropped)
+	assert.Equal(t, orderBlock-1, c.Data().Len("t"))
+	assert.Equal(t, want[:orderBlock-1], dump())
+	_, err := c.Get("t", want[orderBlock])
+	assert.ErrorIs(t, err, fault.ErrKeyNotFound)
+
+	require.NoError(t, c.Store(ctxT(t), "t", "new", []byte("v"), false))
+	require.NoError(t, c.Store(ctxT(t), "t", "newer", []byte("v"), false))
+	assert.Equal(t, append(want[:orderBlock-1:orderBlock-1], "new", "newer"), dump())
+}

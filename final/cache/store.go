@@ -16,10 +16,23 @@ type Store struct {
 // slice), so handlers may hand them to gRPC for marshalling without a copy.
 type tenantData struct {
 	mu    sync.RWMutex
-	order []string
-	vals  map[string][]byte
-	q     tenantQuota // the replica's side of the tenant's quota (slots.go)
+	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
+	items [][]entry        // in insertion order, in blocks of orderBlock
+	q     tenantQuota      // the replica's side of the tenant's quota (slots.go)
 }
+
+// entry is one stored item. The map holds only positions: a slot of a
+// string and an int32 is 24 bytes where a string and a slice were 40, and
+// a Go map keeps up to twice its entries in slots.
+type entry struct {
+	key string
+	val []byte
+}
+
+// orderBlock is how many items one block holds. The items grow a block at
+// a time: one slice of a million items would be copied, and held twice
+// until the next collection, every time it grew.
+const orderBlock = 1024
 
 func (s *Store) lookup(tenant string) *tenantData {
 	t, _ := s.tenants.Load(tenant)
@@ -31,7 +44,7 @@ func (s *Store) tenant(tenant string) *tenantData {
 	if t := s.lookup(tenant); t != nil {
 		return t
 	}
-	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{vals: map[string][]byte{}})
+	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{index: map[string]int32{}})
 	return t.(*tenantData)
 }
 
@@ -42,9 +55,12 @@ func (s *Store) Get(tenant, key string) ([]byte, bool) {
 		return nil, false
 	}
 	t.mu.RLock()
-	v, ok := t.vals[key]
-	t.mu.RUnlock()
-	return v, ok
+	defer t.mu.RUnlock()
+	i, ok := t.index[key]
+	if !ok {
+		return nil, false
+	}
+	return t.at(i).val, true
 }
 
 // Len is how many keys tenant has on this replica.
@@ -55,13 +71,13 @@ func (s *Store) Len(tenant string) int {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.vals)
+	return len(t.index)
 }
 
 // overwrite sets key if it exists. Caller holds mu.
 func (t *tenantData) overwrite(key string, val []byte) bool {
-	if _, ok := t.vals[key]; ok {
-		t.vals[key] = val
+	if i, ok := t.index[key]; ok {
+		t.at(i).val = val
 		return true
 	}
 	return false
@@ -69,23 +85,42 @@ func (t *tenantData) overwrite(key string, val []byte) bool {
 
 // has says whether key exists. Caller holds mu.
 func (t *tenantData) has(key string) bool {
-	_, ok := t.vals[key]
+	_, ok := t.index[key]
 	return ok
 }
 
 // count is how many keys the tenant has. Caller holds mu.
-func (t *tenantData) count() int { return len(t.vals) }
-
-// removeNewest drops the key stored last. Caller holds mu.
-func (t *tenantData) removeNewest() {
-	last := t.order[len(t.order)-1]
-	t.order = t.order[:len(t.order)-1]
-	delete(t.vals, last)
-}
+func (t *tenantData) count() int { return len(t.index) }
 
 func (t *tenantData) insert(key string, val []byte) {
-	t.order = append(t.order, key)
-	t.vals[key] = val
+	n := len(t.items)
+	if n == 0 || len(t.items[n-1]) == orderBlock {
+		t.items = append(t.items, nil)
+		n++
+	}
+	b := t.items[n-1]
+	if len(b) == cap(b) { // double the last block, up to orderBlock: small tenants stay small
+		grown := make([]entry, len(b), min(max(2*cap(b), 4), orderBlock))
+		copy(grown, b)
+		b = grown
+	}
+	t.index[key] = int32(len(t.index))
+	t.items[n-1] = append(b, entry{key: key, val: val})
+}
+
+// at is the item stored i-th; i < len(t.index).
+func (t *tenantData) at(i int32) *entry { return &t.items[i/orderBlock][i%orderBlock] }
+
+// removeNewest drops the item stored last.
+func (t *tenantData) removeNewest() {
+	n := len(t.items)
+	b := t.items[n-1]
+	delete(t.index, b[len(b)-1].key)
+	b[len(b)-1] = entry{} // the block keeps no reference to the dropped item
+	t.items[n-1] = b[:len(b)-1]
+	if len(b) == 1 {
+		t.items = t.items[:n-1]
+	}
 }
 
 // Item is one key and value.
@@ -100,9 +135,9 @@ func (t *tenantData) batch(from, n int, buf []Item) []Item {
 	buf = buf[:0]
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for i := from; i < len(t.order) && len(buf) < n; i++ {
-		k := t.order[i]
-		buf = append(buf, Item{Key: k, Val: t.vals[k]})
+	for i := from; i < len(t.index) && len(buf) < n; i++ {
+		e := t.at(int32(i))
+		buf = append(buf, Item{Key: e.key, Val: e.val})
 	}
 	return buf
 }

@@ -4,6 +4,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,9 +50,25 @@ type Config struct {
 	Duration    time.Duration
 	Count       int64 // stop after this many calls (0: run for Duration)
 
-	Keys      int  // key space
+	// Keys is the key space; 0 means a new key for every Store (16 bytes:
+	// six letters drawn for the run, then a ten-digit sequence number).
+	Keys      int
 	ValueSize int  // bytes per stored value
 	Prefill   bool // store every key once before a get, mix or dump run
+
+	// Rate, when positive, makes the run open loop: calls are scheduled at
+	// Rate per second whatever the server does, and each call's latency is
+	// measured from its scheduled start, so time spent waiting for a free
+	// worker (because the server fell behind) counts. 0: each worker sends
+	// its next call when the last one returns (closed loop).
+	Rate float64
+
+	// Redis, when set, drives a Redis server at this address (SET and GET,
+	// go-redis) in the same loop instead of the cache: Addrs, Creds, Token
+	// and the balancing settings are then ignored. RedisTLS, when set,
+	// secures its connections.
+	Redis    string
+	RedisTLS *tls.Config
 
 	CallTimeout time.Duration
 
@@ -70,6 +87,9 @@ type Progress struct {
 // Result is what a run measured.
 type Result struct {
 	Op       string               `json:"op"`
+	Server   string               `json:"server"`                 // "grpc" or "redis"
+	NewKeys  bool                 `json:"new_keys,omitempty"`     // every Store a new key
+	Rate     float64              `json:"offered_rate,omitempty"` // open loop: calls/s offered
 	Elapsed  time.Duration        `json:"elapsed_ns"`
 	Total    OpResult             `json:"total"`
 	PerOp    map[string]*OpResult `json:"per_op"`
@@ -96,8 +116,10 @@ type OpResult struct {
 
 func (c *Config) validate() error {
 	switch {
-	case len(c.Addrs) == 0:
+	case len(c.Addrs) == 0 && c.Redis == "":
 		return errors.New("no server address")
+	case c.Redis != "" && c.Op == "dump":
+		return errors.New("dump is not a Redis command: use store, get or mix against Redis")
 	case c.Op != "store" && c.Op != "get" && c.Op != "mix" && c.Op != "dump":
 		return fmt.Errorf("unknown op %q (want store, get, mix or dump)", c.Op)
 	case c.GetRatio < 0 || c.GetRatio > 1:
@@ -106,8 +128,12 @@ func (c *Config) validate() error {
 		return errors.New("conns and concurrency must be at least 1")
 	case c.Duration <= 0 && c.Count <= 0:
 		return errors.New("set a duration or a count")
-	case c.Keys < 1:
-		return errors.New("key space must hold at least one key")
+	case c.Keys < 0:
+		return errors.New("key space must not be negative (0: a new key per Store)")
+	case c.Keys == 0 && c.Op != "store":
+		return fmt.Errorf("a new key per call (-keys 0) needs -op store: a %s would find nothing", c.Op)
+	case c.Rate < 0:
+		return errors.New("rate must not be negative (0: closed loop)")
 	case c.ValueSize < 0:
 		return errors.New("value size must not be negative")
 	}
@@ -120,15 +146,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	conns := make([]*grpc.ClientConn, cfg.Conns)
-	for i := range conns {
-		conn, err := dial(cfg)
-		if err != nil {
-			return nil, err
-		}
-		defer conn.Close()
-		conns[i] = conn
+	callers, closeAll, err := connect(cfg)
+	if err != nil {
+		return nil, err
 	}
+	defer closeAll()
 
 	keys := make([]string, cfg.Keys)
 	for i := range keys {
@@ -139,10 +161,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		val[i] = byte('a' + i%26)
 	}
 	if cfg.Prefill && cfg.Op != "store" {
-		if err := prefill(ctx, cfg, conns, keys, val); err != nil {
+		if err := prefill(ctx, cfg, callers, keys, val); err != nil {
 			return nil, fmt.Errorf("prefill: %w", err)
 		}
 	}
+	fresh := newKeySource()
 
 	runCtx := ctx
 	if cfg.Duration > 0 {
@@ -156,16 +179,30 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	workers := make([]*worker, cfg.Concurrency)
 	var wg sync.WaitGroup
 	start := time.Now()
+	interval := time.Duration(0)
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / cfg.Rate)
+	}
 	for i := range workers {
-		w := &worker{cfg: &cfg, conn: conns[i%len(conns)], keys: keys, val: val,
+		w := &worker{cfg: &cfg, c: callers[i%len(callers)], keys: keys, fresh: fresh, val: val,
 			rng: rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano()))), perOp: map[string]*OpResult{}}
 		workers[i] = w
 		wg.Go(func() {
 			for runCtx.Err() == nil {
-				if cfg.Count > 0 && claimed.Add(1) > cfg.Count {
+				seq := claimed.Add(1) - 1
+				if cfg.Count > 0 && seq >= cfg.Count {
 					return
 				}
-				n, failed, cutOff := w.call(runCtx)
+				from := time.Time{} // closed loop: latency from when the call is sent
+				if interval > 0 {
+					// Open loop: call seq is due at its slot in the schedule,
+					// however late the previous calls ran.
+					from = start.Add(time.Duration(seq) * interval)
+					if !sleepUntil(runCtx, from) {
+						return
+					}
+				}
+				n, failed, cutOff := w.call(runCtx, from)
 				if cutOff {
 					return
 				}
@@ -194,7 +231,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	elapsed := time.Since(start)
 
-	res := &Result{Op: cfg.Op, Elapsed: elapsed, PerOp: map[string]*OpResult{}, Conns: cfg.Conns, Workers: cfg.Concurrency, ValueLen: cfg.ValueSize}
+	server := "grpc"
+	if cfg.Redis != "" {
+		server = "redis"
+	}
+	conns := cfg.Conns
+	if cfg.Redis != "" {
+		conns = cfg.Concurrency // see newRedisCaller
+	}
+	res := &Result{Op: cfg.Op, Server: server, NewKeys: cfg.Keys == 0, Rate: cfg.Rate, Elapsed: elapsed,
+		PerOp: map[string]*OpResult{}, Conns: conns, Workers: cfg.Concurrency, ValueLen: cfg.ValueSize}
 	res.Total.Errors = map[string]int64{}
 	for _, w := range workers {
 		for op, r := range w.perOp {
@@ -273,20 +319,23 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-func prefill(ctx context.Context, cfg Config, conns []*grpc.ClientConn, keys []string, val []byte) error {
+func prefill(ctx context.Context, cfg Config, callers []caller, keys []string, val []byte) error {
 	var firstErr error
 	var once sync.Once
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for i := range min(cfg.Concurrency, len(keys)) {
-		w := &worker{cfg: &cfg, conn: conns[i%len(conns)], val: val}
+		c := callers[i%len(callers)]
 		wg.Go(func() {
 			for {
 				k := next.Add(1) - 1
 				if k >= int64(len(keys)) || ctx.Err() != nil {
 					return
 				}
-				if err := w.store(ctx, keys[k]); err != nil {
+				cctx, cancel := callContext(ctx, &cfg)
+				err := c.store(cctx, keys[k], val)
+				cancel()
+				if err != nil {
 					once.Do(func() { firstErr = fmt.Errorf("store %s: %w", keys[k], err) })
 					return
 				}
@@ -297,20 +346,79 @@ func prefill(ctx context.Context, cfg Config, conns []*grpc.ClientConn, keys []s
 	return firstErr
 }
 
+// sleepUntil waits for t, or returns false if ctx ends first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// keySource hands out keys never used before, for a run of new-key Stores.
+type keySource struct {
+	prefix [6]byte
+	next   atomic.Int64
+}
+
+func newKeySource() *keySource {
+	k := &keySource{}
+	for i := range k.prefix {
+		k.prefix[i] = byte('a' + rand.IntN(26))
+	}
+	return k
+}
+
+// key returns a 16-byte key: the run's six letters, then a ten-digit number.
+func (k *keySource) key() string {
+	var b [16]byte
+	copy(b[:], k.prefix[:])
+	n := k.next.Add(1) - 1
+	for i := len(b) - 1; i >= len(k.prefix); i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[:])
+}
+
+func callContext(ctx context.Context, cfg *Config) (context.Context, context.CancelFunc) {
+	if cfg.CallTimeout > 0 {
+		return context.WithTimeout(ctx, cfg.CallTimeout)
+	}
+	return ctx, func() {}
+}
+
 // worker runs calls one after another; it is owned by one goroutine.
 type worker struct {
 	cfg   *Config
-	conn  *grpc.ClientConn
+	c     caller
 	keys  []string
+	fresh *keySource
 	val   []byte
 	rng   *rand.Rand
 	perOp map[string]*OpResult
 }
 
-// call makes one call of the configured kind and records it; it returns the
-// items received (Dump), whether the call failed, and whether it was cut off
-// by the end of the run (then it is not recorded: it is no server's failure).
-func (w *worker) call(ctx context.Context) (items int64, failed, cutOff bool) {
+func (w *worker) key() string {
+	if len(w.keys) == 0 {
+		return w.fresh.key()
+	}
+	return w.keys[w.rng.IntN(len(w.keys))]
+}
+
+// call makes one call of the configured kind and records its latency, from
+// `from` when set (its scheduled start, in an open loop) or else from now;
+// it returns the items received (Dump), whether the call failed, and whether
+// it was cut off by the end of the run (then it is not recorded: it is no
+// server's failure).
+func (w *worker) call(ctx context.Context, from time.Time) (items int64, failed, cutOff bool) {
 	op := w.cfg.Op
 	if op == "mix" {
 		op = "store"
@@ -321,15 +429,20 @@ func (w *worker) call(ctx context.Context) (items int64, failed, cutOff bool) {
 	var err error
 	var nBytes int64
 	start := time.Now()
+	if from.IsZero() {
+		from = start
+	}
+	cctx, cancel := callContext(ctx, w.cfg)
 	switch op {
 	case "store":
-		err = w.store(ctx, w.keys[w.rng.IntN(len(w.keys))])
+		err = w.c.store(cctx, w.key(), w.val)
 	case "get":
-		err = w.get(ctx, w.keys[w.rng.IntN(len(w.keys))])
+		err = w.c.get(cctx, w.key())
 	case "dump":
-		items, nBytes, err = w.dump(ctx)
+		items, nBytes, err = w.c.dump(cctx)
 	}
-	d := time.Since(start)
+	cancel()
+	d := time.Since(from)
 	if err != nil && ended(ctx) {
 		return items, true, true
 	}
@@ -344,7 +457,7 @@ func (w *worker) call(ctx context.Context) (items int64, failed, cutOff bool) {
 	r.ItemBytes += nBytes
 	r.hist.record(d)
 	if err != nil {
-		r.Errors[status.Code(err).String()]++
+		r.Errors[w.c.code(err)]++
 	}
 	return items, err != nil, false
 }
@@ -359,52 +472,84 @@ func ended(ctx context.Context) bool {
 	return ok && !time.Now().Before(dl)
 }
 
-func (w *worker) outgoing(ctx context.Context, key string) (context.Context, context.CancelFunc) {
-	cancel := context.CancelFunc(func() {})
-	if w.cfg.CallTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, w.cfg.CallTimeout)
+// caller makes single calls to one kind of server.
+type caller interface {
+	store(ctx context.Context, key string, val []byte) error
+	get(ctx context.Context, key string) error
+	dump(ctx context.Context) (items, nBytes int64, err error)
+	code(err error) string // the error's name in the report
+}
+
+// connect opens the run's connections: cfg.Conns gRPC connections, shared
+// round robin by the workers, or one Redis client.
+func connect(cfg Config) ([]caller, func(), error) {
+	if cfg.Redis != "" {
+		c := newRedisCaller(cfg)
+		return []caller{c}, func() { c.client.Close() }, nil
 	}
+	callers := make([]caller, 0, cfg.Conns)
+	var conns []*grpc.ClientConn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for range cfg.Conns {
+		conn, err := dial(cfg)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, conn)
+		callers = append(callers, &grpcCaller{cfg: &cfg, conn: conn})
+	}
+	return callers, closeAll, nil
+}
+
+// grpcCaller speaks the cache's wire format over one connection.
+type grpcCaller struct {
+	cfg  *Config
+	conn *grpc.ClientConn
+}
+
+func (g *grpcCaller) code(err error) string { return status.Code(err).String() }
+
+func (g *grpcCaller) outgoing(ctx context.Context, key string) context.Context {
 	kv := make([]string, 0, 4)
-	if w.cfg.Token != "" {
-		kv = append(kv, "authorization", "Bearer "+w.cfg.Token)
+	if g.cfg.Token != "" {
+		kv = append(kv, "authorization", "Bearer "+g.cfg.Token)
 	}
-	if w.cfg.HashHeader != "" && key != "" {
+	if g.cfg.HashHeader != "" && key != "" {
 		// The hash every client of final sends, so a key lands where
 		// final/client would send it.
-		kv = append(kv, w.cfg.HashHeader, keyaffinity.Value(key))
+		kv = append(kv, g.cfg.HashHeader, keyaffinity.Value(key))
 	}
 	if len(kv) > 0 {
 		ctx = metadata.AppendToOutgoingContext(ctx, kv...)
 	}
-	return ctx, cancel
+	return ctx
 }
 
-func (w *worker) store(ctx context.Context, key string) error {
-	ctx, cancel := w.outgoing(ctx, key)
-	defer cancel()
-	req := storeReq(key, w.val, w.cfg.Token)
+func (g *grpcCaller) store(ctx context.Context, key string, val []byte) error {
+	req := storeReq(key, val, g.cfg.Token)
 	var n int
-	return w.conn.Invoke(ctx, methodStore, &req, &n)
+	return g.conn.Invoke(g.outgoing(ctx, key), methodStore, &req, &n)
 }
 
-func (w *worker) get(ctx context.Context, key string) error {
-	ctx, cancel := w.outgoing(ctx, key)
-	defer cancel()
-	req := getReq(key, w.cfg.Token)
+func (g *grpcCaller) get(ctx context.Context, key string) error {
+	req := getReq(key, g.cfg.Token)
 	var n int
-	return w.conn.Invoke(ctx, methodGet, &req, &n)
+	return g.conn.Invoke(g.outgoing(ctx, key), methodGet, &req, &n)
 }
 
 var dumpDesc = &grpc.StreamDesc{StreamName: "Dump", ServerStreams: true}
 
-func (w *worker) dump(ctx context.Context) (items, nBytes int64, err error) {
-	ctx, cancel := w.outgoing(ctx, "")
-	defer cancel()
-	stream, err := w.conn.NewStream(ctx, dumpDesc, methodDump)
+func (g *grpcCaller) dump(ctx context.Context) (items, nBytes int64, err error) {
+	stream, err := g.conn.NewStream(g.outgoing(ctx, ""), dumpDesc, methodDump)
 	if err != nil {
 		return 0, 0, err
 	}
-	req := dumpReq(w.cfg.Token)
+	req := dumpReq(g.cfg.Token)
 	if err := stream.SendMsg(&req); err != nil {
 		return 0, 0, err
 	}

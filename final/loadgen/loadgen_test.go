@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,32 +67,41 @@ func (f *fakeCache) checkToken(ctx context.Context, field []byte) {
 }
 
 func (f *fakeCache) unary(method string) grpc.MethodDesc {
-	return grpc.MethodDesc{MethodName: method, Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	return grpc.MethodDesc{MethodName: method, Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 		var req []byte
 		if err := dec(&req); err != nil {
 			return nil, err
 		}
-		fs := fields(f.t, req)
-		key := string(fs[1])
-		resp := []byte{}
-		switch method {
-		case "Store":
-			f.checkToken(ctx, fs[storeTokenField])
-			f.mu.Lock()
-			f.store[key] = fs[2]
-			f.mu.Unlock()
-		case "Get":
-			f.checkToken(ctx, fs[getTokenField])
-			f.mu.Lock()
-			val, ok := f.store[key]
-			f.mu.Unlock()
-			if !ok {
-				return nil, status.Error(codes.NotFound, "no such key")
-			}
-			resp = appendBytes(nil, 1, val)
+		if ic != nil {
+			return ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/rpc.Cache/" + method}, func(ctx context.Context, _ any) (any, error) {
+				return f.handle(ctx, method, req)
+			})
 		}
-		return &resp, nil
+		return f.handle(ctx, method, req)
 	}}
+}
+
+func (f *fakeCache) handle(ctx context.Context, method string, req []byte) (any, error) {
+	fs := fields(f.t, req)
+	key := string(fs[1])
+	resp := []byte{}
+	switch method {
+	case "Store":
+		f.checkToken(ctx, fs[storeTokenField])
+		f.mu.Lock()
+		f.store[key] = fs[2]
+		f.mu.Unlock()
+	case "Get":
+		f.checkToken(ctx, fs[getTokenField])
+		f.mu.Lock()
+		val, ok := f.store[key]
+		f.mu.Unlock()
+		if !ok {
+			return nil, status.Error(codes.NotFound, "no such key")
+		}
+		resp = appendBytes(nil, 1, val)
+	}
+	return &resp, nil
 }
 
 func startFake(t *testing.T, opts ...grpc.ServerOption) (*fakeCache, string) {
@@ -254,4 +264,69 @@ func TestRingHashOverTLSKeepsEachKeyOnOneReplicaAndUsesThemAll(t *testing.T) {
 		total += len(f.store)
 	}
 	assert.Equal(t, 30, total, "each key is stored on exactly one replica")
+}
+
+func TestNewKeyModeStoresADistinct16ByteKeyPerCall(t *testing.T) {
+	f, addr := startFake(t)
+	cfg := testConfig(addr, "store")
+	cfg.Keys = 0
+	res, err := Run(testContext(t), cfg)
+	require.NoError(t, err)
+	assert.True(t, res.NewKeys)
+	assert.Empty(t, res.Total.Errors)
+	require.Len(t, f.store, 200, "200 Stores, 200 keys")
+	for k := range f.store {
+		assert.Len(t, k, 16)
+	}
+
+	// A second run draws other keys: nothing it stores is an overwrite.
+	_, err = Run(testContext(t), cfg)
+	require.NoError(t, err)
+	assert.Len(t, f.store, 400)
+}
+
+func TestNewKeyModeRefusesGets(t *testing.T) {
+	cfg := testConfig("127.0.0.1:1", "get")
+	cfg.Keys = 0
+	_, err := Run(testContext(t), cfg)
+	assert.ErrorContains(t, err, "-op store")
+}
+
+// slowStores makes every Store take at least d, as an overloaded server would.
+func slowStores(d time.Duration) grpc.ServerOption {
+	return grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		time.Sleep(d)
+		return h(ctx, req)
+	})
+}
+
+func TestOpenLoopCountsTheBacklogInLatency(t *testing.T) {
+	// One worker, a server that takes 20ms a call, and 1,000 calls/s offered:
+	// the ten calls are due within 10ms, so the last one waits for the nine
+	// before it. Its latency, from its scheduled start, is at least 9 x 20ms;
+	// a closed loop would report about 20ms for every call.
+	_, addr := startFake(t, slowStores(20*time.Millisecond))
+	cfg := testConfig(addr, "store")
+	cfg.Concurrency, cfg.Conns, cfg.Count, cfg.Rate = 1, 1, 10, 1000
+	res, err := Run(testContext(t), cfg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 10, res.Total.Calls)
+	assert.GreaterOrEqual(t, res.Total.Max, 9*20*time.Millisecond)
+
+	var out strings.Builder
+	res.WriteText(&out)
+	assert.Contains(t, out.String(), "1000 calls/s offered")
+	assert.Contains(t, out.String(), "fell behind")
+}
+
+func TestOpenLoopKeepsToTheOfferedRate(t *testing.T) {
+	// 40 calls at 400/s are scheduled over 97.5ms: the run cannot end sooner,
+	// whatever the server's speed.
+	_, addr := startFake(t)
+	cfg := testConfig(addr, "store")
+	cfg.Count, cfg.Rate = 40, 400
+	res, err := Run(testContext(t), cfg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 40, res.Total.Calls)
+	assert.GreaterOrEqual(t, res.Elapsed, 39*time.Second/400)
 }

@@ -11,8 +11,22 @@ import (
 // WriteText prints a result for people: throughput, latency percentiles and
 // errors by status code, per kind of call.
 func (r *Result) WriteText(w io.Writer) {
+	what := r.Op
+	if r.NewKeys {
+		what += " (a new key per call)"
+	}
+	if r.Server == "redis" {
+		what += " against Redis"
+	}
 	fmt.Fprintf(w, "%s for %s, %d connections, %d in flight, %d-byte values\n",
-		r.Op, r.Elapsed.Round(time.Millisecond), r.Conns, r.Workers, r.ValueLen)
+		what, r.Elapsed.Round(time.Millisecond), r.Conns, r.Workers, r.ValueLen)
+	if r.Rate > 0 {
+		fmt.Fprintf(w, "open loop: %.0f calls/s offered, %.0f done; latency counts from each call's scheduled start\n",
+			r.Rate, r.Total.PerSecond)
+		if r.Total.PerSecond < 0.95*r.Rate {
+			fmt.Fprintln(w, "the server (or -c) fell behind the offered rate: latency includes the backlog")
+		}
+	}
 	ops := make([]string, 0, len(r.PerOp))
 	for op := range r.PerOp {
 		ops = append(ops, op)

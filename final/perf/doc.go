@@ -1,6 +1,10 @@
 // Package perf holds the benchmarks that say what final costs: the complete
 // server stack against an empty-handler gRPC service on the same transport,
-// measured in the same process and run. Run them with
+// measured in the same process and run (Get, overwrite Store and new-key
+// Store), and latency at half the stack's peak in an open loop. Run them with
 //
 //	go test -run '^$' -bench . -benchtime 20000x ./final/perf/
+//
+// vs-redis.sh puts a replica and Debian's redis-server side by side, driven
+// by cacheload in the same loop.
 package perf

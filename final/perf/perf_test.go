@@ -22,6 +22,7 @@ import (
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/loadgen"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
@@ -60,7 +61,8 @@ func startFull(b *testing.B, useTLS bool) (*devstack.Stack, credentials.Transpor
 		AccountsAddr: "127.0.0.1:0",
 		CacheAddrs:   []string{"127.0.0.1:0"},
 		Logger:       quiet,
-		Directory:    accounts.Accounts(map[string]accounts.Account{token: {MaxCacheKeys: 10 * keySpace}}),
+		// A quota no run reaches: new-key Stores measure a reservation each.
+		Directory: accounts.Accounts(map[string]accounts.Account{token: {MaxCacheKeys: 1 << 40}}),
 		TuneCache: func(_ int, c *server.CacheConfig) {
 			c.Rate, c.TenantRate = rate.Inf, rate.Inf
 			if !useTLS {
@@ -129,12 +131,22 @@ var keys = func() []string {
 
 var value = make([]byte, 64)
 
+var newKeys atomic.Int64
+
+// newKey returns a 16-byte key that no call of this process used before.
+func newKey() string {
+	return fmt.Sprintf("new-%012d", newKeys.Add(1))
+}
+
 func call(ctx context.Context, c rpc.CacheClient, op string, i int64) error {
 	// Like every real caller, each call has a deadline (well under the
 	// server's cap, which then needs no timer of its own).
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	key := keys[i%keySpace]
+	if op == "NewStore" {
+		key = newKey()
+	}
 	if op == "Get" {
 		_, err := c.Get(ctx, &rpc.GetReq{Key: key})
 		return err
@@ -169,41 +181,109 @@ func drive(b *testing.B, c rpc.CacheClient, op string, n int) time.Duration {
 }
 
 // BenchmarkStackVsEmptyHandler reports the complete server's throughput as
-// a fraction of an empty handler's ("ratio"), for Get and Store (overwrites:
-// the hot path), with TLS off and on. Every key is stored first, so a Get
-// finds it and a Store needs no new quota slot.
+// a fraction of an empty handler's ("ratio"), for Get, Store (overwrites:
+// the hot path) and NewStore (a key never stored before, which takes a quota
+// slot from Accounts), with TLS off and on. Every key is stored first, so a
+// Get finds it and an overwrite needs no new slot. NewStore also reports its
+// throughput over overwrite Store's on the same stack in the same rounds
+// ("ratio-overwrite").
 func BenchmarkStackVsEmptyHandler(b *testing.B) {
-	for _, op := range []string{"Get", "Store"} {
+	for _, op := range []string{"Get", "Store", "NewStore"} {
 		for _, useTLS := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/tls=%v", op, useTLS), func(b *testing.B) {
 				st, creds := startFull(b, useTLS)
-				full := target{"stack", dial(b, st.CacheAddrs[0], creds, useTLS)}
-				empty := target{"empty", dial(b, startEmpty(b, st, useTLS), creds, useTLS)}
-				drive(b, full.cache, "Store", keySpace) // prefill, and warm both up
-				drive(b, empty.cache, op, keySpace)
+				full := dial(b, st.CacheAddrs[0], creds, useTLS)
+				empty := dial(b, startEmpty(b, st, useTLS), creds, useTLS)
+				emptyOp := op
+				if op == "NewStore" {
+					emptyOp = "Store" // the empty handler stores nothing either way
+				}
+				type turn struct{ name, op string }
+				turns := []turn{{"stack", op}, {"empty", emptyOp}}
+				if op == "NewStore" {
+					turns = append(turns, turn{"overwrite", "Store"})
+				}
+				client := map[string]rpc.CacheClient{"stack": full, "overwrite": full, "empty": empty}
+				drive(b, full, "Store", keySpace) // prefill, and warm both up
+				drive(b, empty, emptyOp, keySpace)
 
 				b.ResetTimer()
 				var took = map[string]time.Duration{}
 				per := max(b.N/rounds, 1)
 				for r := range rounds {
-					order := []target{full, empty}
-					if r%2 == 1 {
-						order = []target{empty, full}
-					}
-					for _, t := range order {
-						took[t.name] += drive(b, t.cache, op, per)
+					for i := range turns {
+						t := turns[(i+r)%len(turns)] // each takes its turn first
+						took[t.name] += drive(b, client[t.name], t.op, per)
 					}
 				}
 				b.StopTimer()
 				calls := float64(per * rounds)
-				stackRate := calls / took["stack"].Seconds()
-				emptyRate := calls / took["empty"].Seconds()
+				rate := func(name string) float64 { return calls / took[name].Seconds() }
 				b.ReportMetric(float64(took["stack"].Nanoseconds())/calls, "ns/op")
-				b.ReportMetric(stackRate, "stack-calls/s")
-				b.ReportMetric(emptyRate, "empty-calls/s")
-				b.ReportMetric(stackRate/emptyRate, "ratio")
+				b.ReportMetric(rate("stack"), "stack-calls/s")
+				b.ReportMetric(rate("empty"), "empty-calls/s")
+				b.ReportMetric(rate("stack")/rate("empty"), "ratio")
+				if op == "NewStore" {
+					b.ReportMetric(rate("overwrite"), "overwrite-calls/s")
+					b.ReportMetric(rate("stack")/rate("overwrite"), "ratio-overwrite")
+				}
 			})
 		}
+	}
+}
+
+// BenchmarkLatencyAtHalfPeak reports p50 and p99 latency at a fixed offered
+// load, the stack's and the empty handler's, for Get and NewStore over TLS.
+// It first measures the stack's peak (b.N calls, closed loop, as cacheload
+// does), then offers half of it to both servers in an open loop (b.N calls
+// each, cacheload's -rate: latency counts from each call's scheduled start,
+// so a server that falls behind pays for its backlog).
+func BenchmarkLatencyAtHalfPeak(b *testing.B) {
+	for _, op := range []string{"Get", "NewStore"} {
+		b.Run(op, func(b *testing.B) {
+			st, _ := startFull(b, true)
+			tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			base := loadgen.Config{Creds: credentials.NewTLS(tlsCfg), Token: token, Op: "get",
+				Conns: 1, Concurrency: workers, Keys: keySpace, ValueSize: len(value), Prefill: true,
+				CallTimeout: 5 * time.Second}
+			if op == "NewStore" {
+				base.Op, base.Keys = "store", 0
+			}
+			addrs := map[string][]string{"stack": st.CacheAddrs, "empty": {startEmpty(b, st, true)}}
+			run := func(name string, rate float64, n int) *loadgen.OpResult {
+				cfg := base
+				cfg.Addrs, cfg.Rate, cfg.Count = addrs[name], rate, int64(max(n, 1))
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				res, err := loadgen.Run(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(res.Total.Errors) > 0 {
+					b.Fatalf("%s %s: errors %v", name, op, res.Total.Errors)
+				}
+				return &res.Total
+			}
+			run("stack", 0, keySpace) // warm up (and, for Get, prefill)
+			run("empty", 0, keySpace)
+
+			b.ResetTimer()
+			peak := run("stack", 0, b.N).PerSecond
+			offered := peak / 2
+			stack := run("stack", offered, b.N)
+			empty := run("empty", offered, b.N)
+			b.StopTimer()
+			us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+			b.ReportMetric(peak, "stack-peak-calls/s")
+			b.ReportMetric(offered, "offered-calls/s")
+			b.ReportMetric(us(stack.P50), "stack-p50-µs")
+			b.ReportMetric(us(stack.P99), "stack-p99-µs")
+			b.ReportMetric(us(empty.P50), "empty-p50-µs")
+			b.ReportMetric(us(empty.P99), "empty-p99-µs")
+		})
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/loadgen"
+	"grpcworkshop/final/tlsutil"
 )
 
 func main() {
@@ -36,7 +37,8 @@ func main() {
 // config is everything cacheload can be told.
 type config struct {
 	Addr, CA, Token, LB, HashHeader, Op string
-	GetRatio                            float64
+	Redis                               string
+	GetRatio, Rate                      float64
 	Conns, Concurrency, Keys, ValueSize int
 	Duration, Timeout                   time.Duration
 	Count                               int64
@@ -67,9 +69,11 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Int(&c.Concurrency, "c", "calls in flight at once")
 	f.Duration(&c.Duration, "d", "how long to run (ignored when -n is set)")
 	f.Int64(&c.Count, "n", "stop after this many calls; 0: run for -d")
-	f.Int(&c.Keys, "keys", "key space (the default accounts may hold 100 keys)")
+	f.Int(&c.Keys, "keys", "key space (the default accounts may hold 100 keys); 0: every Store a new 16-byte key (needs -op store and a quota to match)")
 	f.Int(&c.ValueSize, "value-size", "bytes per stored value")
 	f.Bool(&c.Prefill, "prefill", "store every key once before a get, mix or dump run")
+	f.Float(&c.Rate, "rate", "open loop: offer this many calls/s whatever the server does, latency counted from each call's scheduled start; 0: closed loop (each of -c sends its next call when the last returns)")
+	f.String(&c.Redis, "redis", "drive the Redis server at this address (SET/GET) in the same loop instead of the cache, over TLS when -ca is set; the pool has one connection per call in flight")
 	f.Duration(&c.Timeout, "timeout", "deadline of each call")
 	f.Bool(&c.JSON, "json", "print the result as JSON")
 	f.Bool(&c.Quiet, "q", "no progress line")
@@ -91,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		Addrs: strings.Split(c.Addr, ","), Token: c.Token,
 		Op: c.Op, GetRatio: c.GetRatio, Conns: c.Conns, Concurrency: c.Concurrency,
 		Count: c.Count, Keys: c.Keys, ValueSize: c.ValueSize, Prefill: c.Prefill, CallTimeout: c.Timeout,
+		Rate: c.Rate, Redis: c.Redis,
 	}
 	if c.Count == 0 {
 		cfg.Duration = c.Duration
@@ -104,11 +109,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown -lb %q (want round_robin or ring_hash)", c.LB)
 	}
 	if c.CA != "" {
-		creds, err := credentials.NewClientTLSFromFile(c.CA, "")
+		tlsCfg, err := tlsutil.ClientConfig(c.CA, "", "")
 		if err != nil {
 			return fmt.Errorf("load CA certificate: %w", err)
 		}
-		cfg.Creds = creds
+		cfg.Creds = credentials.NewTLS(tlsCfg)
+		cfg.RedisTLS = tlsCfg // Redis's own TLS (tls-port), verified against the same CA
 	}
 	if !c.Quiet {
 		cfg.Progress = progressLine(stderr)

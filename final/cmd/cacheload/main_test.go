@@ -39,6 +39,10 @@ func TestBadFlagsAreErrors(t *testing.T) {
 		{"-op", "delete", "-n", "1"},
 		{"-ca", "/no/such/ca.crt", "-n", "1"},
 		{"stray-argument"},
+		{"-keys", "-1", "-n", "1"},
+		{"-keys", "0", "-op", "get", "-n", "1"},
+		{"-rate", "-5", "-n", "1"},
+		{"-redis", "127.0.0.1:1", "-op", "dump", "-n", "1"},
 	} {
 		var out, errOut bytes.Buffer
 		assert.Error(t, run(args, &out, &errOut), "%q", args)

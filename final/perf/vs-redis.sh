@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# final against Redis, measured the same way: one cache replica (devstack:
+# Accounts and the replica in one process, rate limits lifted, logging at
+# warn) and Debian's redis-server (no persistence), both over TLS with the
+# same development certificate, each driven by cacheload in the same loop
+# (32 calls in flight, 64-byte values; gRPC multiplexes them on one
+# connection, go-redis needs one connection per call in flight).
+#
+# Prints a Markdown table of Get, overwrite Store (1,000 keys) and new-key
+# Store throughput and latency, and the memory each server takes per key
+# after storing -mem-keys new 16-byte keys with 64-byte values: Redis's
+# used_memory and both processes' resident set (RSS, read from /proc).
+#
+#   final/perf/vs-redis.sh                        # 3 rounds of 10 s per row, 1,000,000 keys
+#   final/perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
+#   GOGC=50 final/perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
+#
+# Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+dur=10s
+rounds=3
+memkeys=1000000
+while [ $# -gt 0 ]; do
+  case $1 in
+    -d) dur=$2; shift 2 ;;
+    -mem-keys) memkeys=$2; shift 2 ;;
+    -rounds) rounds=$2; shift 2 ;;
+    *) echo "usage: $0 [-d DURATION] [-rounds N] [-mem-keys N]" >&2; exit 2 ;;
+  esac
+done
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "vs-redis: redis-server is not installed (apt-get install redis-server): skipped"
+  exit 0
+fi
+
+tmp=$(mktemp -d)
+pids=()
+stop_all() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+}
+trap 'stop_all; rm -rf "$tmp"' EXIT
+
+# free_port: a random port nothing listens on (other programs on this
+# machine may hold the well-known ones).
+taken=" "
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    case $taken in *" $p "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then taken+="$p "; echo "$p"; return; fi
+  done
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+go build -o "$tmp/cacheload" ./final/cmd/cacheload
+go build -o "$tmp/devstack" ./final/cmd/devstack
+
+acc_port=$(free_port)
+cache_port=$(free_port)
+redis_port=$(free_port)
+# A quota no run reaches, so new-key Stores measure the reservation, not the limit.
+echo '{"perf": {"tenant": "perf", "max_cache_keys": 1000000000000}}' >"$tmp/accounts.json"
+"$tmp/devstack" -dir "$tmp/dev" -accounts "127.0.0.1:$acc_port" -replicas "127.0.0.1:$cache_port" \
+  -accounts-file "$tmp/accounts.json" -rate 0 -tenant-rate 0 -log-level warn >"$tmp/devstack.log" 2>&1 &
+cache_pid=$!
+pids+=("$cache_pid")
+wait_port "$cache_port"
+redis-server --bind 127.0.0.1 --port 0 --tls-port "$redis_port" \
+  --tls-cert-file "$tmp/dev/server.crt" --tls-key-file "$tmp/dev/server.key" \
+  --tls-ca-cert-file "$tmp/dev/ca.crt" --tls-auth-clients no \
+  --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+wait_port "$redis_port"
+
+redis_info() {
+  redis-cli -h 127.0.0.1 -p "$redis_port" --tls --cacert "$tmp/dev/ca.crt" info memory |
+    tr -d '\r' | awk -F: -v k="$1" '$1 == k {print $2}'
+}
+
+# load TARGET [cacheload flags...]: runs cacheload against final or redis;
+# the JSON result is in $tmp/out.json.
+load() {
+  local target=$1; shift
+  local to=(-addr "127.0.0.1:$cache_port" -token perf)
+  [ "$target" = redis ] && to=(-redis "127.0.0.1:$redis_port")
+  "$tmp/cacheload" -q -json -ca "$tmp/dev/ca.crt" "${to[@]}" -c 32 -value-size 64 "$@" >"$tmp/out.json"
+  local errs
+  errs=$(tr -d '\n ' <"$tmp/out.json" | grep -o '"errors_by_code":{[^}]*}' | head -1)
+  if [ "$errs" != '"errors_by_code":{}' ]; then echo "$target $*: $errs" >&2; touch "$tmp/failed"; fi
+}
+# field NAME: the first (the total's) value of NAME in the last result.
+field() { grep -o "\"$1\": [0-9.e+]*" "$tmp/out.json" | head -1 | awk '{print $2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# Memory first, on fresh servers.
+cache_rss0=$(rss_kib "$cache_pid")
+redis_rss0=$(rss_kib "$redis_pid")
+redis_used0=$(redis_info used_memory)
+load final -op store -keys 0 -n "$memkeys"
+load redis -op store -keys 0 -n "$memkeys"
+cache_rss=$(awk -v a="$(rss_kib "$cache_pid")" -v b="$cache_rss0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
+redis_rss=$(awk -v a="$(rss_kib "$redis_pid")" -v b="$redis_rss0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
+redis_used=$(awk -v a="$(redis_info used_memory)" -v b="$redis_used0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) / n}')
+
+echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $rounds rounds of $dur per row, 32 calls in flight, 64-byte values, TLS on both, GOGC=${GOGC:-100}"
+echo
+# row NAME [cacheload flags...]: final and Redis take turns, $rounds times
+# -d each, so drift on a shared machine hits both; calls/s is over all
+# rounds, p50 and p99 are the median round's.
+row() {
+  local name=$1; shift
+  local t i
+  local -A calls=() secs=() p50s=() p99s=()
+  for ((i = 0; i < rounds; i++)); do
+    for t in $( ((i % 2)) && echo "redis final" || echo "final redis"); do
+      load "$t" "$@" -d "$dur"
+      calls[$t]+=" $(field calls)"
+      secs[$t]+=" $(field elapsed_ns)"
+      p50s[$t]+=" $(field p50_ns)"
+      p99s[$t]+=" $(field p99_ns)"
+    done
+  done
+  local f r
+  f=$(rate "${calls[final]}" "${secs[final]}")
+  r=$(rate "${calls[redis]}" "${secs[redis]}")
+  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
+    "$(median_ms "${p50s[final]}")" "$(median_ms "${p99s[final]}")" "$(median_ms "${p50s[redis]}")" "$(median_ms "${p99s[redis]}")"
+}
+rate() { awk -v c="$1" -v s="$2" 'BEGIN {n = split(c, cs, " "); split(s, ss, " "); for (i = 1; i <= n; i++) {tc += cs[i]; ts += ss[i]}; printf "%.0f", tc / ts * 1e9}'; }
+median_ms() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR] = $1} END {printf "%.2f", v[int((NR + 1) / 2)] / 1e6}'; }
+
+if [ "$dur" != 0 ]; then
+  echo "| call | final calls/s | Redis calls/s | final / Redis | final p50 / p99 ms | Redis p50 / p99 ms |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  row Get -op get -keys 1000
+  row "Store (overwrite)" -op store -keys 1000
+  row "Store (new key)" -op store -keys 0
+  echo
+fi
+
+echo "| memory per key ($memkeys keys: 16-byte keys, 64-byte values) | final | Redis | final / Redis |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| process RSS growth, bytes | $cache_rss | $redis_rss | $(ratio "$cache_rss" "$redis_rss") |"
+echo "| Redis used_memory growth, bytes | | $redis_used | $(ratio "$cache_rss" "$redis_used") (final's RSS over it) |"
+
+# Calls that failed make the figures meaningless: say so in the exit code.
+[ ! -e "$tmp/failed" ]
