@@ -7,6 +7,8 @@
 package rpc
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -289,7 +291,7 @@ var File_cache_proto protoreflect.FileDescriptor
 
 const file_cache_proto_rawDesc = "" +
 	"\n" +
-	"\vcache.proto\x12\x03rpc\"C\n" +
+	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n" +
 	"\bStoreReq\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03val\x18\x02 \x01(\fR\x03valJ\x04\b\x03\x10\x04R\raccount_token\"\v\n" +
@@ -301,11 +303,13 @@ const file_cache_proto_rawDesc = "" +
 	"\aDumpReq\".\n" +
 	"\bDumpItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
-	"\x03val\x18\x02 \x01(\fR\x03val2~\n" +
-	"\x05Cache\x12(\n" +
-	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x00\x12\"\n" +
-	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x00\x12'\n" +
-	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x01b\x06proto3"
+	"\x03val\x18\x02 \x01(\fR\x03val2\xef\x01\n" +
+	"\x05Cache\x12A\n" +
+	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\x1a\x0e/v1/keys/{key}\x128\n" +
+	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12'\n" +
+	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x01\x12@\n" +
+	"\x06Export\x12\f.rpc.DumpReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n" +
+	"\x12\b/v1/keys0\x01b\x06proto3"
 
 var (
 	file_cache_proto_rawDescOnce sync.Once
@@ -321,22 +325,25 @@ func file_cache_proto_rawDescGZIP() []byte {
 
 var file_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_cache_proto_goTypes = []any{
-	(*StoreReq)(nil),  // 0: rpc.StoreReq
-	(*StoreResp)(nil), // 1: rpc.StoreResp
-	(*GetReq)(nil),    // 2: rpc.GetReq
-	(*GetResp)(nil),   // 3: rpc.GetResp
-	(*DumpReq)(nil),   // 4: rpc.DumpReq
-	(*DumpItem)(nil),  // 5: rpc.DumpItem
+	(*StoreReq)(nil),          // 0: rpc.StoreReq
+	(*StoreResp)(nil),         // 1: rpc.StoreResp
+	(*GetReq)(nil),            // 2: rpc.GetReq
+	(*GetResp)(nil),           // 3: rpc.GetResp
+	(*DumpReq)(nil),           // 4: rpc.DumpReq
+	(*DumpItem)(nil),          // 5: rpc.DumpItem
+	(*httpbody.HttpBody)(nil), // 6: google.api.HttpBody
 }
 var file_cache_proto_depIdxs = []int32{
 	0, // 0: rpc.Cache.Store:input_type -> rpc.StoreReq
 	2, // 1: rpc.Cache.Get:input_type -> rpc.GetReq
 	4, // 2: rpc.Cache.Dump:input_type -> rpc.DumpReq
-	1, // 3: rpc.Cache.Store:output_type -> rpc.StoreResp
-	3, // 4: rpc.Cache.Get:output_type -> rpc.GetResp
-	5, // 5: rpc.Cache.Dump:output_type -> rpc.DumpItem
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
+	4, // 3: rpc.Cache.Export:input_type -> rpc.DumpReq
+	1, // 4: rpc.Cache.Store:output_type -> rpc.StoreResp
+	3, // 5: rpc.Cache.Get:output_type -> rpc.GetResp
+	5, // 6: rpc.Cache.Dump:output_type -> rpc.DumpItem
+	6, // 7: rpc.Cache.Export:output_type -> google.api.HttpBody
+	4, // [4:8] is the sub-list for method output_type
+	0, // [0:4] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
