@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/net/netutil"
+	"google.golang.org/grpc/tap"
 
 	"grpcworkshop/final/web"
 )
@@ -35,7 +36,7 @@ type WebConfig struct {
 	MaxBodyBytes int64
 }
 
-// webListener is the running HTTP listener of a replica.
+// webListener is the HTTP listener of a replica.
 type webListener struct {
 	cfg     WebConfig
 	handler http.Handler
@@ -46,10 +47,10 @@ type webListener struct {
 	addr net.Addr
 }
 
-func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener {
+func newWebListener(cfg WebConfig, h http.Handler, serverTLS *tls.Config) *webListener {
 	w := &webListener{cfg: cfg, handler: h}
-	if common.TLS != nil && !cfg.Plaintext {
-		w.tls = common.TLS.Clone()
+	if serverTLS != nil && !cfg.Plaintext {
+		w.tls = serverTLS.Clone()
 		w.tls.NextProtos = []string{"h2", "http/1.1"}
 	}
 	var protocols http.Protocols
@@ -66,7 +67,6 @@ func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener 
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
 	}
 	return w
 }
@@ -89,18 +89,22 @@ func (w *webListener) serve(lis net.Listener, maxConns int) error {
 	return nil
 }
 
-// URL is the listener's base URL, once it serves.
+// url is the listener's base URL once it serves, else "".
 func (w *webListener) url() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.addr == nil {
 		return ""
 	}
+	return w.urlFor(w.addr)
+}
+
+func (w *webListener) urlFor(addr net.Addr) string {
 	scheme := "https"
 	if w.tls == nil {
 		scheme = "http"
 	}
-	return scheme + "://" + w.addr.String()
+	return scheme + "://" + addr.String()
 }
 
 // shutdown stops accepting requests and waits for those in flight. It must
@@ -140,20 +144,23 @@ func (s *CacheServer) WebURL() string {
 	return s.web.url()
 }
 
-// buildWeb builds the HTTP listener of a replica whose gRPC server is srv.
-func buildWeb(cfg WebConfig, srv *Server, common *Common, tapOpts web.Options, maxStore int) (*webListener, error) {
+// buildWeb builds the HTTP listener of a replica whose gRPC server is srv
+// and whose gRPC port runs tap; nil when cfg has no address.
+func buildWeb(cfg WebConfig, srv *Server, tap tap.ServerInHandle, maxStore int) (*webListener, error) {
 	if cfg.Addr == "" {
 		return nil, nil
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 2*int64(maxStore) + 64<<10
 	}
-	tapOpts.AllowedOrigins = cfg.AllowedOrigins
-	tapOpts.Replicas = cfg.Replicas
-	tapOpts.MaxBodyBytes = cfg.MaxBodyBytes
-	h, err := web.Handler(srv.grpc, tapOpts)
+	h, err := web.Handler(srv.grpc, web.Options{
+		Tap:            tap,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Replicas:       cfg.Replicas,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return newWebListener(cfg, h, common), nil
+	return newWebListener(cfg, h, srv.cfg.TLS), nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func TestConsoleInChromium(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", filepath.Join("test", "console.test.mjs"))
 	cmd.Dir = "console"
 	cmd.Env = append(os.Environ(), "CONSOLE_URL="+st.WebURLs[0]+"/", "CHROMIUM="+chromium,
-		"CONSOLE_BULK_KEYS=1000")
+		"CONSOLE_BULK_KEYS="+strconv.Itoa(bulk))
 	if shot := os.Getenv("SCREENSHOT"); shot != "" {
 		abs, err := filepath.Abs(shot)
 		require.NoError(t, err)

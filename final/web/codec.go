@@ -1,12 +1,17 @@
 package web
 
 import (
-	"fmt"
+	"errors"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/fault"
 )
 
 // jsonCodec is vanguard's JSON codec, except that a body it cannot read is
@@ -30,7 +35,27 @@ func badJSON(err error) error {
 	if err == nil {
 		return nil
 	}
-	// A connect.Error keeps its code through vanguard; any other error
-	// becomes Unknown.
-	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request body is not valid JSON for this method: %w", err))
+	return connectError(fault.BadField("body", "request body is not valid JSON for this method: %v", err))
+}
+
+// connectError is err as apierr maps it (code, ErrorInfo and the other
+// details), in the form vanguard keeps: a connect.Error keeps its code
+// and details through the transcoder, any other error becomes Unknown.
+func connectError(err error) *connect.Error {
+	st := status.Convert(apierr.ToStatus(err))
+	ce := connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
+	for _, a := range st.Proto().GetDetails() {
+		if d, err := connect.NewErrorDetail(mustUnpack(a)); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}
+
+func mustUnpack(a *anypb.Any) proto.Message {
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return a // an unknown type travels as it is
+	}
+	return m
 }

@@ -12,6 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/fault"
 )
 
 // writeGRPCError answers a gRPC request (what vanguard sends to the
@@ -51,9 +54,8 @@ func encodeGRPCMessage(s string) string {
 func limitBody(limit int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {
-			st := status.New(codes.ResourceExhausted,
-				fmt.Sprintf("request body is %d bytes, more than the limit of %d", r.ContentLength, limit))
-			writeHTTPError(w, r, http.StatusRequestEntityTooLarge, st)
+			err := fault.BadField("body", "request body is %d bytes, more than the limit of %d", r.ContentLength, limit)
+			writeHTTPError(w, r, http.StatusRequestEntityTooLarge, status.Convert(apierr.ToStatus(err)))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
@@ -76,7 +78,7 @@ func writeHTTPError(w http.ResponseWriter, r *http.Request, httpStatus int, st *
 	case isConnect(r):
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(httpStatus)
-		_ = json.NewEncoder(w).Encode(connectError(st))
+		_ = json.NewEncoder(w).Encode(connectErrorBody(st))
 	default: // REST
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(httpStatus)
@@ -108,8 +110,8 @@ type connectDetailJSON struct {
 	Value string `json:"value"`
 }
 
-// connectError is st as the Connect protocol's error body.
-func connectError(st *status.Status) connectErrorJSON {
+// connectErrorBody is st as the Connect protocol's error body.
+func connectErrorBody(st *status.Status) connectErrorJSON {
 	e := connectErrorJSON{Code: connectCode(st.Code()), Message: st.Message()}
 	for _, d := range st.Proto().GetDetails() {
 		e.Details = append(e.Details, connectDetailJSON{
