@@ -28,9 +28,9 @@ type Config struct {
 	// order of CacheAddrs; missing or "" means none. They serve plaintext
 	// on loopback (browsers do not trust the development CA) and allow
 	// each other's origins, so the console of one can call all.
-	WebAddrs []string
-	Logger   *slog.Logger
-	Directory    *accounts.Directory // nil: the embedded defaults
+	WebAddrs  []string
+	Logger    *slog.Logger
+	Directory *accounts.Directory // nil: the embedded defaults
 	// TuneAccounts and TuneCache adjust each server's configuration.
 	TuneAccounts func(*server.AccountsConfig)
 	TuneCache    func(i int, c *server.CacheConfig)
