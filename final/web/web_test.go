@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -145,9 +146,15 @@ func detail[T proto.Message](t *testing.T, st *statuspb.Status, m T) T {
 // storeN stores keys k0000… with value "v" through the Connect protocol.
 func storeN(t *testing.T, base, token string, n int) {
 	t.Helper()
+	storeSized(t, base, token, n, []byte("v"))
+}
+
+func storeSized(t *testing.T, base, token string, n int, val []byte) {
+	t.Helper()
+	v := base64.StdEncoding.EncodeToString(val)
 	for i := range n {
 		code, _, body := call(t, "POST", base+"/rpc.Cache/Store", "application/json",
-			fmt.Sprintf(`{"key":"k%04d","val":"dg=="}`, i), connectHeaders(token)...)
+			fmt.Sprintf(`{"key":"k%04d","val":%q}`, i, v), connectHeaders(token)...)
 		require.Equal(t, http.StatusOK, code, "%s", body)
 	}
 }
@@ -392,4 +399,59 @@ func TestConsoleAndItsConfigAreServed(t *testing.T) {
 	var cfg struct{ Replicas []string }
 	require.NoError(t, json.Unmarshal(body, &cfg))
 	assert.Equal(t, st.WebURLs, cfg.Replicas, "the console lists every replica")
+}
+
+// A browser's Dump in flight when the replica shuts down finishes: the HTTP
+// listener drains before grpc.Server.GracefulStop, which would cut calls
+// that came in over HTTP at once.
+func TestShutdownLetsAnHTTPDumpFinish(t *testing.T) {
+	st := startWeb(t, 1, nil)
+	base := st.WebURLs[0]
+	// More than loopback's socket buffers hold, so the server is still
+	// sending when shutdown begins.
+	const n = 4000
+	storeSized(t, base, "bulk", n, bytes.Repeat([]byte{'x'}, 4096))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", base+"/rpc.Cache/Dump", bytes.NewReader(envelope(0, []byte("{}"))))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/connect+json")
+	req.Header.Set("Authorization", "Bearer bulk")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	br := bufio.NewReader(resp.Body)
+	_, err = br.Peek(5) // the stream has started
+	require.NoError(t, err)
+
+	shut := make(chan error, 1)
+	go func() { shut <- st.Caches[0].Shutdown(ctx) }()
+	// Shutdown has begun once the listener refuses new connections.
+	for {
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		select {
+		case <-ctx.Done():
+			t.Fatal("the HTTP listener never closed")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	items, ended := 0, false
+	readEnvelopes(t, br, func(flags byte, msg []byte) {
+		if flags&2 != 0 {
+			ended = true
+			assert.JSONEq(t, `{}`, string(msg), "the stream ends without an error")
+			return
+		}
+		items++
+	})
+	assert.True(t, ended)
+	assert.Equal(t, n, items)
+	require.NoError(t, <-shut)
 }
