@@ -159,7 +159,6 @@ func Start(cfg Config) (_ *Stack, err error) {
 		if webLis[i] != nil {
 			wl := webLis[i]
 			go func() { st.errs <- c.ServeWeb(wl) }()
-			progress("%s serving HTTP on http://%s", ccfg.ReplicaID, wl.Addr())
 		}
 	}
 	return st, nil

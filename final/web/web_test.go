@@ -19,12 +19,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"grpcworkshop/final/accounts"
+	"grpcworkshop/final/client"
 	"grpcworkshop/final/devstack"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
@@ -32,7 +35,7 @@ import (
 
 const tok = "inconshreveable"
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 func directory() *accounts.Directory {
 	return accounts.Accounts(map[string]accounts.Account{
@@ -44,7 +47,7 @@ func directory() *accounts.Directory {
 
 // startWeb runs Accounts and replicas, each with an HTTP listener, as
 // devstack does; tune adjusts each replica.
-func startWeb(t *testing.T, replicas int, tune func(int, *server.CacheConfig)) *devstack.Stack {
+func startWeb(t testing.TB, replicas int, tune func(int, *server.CacheConfig)) *devstack.Stack {
 	t.Helper()
 	addrs := make([]string, replicas)
 	for i := range addrs {
@@ -454,4 +457,23 @@ func TestShutdownLetsAnHTTPDumpFinish(t *testing.T) {
 	assert.True(t, ended)
 	assert.Equal(t, n, items)
 	require.NoError(t, <-shut)
+}
+
+// A native gRPC client can use the HTTP listener too: plaintext HTTP/2
+// (h2c) here, as devstack serves it.
+func TestGRPCClientsCanUseTheHTTPListener(t *testing.T) {
+	st := startWeb(t, 1, nil)
+	cc, err := client.Dial(strings.TrimPrefix(st.WebURLs[0], "http://"), client.Options{Token: tok, AllowInsecureToken: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { cc.Close() })
+	c := rpc.NewCacheClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Store(ctx, &rpc.StoreReq{Key: "k", Val: []byte("v")})
+	require.NoError(t, err)
+	resp, err := c.Get(ctx, &rpc.GetReq{Key: "k"})
+	require.NoError(t, err)
+	assert.Equal(t, "v", string(resp.GetVal()))
+	_, err = c.Get(ctx, &rpc.GetReq{Key: "nope"})
+	assert.Equal(t, codes.NotFound, status.Code(err), "errors keep their code: %v", err)
 }
