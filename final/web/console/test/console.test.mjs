@@ -7,7 +7,7 @@ import { chromium } from "playwright-core";
 
 const url = process.env.CONSOLE_URL;
 const bulkKeys = Number(process.env.CONSOLE_BULK_KEYS ?? "1000");
-const timeout = 20_000;
+const timeout = 30_000;
 
 let browser;
 let page;
