@@ -39,7 +39,7 @@ func BenchmarkGetByProtocol(b *testing.B) {
 		return rpc.NewCacheClient(cc)
 	}
 	native := dial(st.CacheAddrs[0])
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = native.Store(ctx, &rpc.StoreReq{Key: "k", Val: []byte("a 64-byte value ...........................................")})
 	require.NoError(b, err)
@@ -48,9 +48,9 @@ func BenchmarkGetByProtocol(b *testing.B) {
 		TLSClientConfig: tlsCfg.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 	}}
 	b.Cleanup(hc.CloseIdleConnections)
-	httpGet := func(req func() *http.Request) func() error {
-		return func() error {
-			resp, err := hc.Do(req())
+	httpGet := func(req func(context.Context) *http.Request) func(context.Context) error {
+		return func(ctx context.Context) error {
+			resp, err := hc.Do(req(ctx))
 			if err != nil {
 				return err
 			}
@@ -65,18 +65,18 @@ func BenchmarkGetByProtocol(b *testing.B) {
 	viaHTTP := dial(strings.TrimPrefix(base, "https://"))
 	cases := []struct {
 		name string
-		call func() error
+		call func(context.Context) error
 	}{
-		{"grpc-native", func() error { _, err := native.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
-		{"grpc-http-listener", func() error { _, err := viaHTTP.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
-		{"connect-json", httpGet(func() *http.Request {
+		{"grpc-native", func(ctx context.Context) error { _, err := native.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
+		{"grpc-http-listener", func(ctx context.Context) error { _, err := viaHTTP.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
+		{"connect-json", httpGet(func(ctx context.Context) *http.Request {
 			r, _ := http.NewRequestWithContext(ctx, "POST", base+"/rpc.Cache/Get", strings.NewReader(`{"key":"k"}`))
 			r.Header.Set("Content-Type", "application/json")
 			r.Header.Set("Connect-Protocol-Version", "1")
 			r.Header.Set("Authorization", "Bearer "+tok)
 			return r
 		})},
-		{"rest", httpGet(func() *http.Request {
+		{"rest", httpGet(func(ctx context.Context) *http.Request {
 			r, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/keys/k", nil)
 			r.Header.Set("Authorization", "Bearer "+tok)
 			return r
@@ -84,13 +84,19 @@ func BenchmarkGetByProtocol(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			require.NoError(b, c.call()) // connections are up before the clock starts
-			b.SetParallelism(16)         // 32 in flight on two cores, as cacheload's default
+			warm, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			require.NoError(b, c.call(warm)) // connections are up before the clock starts
+			cancel()
+			b.SetParallelism(16) // 32 in flight on two cores, as cacheload's default
 			start := time.Now()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if err := c.call(); err != nil {
+					// Each call has its own deadline: a whole run takes minutes.
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					err := c.call(ctx)
+					cancel()
+					if err != nil {
 						b.Error(err)
 						return
 					}
