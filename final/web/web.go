@@ -17,7 +17,9 @@ import (
 
 	"connectrpc.com/vanguard"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
 
@@ -144,12 +146,22 @@ func consoleHandler(replicas []string) (http.Handler, error) {
 	}
 	files := http.FileServerFS(root)
 	mux := http.NewServeMux()
+	// A REST path that matched no route gets a REST error, not a page.
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		st := status.Newf(codes.NotFound, "no REST route for %s %s (a / inside a key is sent as %%2F)", r.Method, r.URL.Path)
+		writeHTTPError(w, r, http.StatusNotFound, st)
+	})
 	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(cfg)
 	})
-	mux.Handle("GET /", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "the console is read-only; RPCs are POSTed to /package.Service/Method with Connect-Protocol-Version: 1", http.StatusMethodNotAllowed)
+			return
+		}
 		// The page runs with tokens in it: no framing, no foreign scripts.
 		h := w.Header()
 		h.Set("Content-Security-Policy", "default-src 'self'; connect-src *; frame-ancestors 'none'")

@@ -180,6 +180,11 @@ func TestRESTStoresGetsAndExportsKeysWithSlashAndPercent(t *testing.T) {
 		assert.Equal(t, "v:"+key, string(resp.Val), "the key arrives decoded once: %q", key)
 	}
 
+	// An unescaped / makes another path, which no route matches.
+	code, _, body := call(t, "GET", base+"/v1/keys/a/b", "", "", bearer...)
+	require.Equal(t, http.StatusNotFound, code)
+	assert.Contains(t, restError(t, body).GetMessage(), "%2F")
+
 	// The REST Dump: a streamed NDJSON download of the same items.
 	code, h, body := call(t, "GET", base+"/v1/keys", "", "", bearer...)
 	require.Equal(t, http.StatusOK, code, "%s", body)
@@ -396,6 +401,11 @@ func TestConsoleAndItsConfigAreServed(t *testing.T) {
 	code, h, _ = call(t, "GET", st.WebURLs[0]+"/console.js", "", "")
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, h.Get("Content-Type"), "javascript")
+
+	code, _, body = call(t, "POST", st.WebURLs[0]+"/grpc.health.v1.Health/Check", "application/json", `{"service":"rpc.Cache"}`,
+		"Connect-Protocol-Version", "1")
+	require.Equal(t, http.StatusOK, code, "health answers over HTTP too, without a token: %s", body)
+	assert.JSONEq(t, `{"status":"SERVING"}`, string(body))
 
 	code, _, body = call(t, "GET", st.WebURLs[1]+"/config.json", "", "")
 	require.Equal(t, http.StatusOK, code)
