@@ -487,3 +487,17 @@ func TestGRPCClientsCanUseTheHTTPListener(t *testing.T) {
 	_, err = c.Get(ctx, &rpc.GetReq{Key: "nope"})
 	assert.Equal(t, codes.NotFound, status.Code(err), "errors keep their code: %v", err)
 }
+
+// Metadata travels as HTTP headers: a dry run over REST checks everything
+// and stores nothing, as on the gRPC port.
+func TestDryRunOverHTTPStoresNothing(t *testing.T) {
+	st := startWeb(t, 1, nil)
+	base := st.WebURLs[0]
+	code, _, body := call(t, "PUT", base+"/v1/keys/dry", "application/json", `{"val":"dg=="}`, append(bearer, "Dry-Run", "1")...)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	code, _, _ = call(t, "GET", base+"/v1/keys/dry", "", "", bearer...)
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _, body = call(t, "PUT", base+"/v1/keys/dry", "application/json", `{"val":"dg=="}`, append(bearer, "Dry-Run", "maybe")...)
+	require.Equal(t, http.StatusBadRequest, code)
+	assert.Equal(t, "INVALID_ARGUMENT", detail(t, restError(t, body), &errdetails.ErrorInfo{}).GetReason())
+}
