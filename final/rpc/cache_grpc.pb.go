@@ -45,7 +45,7 @@ type CacheClient interface {
 	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
 	// line, streamed in chunks. REST can stream only raw bodies (HttpBody),
 	// so REST callers get Dump this way.
-	Export(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
+	Export(ctx context.Context, in *ExportReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
 }
 
 type cacheClient struct {
@@ -95,13 +95,13 @@ func (c *cacheClient) Dump(ctx context.Context, in *DumpReq, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cache_DumpClient = grpc.ServerStreamingClient[DumpItem]
 
-func (c *cacheClient) Export(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error) {
+func (c *cacheClient) Export(ctx context.Context, in *ExportReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Cache_ServiceDesc.Streams[1], Cache_Export_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[DumpReq, httpbody.HttpBody]{ClientStream: stream}
+	x := &grpc.GenericClientStream[ExportReq, httpbody.HttpBody]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ type CacheServer interface {
 	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
 	// line, streamed in chunks. REST can stream only raw bodies (HttpBody),
 	// so REST callers get Dump this way.
-	Export(*DumpReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error
+	Export(*ExportReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error
 	mustEmbedUnimplementedCacheServer()
 }
 
@@ -153,7 +153,7 @@ func (UnimplementedCacheServer) Get(context.Context, *GetReq) (*GetResp, error) 
 func (UnimplementedCacheServer) Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error {
 	return status.Error(codes.Unimplemented, "method Dump not implemented")
 }
-func (UnimplementedCacheServer) Export(*DumpReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
+func (UnimplementedCacheServer) Export(*ExportReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
 	return status.Error(codes.Unimplemented, "method Export not implemented")
 }
 func (UnimplementedCacheServer) mustEmbedUnimplementedCacheServer() {}
@@ -225,11 +225,11 @@ func _Cache_Dump_Handler(srv interface{}, stream grpc.ServerStream) error {
 type Cache_DumpServer = grpc.ServerStreamingServer[DumpItem]
 
 func _Cache_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(DumpReq)
+	m := new(ExportReq)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(CacheServer).Export(m, &grpc.GenericServerStream[DumpReq, httpbody.HttpBody]{ServerStream: stream})
+	return srv.(CacheServer).Export(m, &grpc.GenericServerStream[ExportReq, httpbody.HttpBody]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.

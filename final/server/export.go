@@ -23,7 +23,7 @@ type exportLine struct {
 // Export is Dump for REST callers: the same items as newline-delimited
 // JSON, in chunks, so GET /v1/keys streams a download instead of holding
 // the tenant's data in memory.
-func (s *cacheService) Export(_ *rpc.DumpReq, stream rpc.Cache_ExportServer) error {
+func (s *cacheService) Export(_ *rpc.ExportReq, stream rpc.Cache_ExportServer) error {
 	tenant, err := auth.TenantFrom(stream.Context())
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val2\xef\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12@\n\x06\x45xport\x12\x0c.rpc.DumpReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
   ,
   dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,])
 
@@ -213,12 +213,37 @@ _DUMPITEM = _descriptor.Descriptor(
   serialized_end=294,
 )
 
+
+_EXPORTREQ = _descriptor.Descriptor(
+  name='ExportReq',
+  full_name='rpc.ExportReq',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=296,
+  serialized_end=307,
+)
+
 DESCRIPTOR.message_types_by_name['StoreReq'] = _STOREREQ
 DESCRIPTOR.message_types_by_name['StoreResp'] = _STORERESP
 DESCRIPTOR.message_types_by_name['GetReq'] = _GETREQ
 DESCRIPTOR.message_types_by_name['GetResp'] = _GETRESP
 DESCRIPTOR.message_types_by_name['DumpReq'] = _DUMPREQ
 DESCRIPTOR.message_types_by_name['DumpItem'] = _DUMPITEM
+DESCRIPTOR.message_types_by_name['ExportReq'] = _EXPORTREQ
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
 
 StoreReq = _reflection.GeneratedProtocolMessageType('StoreReq', (_message.Message,), dict(
@@ -263,6 +288,13 @@ DumpItem = _reflection.GeneratedProtocolMessageType('DumpItem', (_message.Messag
   ))
 _sym_db.RegisterMessage(DumpItem)
 
+ExportReq = _reflection.GeneratedProtocolMessageType('ExportReq', (_message.Message,), dict(
+  DESCRIPTOR = _EXPORTREQ,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.ExportReq)
+  ))
+_sym_db.RegisterMessage(ExportReq)
+
 
 
 _CACHE = _descriptor.ServiceDescriptor(
@@ -271,8 +303,8 @@ _CACHE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=297,
-  serialized_end=536,
+  serialized_start=310,
+  serialized_end=551,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',
@@ -306,7 +338,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     full_name='rpc.Cache.Export',
     index=3,
     containing_service=None,
-    input_type=_DUMPREQ,
+    input_type=_EXPORTREQ,
     output_type=google_dot_api_dot_httpbody__pb2._HTTPBODY,
     options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\n\022\010/v1/keys')),
   ),

@@ -32,7 +32,7 @@ class CacheStub(object):
         )
     self.Export = channel.unary_stream(
         '/rpc.Cache/Export',
-        request_serializer=cache__pb2.DumpReq.SerializeToString,
+        request_serializer=cache__pb2.ExportReq.SerializeToString,
         response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
         )
 
@@ -89,7 +89,7 @@ def add_CacheServicer_to_server(servicer, server):
       ),
       'Export': grpc.unary_stream_rpc_method_handler(
           servicer.Export,
-          request_deserializer=cache__pb2.DumpReq.FromString,
+          request_deserializer=cache__pb2.ExportReq.FromString,
           response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
       ),
   }

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cache.proto.
  */
 export const file_cache: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMMu8BCgVDYWNoZRJBCgVTdG9yZRINLnJwYy5TdG9yZVJlcRoOLnJwYy5TdG9yZVJlc3AiGYLT5JMCExoOL3YxL2tleXMve2tleX06ASoSOAoDR2V0EgsucnBjLkdldFJlcRoMLnJwYy5HZXRSZXNwIhaC0+STAhASDi92MS9rZXlzL3trZXl9EicKBER1bXASDC5ycGMuRHVtcFJlcRoNLnJwYy5EdW1wSXRlbSIAMAESQAoGRXhwb3J0EgwucnBjLkR1bXBSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhCC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcTLxAQoFQ2FjaGUSQQoFU3RvcmUSDS5ycGMuU3RvcmVSZXEaDi5ycGMuU3RvcmVSZXNwIhmC0+STAhMaDi92MS9rZXlzL3trZXl9OgEqEjgKA0dldBILLnJwYy5HZXRSZXEaDC5ycGMuR2V0UmVzcCIWgtPkkwIQEg4vdjEva2V5cy97a2V5fRInCgREdW1wEgwucnBjLkR1bXBSZXEaDS5ycGMuRHVtcEl0ZW0iADABEkIKBkV4cG9ydBIOLnJwYy5FeHBvcnRSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhCC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * @generated from message rpc.StoreReq
@@ -120,6 +120,19 @@ export const DumpItemSchema: GenMessage<DumpItem> = /*@__PURE__*/
   messageDesc(file_cache, 5);
 
 /**
+ * @generated from message rpc.ExportReq
+ */
+export type ExportReq = Message<"rpc.ExportReq"> & {
+};
+
+/**
+ * Describes the message rpc.ExportReq.
+ * Use `create(ExportReqSchema)` to create a new message.
+ */
+export const ExportReqSchema: GenMessage<ExportReq> = /*@__PURE__*/
+  messageDesc(file_cache, 6);
+
+/**
  * Cache stores byte values under string keys, separately for each tenant.
  * The tenant is not a field: every call carries a bearer token in the
  * "authorization" metadata (a per-call credential).
@@ -166,7 +179,7 @@ export const Cache: GenService<{
    */
   export: {
     methodKind: "server_streaming";
-    input: typeof DumpReqSchema;
+    input: typeof ExportReqSchema;
     output: typeof HttpBodySchema;
   },
 }> = /*@__PURE__*/
