@@ -192,7 +192,7 @@ func (s *Server) Run(ctx context.Context) error {
 			lis.Close()
 			return fmt.Errorf("listen http: %w", err)
 		}
-		go func() { webc <- s.web.serve(wlis, s.maxConns) }()
+		go func() { webc <- s.web.serve(wlis) }()
 		s.log.Info("serving http", "url", s.web.urlFor(wlis.Addr()))
 	}
 	errc := make(chan error, 1)

@@ -38,19 +38,20 @@ type WebConfig struct {
 
 // webListener is the HTTP listener of a replica.
 type webListener struct {
-	cfg     WebConfig
-	handler http.Handler
-	tls     *tls.Config
-	srv     *http.Server
+	cfg      WebConfig
+	handler  http.Handler
+	tls      *tls.Config
+	srv      *http.Server
+	maxConns int
 
 	mu   sync.Mutex
 	addr net.Addr
 }
 
-func newWebListener(cfg WebConfig, h http.Handler, serverTLS *tls.Config) *webListener {
-	w := &webListener{cfg: cfg, handler: h}
-	if serverTLS != nil && !cfg.Plaintext {
-		w.tls = serverTLS.Clone()
+func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener {
+	w := &webListener{cfg: cfg, handler: h, maxConns: common.MaxConns}
+	if common.TLS != nil && !cfg.Plaintext {
+		w.tls = common.TLS.Clone()
 		w.tls.NextProtos = []string{"h2", "http/1.1"}
 	}
 	var protocols http.Protocols
@@ -58,27 +59,38 @@ func newWebListener(cfg WebConfig, h http.Handler, serverTLS *tls.Config) *webLi
 	protocols.SetHTTP2(true)
 	// gRPC and Connect clients may speak HTTP/2 without TLS (h2c).
 	protocols.SetUnencryptedHTTP2(w.tls == nil)
+	// The gRPC port's admission bounds, where net/http has them: the
+	// handshake and headers must arrive within HandshakeTimeout (net/http
+	// bounds a TLS handshake by ReadHeaderTimeout too), headers are at most
+	// MaxHeaderBytes, and MaxConns connections at once (serve).
+	headerTimeout, headerBytes := common.HandshakeTimeout, int(common.MaxHeaderBytes)
+	if headerTimeout <= 0 {
+		headerTimeout = 10 * time.Second
+	}
+	if headerBytes <= 0 {
+		headerBytes = 64 << 10
+	}
 	w.srv = &http.Server{
 		Handler:   h,
 		TLSConfig: w.tls,
 		Protocols: &protocols,
 		// No WriteTimeout: a Dump streams for as long as the call's
 		// deadline allows, which the deadline interceptor caps.
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    headerBytes,
 	}
 	return w
 }
 
-// serve accepts connections on lis, at most maxConns at a time, until
+// serve accepts connections on lis, at most MaxConns at a time, until
 // shutdown.
-func (w *webListener) serve(lis net.Listener, maxConns int) error {
+func (w *webListener) serve(lis net.Listener) error {
 	w.mu.Lock()
 	w.addr = lis.Addr()
 	w.mu.Unlock()
-	if maxConns > 0 {
-		lis = netutil.LimitListener(lis, maxConns)
+	if w.maxConns > 0 {
+		lis = netutil.LimitListener(lis, w.maxConns)
 	}
 	if w.tls != nil {
 		lis = tls.NewListener(lis, w.tls)
@@ -133,7 +145,7 @@ func (s *CacheServer) ServeWeb(lis net.Listener) error {
 	if s.web == nil {
 		return errors.New("serve http: no WebConfig.Addr")
 	}
-	return s.web.serve(lis, s.maxConns)
+	return s.web.serve(lis)
 }
 
 // WebURL is the HTTP listener's base URL once ServeWeb runs, else "".
@@ -162,5 +174,5 @@ func buildWeb(cfg WebConfig, srv *Server, tap tap.ServerInHandle, maxStore int) 
 	if err != nil {
 		return nil, err
 	}
-	return newWebListener(cfg, h, srv.cfg.TLS), nil
+	return newWebListener(cfg, h, &srv.cfg), nil
 }
