@@ -382,16 +382,33 @@ func TestConnectAndGRPCWebStreamDump(t *testing.T) {
 	assert.Contains(t, strings.ToLower(trailer), "grpc-status: 0")
 }
 
+// The gRPC port's tap runs on the HTTP path too: a tenant the replica
+// knows draws on the paying budget, anyone else on the unauthenticated one.
 func TestHTTPCallsCountAgainstTheGlobalRateLimit(t *testing.T) {
-	st := startWeb(t, 1, func(_ int, c *server.CacheConfig) { c.Rate, c.Burst = 0.001, 1 })
+	st := startWeb(t, 1, func(_ int, c *server.CacheConfig) {
+		c.Rate, c.Burst = 0.001, 1
+		c.UnauthRate, c.UnauthBurst = 0.001, 1
+	})
 	base := st.WebURLs[0]
 	code, _, body := call(t, "GET", base+"/v1/keys/k", "", "", bearer...)
-	require.Equal(t, http.StatusNotFound, code, "the first call is within the burst: %s", body)
+	require.Equal(t, http.StatusNotFound, code, "an unknown caller's first call is within its burst: %s", body)
+	code, _, body = call(t, "GET", base+"/v1/keys/k", "", "", bearer...)
+	require.Equal(t, http.StatusNotFound, code, "a known tenant's first call is within the paying burst: %s", body)
 	code, _, body = call(t, "GET", base+"/v1/keys/k", "", "", bearer...)
 	require.Equal(t, http.StatusTooManyRequests, code, "%s", body)
 	s := restError(t, body)
 	assert.Equal(t, "RATE_LIMITED", detail(t, s, &errdetails.ErrorInfo{}).GetReason())
 	assert.Positive(t, detail(t, s, &errdetails.RetryInfo{}).GetRetryDelay().AsDuration())
+
+	// A token the replica has not seen draws on the unauthenticated budget,
+	// which the first call used up.
+	code, _, body = call(t, "GET", base+"/v1/keys/k", "", "", "Authorization", "Bearer gopher")
+	require.Equal(t, http.StatusTooManyRequests, code, "%s", body)
+	assert.Contains(t, restError(t, body).GetMessage(), "unauthenticated")
+
+	// Health is never limited.
+	code, _, body = call(t, "POST", base+"/grpc.health.v1.Health/Check", "application/json", `{}`, "Connect-Protocol-Version", "1")
+	assert.Equal(t, http.StatusOK, code, "%s", body)
 }
 
 func TestConsoleAndItsConfigAreServed(t *testing.T) {
