@@ -169,8 +169,14 @@ func (l *Listener) Counts() (established, pending int) {
 	return l.established, l.pending
 }
 
+// addrKey is the client address the per-address limits count by: the IP
+// for IPv4, and the /64 for IPv6, which is what one host or home network
+// gets (one client could otherwise use a fresh address per socket).
 func addrKey(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
+		if t.IP.To4() == nil && len(t.IP) == net.IPv6len {
+			return t.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+		}
 		return t.IP.String()
 	}
 	host, _, err := net.SplitHostPort(a.String())
