@@ -12,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"grpcworkshop/final/client"
 	"grpcworkshop/final/server"
 )
 
@@ -38,6 +40,32 @@ func TestGracefulShutdownReleasesTheReplicasSlotsAtOnce(t *testing.T) {
 
 	require.NoError(t, st.Caches[0].Shutdown(ctx))
 	assert.Equal(t, stored-mine, ledger.Held(tok), "the stopped replica's slots are free now, not after the hour-long TTL")
+}
+
+// A stream a client keeps open (a health Watch, a Dump never read) holds
+// the drain until the grace runs out; the replica is then cut off, and
+// still gives its slots back at once: the release does not share the
+// grace's spent deadline.
+func TestShutdownCutOffByItsGraceStillReleasesTheSlots(t *testing.T) {
+	st := startStack(t, stackOpts{tuneAccounts: func(c *server.AccountsConfig) { c.LeaseTTL = time.Hour }})
+	ctx := testContext(t)
+	c := cacheClient(t, st, tok)
+	for _, k := range []string{"a", "b", "c"} {
+		require.NoError(t, store(ctx, c, k, "v"))
+	}
+	ledger := st.Accounts.Service().Ledger()
+	require.EqualValues(t, 3, ledger.Held(tok))
+
+	conn := dialTarget(t, st, st.Target(), tok, client.Options{})
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	_, err = w.Recv() // the stream is open on the replica
+	require.NoError(t, err)
+
+	grace, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, st.Caches[0].Shutdown(grace), context.DeadlineExceeded, "the open stream outlives the grace")
+	assert.EqualValues(t, 0, ledger.Held(tok), "the slots are free now, not after the hour-long TTL")
 }
 
 // countLeases counts Accounts' Lease calls.
