@@ -7,7 +7,10 @@ package cache
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,11 +37,16 @@ type Limits struct {
 	MaxKeyBytes   int // default 256
 	MaxValueBytes int // default 1 MiB
 	DumpBatch     int // items copied out per lock, default 64
+	// MaxDumps bounds each tenant's Dumps in progress on the replica,
+	// default 4: a Dump whose reader stops holds a batch and a message in
+	// memory (up to a MiB or so each), so unbounded Dumps a client never
+	// reads would take the replica's memory.
+	MaxDumps int
 }
 
 // DefaultLimits are the limits of a zero Limits.
 func DefaultLimits() Limits {
-	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64}
+	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -52,6 +60,9 @@ func (l Limits) withDefaults() Limits {
 	if l.DumpBatch <= 0 {
 		l.DumpBatch = d.DumpBatch
 	}
+	if l.MaxDumps <= 0 {
+		l.MaxDumps = d.MaxDumps
+	}
 	return l
 }
 
@@ -60,6 +71,7 @@ type Cache struct {
 	store  *Store
 	quota  *Quota
 	limits Limits
+	dumps  sync.Map // tenant -> *atomic.Int32, its Dumps in progress
 }
 
 // New returns a cache whose new keys are reserved from authority under a
@@ -141,8 +153,18 @@ func (c *Cache) Get(tenant, key string) ([]byte, error) {
 // Dump calls send with each of tenant's items, in the order they were first
 // stored, copying them out a small batch at a time: its memory does not
 // grow with the store and no lock is held while send runs (a slow reader
-// blocks nobody). It stops at send's first error and returns it.
+// blocks nobody). It stops at send's first error and returns it. A tenant
+// with MaxDumps in progress is refused (RateLimited, retry in a second).
 func (c *Cache) Dump(tenant string, send func(key string, val []byte) error) error {
+	n, _ := c.dumps.LoadOrStore(tenant, new(atomic.Int32))
+	inFlight := n.(*atomic.Int32)
+	defer inFlight.Add(-1)
+	if inFlight.Add(1) > int32(c.limits.MaxDumps) {
+		return &fault.Error{
+			Reason: fault.RateLimited, Subject: "dumps:tenant:" + tenant, RetryAfter: time.Second,
+			Msg: fmt.Sprintf("at most %d Dumps in progress per tenant", c.limits.MaxDumps),
+		}
+	}
 	t := c.store.lookup(tenant)
 	if t == nil {
 		return nil

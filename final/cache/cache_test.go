@@ -245,3 +245,48 @@ func TestInsertionOrderHoldsAcrossBlocksThroughTrimAndDump(t *testing.T) {
 	require.NoError(t, c.Store(ctxT(t), "t", "newer", []byte("v"), false))
 	assert.Equal(t, append(want[:orderBlock-1:orderBlock-1], "new", "newer"), dump())
 }
+
+// A client that opens Dumps and never reads them holds each one's batch
+// and message in the replica's memory: a tenant gets MaxDumps at a time,
+// the next is RateLimited with a retry delay, other tenants are not
+// affected, and a finished Dump frees its place.
+func TestATenantsDumpsInProgressAreBounded(t *testing.T) {
+	c := New(nil, "r1", Limits{MaxDumps: 2}, quiet)
+	// Each tenant holds one item, so a Dump reaches its sender.
+	for _, tenant := range []string{"t", "u"} {
+		td := c.Data().tenant(tenant)
+		td.mu.Lock()
+		td.insert("k", []byte("v"))
+		td.mu.Unlock()
+	}
+
+	release := make(chan struct{})
+	started := make(chan struct{})
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			done <- c.Dump("t", func(string, []byte) error {
+				started <- struct{}{}
+				<-release // a reader that stopped reading
+				return nil
+			})
+		}()
+		<-started
+	}
+
+	err := c.Dump("t", func(string, []byte) error { return nil })
+	var fe *fault.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, fault.RateLimited, fe.Reason)
+	assert.Positive(t, fe.RetryAfter)
+
+	var got []string
+	require.NoError(t, c.Dump("u", func(k string, _ []byte) error { got = append(got, k); return nil }), "another tenant dumps")
+	assert.Equal(t, []string{"k"}, got)
+
+	close(release)
+	for range 2 {
+		require.NoError(t, <-done)
+	}
+	require.NoError(t, c.Dump("t", func(string, []byte) error { return nil }), "finished Dumps free their places")
+}
