@@ -26,9 +26,10 @@ import (
 type CacheConfig struct {
 	Common
 
-	// ReplicaID names this replica: its lease at Accounts and the x-replica
-	// response header. It must be unique and stable across restarts (a pod
-	// name); "" means the hostname.
+	// ReplicaID names this replica: the x-replica response header, logs,
+	// and the prefix of its lease at Accounts (which adds random bytes per
+	// process, so processes that share a name never share a lease); ""
+	// means the hostname.
 	ReplicaID string
 
 	// Accounts is an existing connection to the Accounts service; if nil,
@@ -70,6 +71,10 @@ type CacheConfig struct {
 	// are never limited. 0: no limit; UnauthBurst 0: a tenth of a second's.
 	UnauthRate  rate.Limit
 	UnauthBurst int
+
+	// Web is the optional HTTP listener for browsers and REST (off when
+	// Web.Addr is empty).
+	Web WebConfig
 }
 
 // DefaultCacheConfig is a replica's configuration when no flag is given.
@@ -197,12 +202,13 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	}, cfg.Stream...)
 	r, burst := limit(cfg.Rate, cfg.Burst, 0.1)
 	ur, uburst := limit(cfg.UnauthRate, cfg.UnauthBurst, 0.1)
+	// Before a call's message is read: its token's form, and whose budget
+	// it draws on. The HTTP listener runs the same tap (web.go).
+	tap := ratelimit.AdmissionTap(ratelimit.Budgets{
+		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
+	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
-		// Before a call's message is read: its token's form, and whose
-		// budget it draws on.
-		grpc.InTapHandle(ratelimit.AdmissionTap(ratelimit.Budgets{
-			Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
-		}, auth.Public, authn.Admit)),
+		grpc.InTapHandle(tap),
 		// Messages larger than a maximal Store are refused before decoding.
 		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
 		// A key that is not UTF-8 reaches the domain's key check
@@ -217,6 +223,12 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	srv.closers = closers
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
+	// The HTTP path skips grpc's tap handles: it gets the same tap.
+	wl, err := buildWeb(cfg.Web, srv, tap, limits.MaxValueBytes+limits.MaxKeyBytes)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	srv.web = wl
 	return &CacheServer{Server: srv, cache: c, unary: unary}, nil
 }
 

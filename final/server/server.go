@@ -120,6 +120,8 @@ type Server struct {
 	// cache gives its quota slots back).
 	release func(ctx context.Context) error
 	closers []func() error
+	// web is the cache's HTTP listener, if configured (web.go).
+	web *webListener
 
 	mu       sync.Mutex
 	started  bool
@@ -183,12 +185,26 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	webc := make(chan error, 1)
+	if s.web != nil {
+		wlis, err := net.Listen("tcp", s.web.cfg.Addr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen http: %w", err)
+		}
+		go func() { webc <- s.web.serve(wlis) }()
+		s.log.Info("serving http", "url", s.web.urlFor(wlis.Addr()))
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(lis) }()
 	s.log.Info("listening", "addr", lis.Addr().String())
 	select {
 	case err := <-errc:
 		s.Stop()
+		return err
+	case err := <-webc:
+		s.Stop()
+		<-errc
 		return err
 	case <-ctx.Done():
 	}
@@ -216,15 +232,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			t.Stop()
 		}
 	}
+	var err error
+	if s.web != nil {
+		err = s.web.shutdown(ctx) // first: GracefulStop would cut its calls
+	}
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.grpc.Stop()
 		<-done
 		err = fmt.Errorf("shutdown: %w", ctx.Err())
+	}
+	if ctx.Err() != nil {
+		// The grace is spent, but the slots must still go back at once (a
+		// client holding a stream open must not cost the tenant LeaseTTL):
+		// the release gets a moment of its own, as in Stop.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
 	}
 	s.close(ctx)
 	return err
@@ -237,6 +264,9 @@ func (s *Server) GracefulStop() { _ = s.Shutdown(context.Background()) }
 // the cache's slots back, briefly.
 func (s *Server) Stop() {
 	s.health.Shutdown()
+	if s.web != nil {
+		_ = s.web.srv.Close()
+	}
 	s.grpc.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
