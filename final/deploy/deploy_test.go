@@ -7,6 +7,8 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -27,6 +29,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -35,6 +39,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"grpcworkshop/final/server"
+	"grpcworkshop/final/tlsutil"
 )
 
 // manifests is everything kustomization.yaml deploys, decoded.
@@ -64,21 +71,126 @@ type kustomization struct {
 	} `json:"secretGenerator"`
 }
 
-// workload is a pod template with the name of what owns it.
+// workload is a pod template with what owns it.
 type workload struct {
-	name     string
+	name     string // Kind/name
 	template *corev1.PodTemplateSpec
+	sts      *appsv1.StatefulSet // nil for a Deployment
 }
 
 func (m *manifests) workloads() []workload {
 	var w []workload
 	for _, s := range m.statefulSets {
-		w = append(w, workload{"StatefulSet/" + s.Name, &s.Spec.Template})
+		w = append(w, workload{"StatefulSet/" + s.Name, &s.Spec.Template, s})
 	}
 	for _, d := range m.deployments {
-		w = append(w, workload{"Deployment/" + d.Name, &d.Spec.Template})
+		w = append(w, workload{"Deployment/" + d.Name, &d.Spec.Template, nil})
 	}
 	return w
+}
+
+// podNames are the names of the workload's pods: a StatefulSet's are
+// NAME-0 … NAME-(replicas-1); a Deployment's are random, one stands for all.
+func (w workload) podNames() []string {
+	kind, name, _ := strings.Cut(w.name, "/")
+	if kind != "StatefulSet" {
+		return []string{name + "-5d4f8b7c9-x2x7q"}
+	}
+	n := int32(1)
+	if w.sts.Spec.Replicas != nil {
+		n = *w.sts.Spec.Replicas
+	}
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("%s-%d", name, i))
+	}
+	return names
+}
+
+// running finds the workload and container that run binary.
+func (m *manifests) running(t *testing.T, binary string) (workload, *corev1.Container) {
+	t.Helper()
+	for _, w := range m.workloads() {
+		for i := range w.template.Spec.Containers {
+			if c := &w.template.Spec.Containers[i]; binaryOf(t, c) == binary {
+				return w, c
+			}
+		}
+	}
+	t.Fatalf("no workload runs %s", binary)
+	return workload{}, nil
+}
+
+// podEnv is a container's environment as the kubelet gives it to the pod
+// podName: the pod's name where the manifest asks for metadata.name, and
+// $(VAR) references expanded.
+func podEnv(t *testing.T, w workload, c *corev1.Container, podName string) []corev1.EnvVar {
+	t.Helper()
+	defined := map[string]string{}
+	var out []corev1.EnvVar
+	for _, e := range c.Env {
+		v := expand(e.Value, defined)
+		if e.ValueFrom != nil {
+			require.True(t, e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name",
+				"%s: $%s comes from something this test does not know", w.name, e.Name)
+			v = podName
+		}
+		require.NotContains(t, v, "$(", "%s: $%s=%q refers to a variable not defined before it (the kubelet would pass it on unexpanded)", w.name, e.Name, e.Value)
+		defined[e.Name] = v
+		out = append(out, corev1.EnvVar{Name: e.Name, Value: v})
+	}
+	return out
+}
+
+// expand is the kubelet's expansion of an env value: $(VAR) becomes VAR's
+// value if VAR is defined (earlier in the list), and stays as written
+// otherwise; $$ is a literal $.
+func expand(s string, vars map[string]string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteString(s[i:])
+				return b.String()
+			}
+			ref := s[i : i+3+end]
+			if v, ok := vars[ref[2:len(ref)-1]]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString(ref)
+			}
+			i += 2 + end
+		default:
+			b.WriteByte('$')
+		}
+	}
+	return b.String()
+}
+
+func TestExpandFollowsTheKubeletsRules(t *testing.T) {
+	vars := map[string]string{"ID": "cache-1", "EMPTY": ""}
+	for in, want := range map[string]string{
+		"/certs/$(ID).crt": "/certs/cache-1.crt",
+		"$(ID)$(ID)":       "cache-1cache-1",
+		"$(EMPTY)x":        "x",
+		"$(UNDEFINED).crt": "$(UNDEFINED).crt",
+		"$$(ID)":           "$(ID)",
+		"a$b":              "a$b",
+		"end$":             "end$",
+		"$(unterminated":   "$(unterminated",
+		"no references":    "no references",
+	} {
+		assert.Equal(t, want, expand(in, vars), "expand(%q)", in)
+	}
 }
 
 // secretKeys are the keys of each generated Secret.
@@ -449,8 +561,9 @@ func TestPortsProbesAndServicesAgree(t *testing.T) {
 
 func TestCacheReplicasAreFoundThroughAHeadlessService(t *testing.T) {
 	m := load(t)
-	require.Len(t, m.statefulSets, 1)
-	sts := m.statefulSets[0]
+	w, _ := m.running(t, "cache-server")
+	require.NotNil(t, w.sts, "the replicas are a StatefulSet (stable pod names), not %s", w.name)
+	sts := w.sts
 	var headless *corev1.Service
 	for _, s := range m.services {
 		if s.Name == sts.Spec.ServiceName {
@@ -468,7 +581,8 @@ func TestCacheReplicasAreFoundThroughAHeadlessService(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, target, headless.Spec.Ports[0].Port, "with a headless Service clients reach the container port itself")
 
-	// A replica's id is its stable pod name.
+	// A replica's id is its stable pod name, which also picks its client
+	// certificate (TestEachReplicaPresentsItsOwnClientCertificate).
 	var id *corev1.EnvVar
 	for i := range c.Env {
 		if c.Env[i].Name == "CACHE_ID" {
@@ -537,18 +651,30 @@ func TestShutdownFitsInTheGracePeriod(t *testing.T) {
 
 func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
 	m := load(t)
-	require.Len(t, m.deployments, 1)
-	d := m.deployments[0]
-	require.NotNil(t, d.Spec.Replicas)
-	assert.EqualValues(t, 1, *d.Spec.Replicas, "the ledger is in memory: one Accounts")
-	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type, "never two ledgers at once, not even during a rollout")
+	w, c := m.running(t, "accounts-server")
+	// Two Accounts at once, even for a moment during a rollout, would each
+	// grant a tenant its whole quota. A StatefulSet never runs two pods of
+	// one ordinal; a Deployment does unless its strategy is Recreate.
+	if w.sts != nil {
+		require.NotNil(t, w.sts.Spec.Replicas)
+		assert.EqualValues(t, 1, *w.sts.Spec.Replicas, "%s: one Accounts", w.name)
+	} else {
+		var d *appsv1.Deployment
+		for _, dd := range m.deployments {
+			if "Deployment/"+dd.Name == w.name {
+				d = dd
+			}
+		}
+		require.NotNil(t, d.Spec.Replicas)
+		assert.EqualValues(t, 1, *d.Spec.Replicas, "%s: one Accounts", w.name)
+		assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type, "%s: never two ledgers at once, not even during a rollout", w.name)
+	}
 
 	require.Len(t, m.netpols, 1)
 	np := m.netpols[0]
-	assert.True(t, selects(np.Spec.PodSelector.MatchLabels, &d.Spec.Template), "the NetworkPolicy guards the Accounts pods")
+	assert.True(t, selects(np.Spec.PodSelector.MatchLabels, w.template), "the NetworkPolicy guards the Accounts pods")
 	assert.Contains(t, np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
-	sts := m.statefulSets[0]
-	c := &d.Spec.Template.Spec.Containers[0]
+	cw, cc := m.running(t, "cache-server")
 	b := describe(t, "accounts-server")
 	public := port(t, env(t, c, "ACCOUNTS_", "addr", b))
 	var publicRules int
@@ -562,15 +688,14 @@ func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
 			require.Len(t, rule.From, 1)
 			require.NotNil(t, rule.From[0].PodSelector)
 			assert.Nil(t, rule.From[0].NamespaceSelector)
-			assert.True(t, selects(rule.From[0].PodSelector.MatchLabels, &sts.Spec.Template), "the public port admits the replicas")
-			assert.Equal(t, sts.Spec.Selector.MatchLabels, rule.From[0].PodSelector.MatchLabels, "and only the replicas")
+			assert.True(t, selects(rule.From[0].PodSelector.MatchLabels, cw.template), "the public port admits the replicas")
+			assert.Equal(t, cw.sts.Spec.Selector.MatchLabels, rule.From[0].PodSelector.MatchLabels, "and only the replicas")
 		}
 	}
 	assert.Equal(t, 1, publicRules)
 
 	// Replicas reach Accounts through its Service, by a name its
 	// certificate carries.
-	cc := &sts.Spec.Template.Spec.Containers[0]
 	target := env(t, cc, "CACHE_", "accounts", describe(t, "cache-server"))
 	hostPort := strings.TrimPrefix(target, "dns:///")
 	host, p, err := net.SplitHostPort(hostPort)
@@ -583,6 +708,103 @@ func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
 	}
 	require.NotNil(t, svc, "the replicas dial %q: a Service here", host)
 	assert.Equal(t, p, strconv.Itoa(int(svc.Spec.Ports[0].Port)))
+}
+
+// TestAccountsKeepsItsLedgerOnAPersistentVolume: without -ledger, every
+// restart of Accounts refuses new keys for -recovery-grace, and a ledger
+// on the container's own filesystem would be lost with the pod.
+func TestAccountsKeepsItsLedgerOnAPersistentVolume(t *testing.T) {
+	m := load(t)
+	w, c := m.running(t, "accounts-server")
+	require.NotNil(t, w.sts, "%s: a StatefulSet, whose volumeClaimTemplate gives its pod the same volume after every restart", w.name)
+	ledger := env(t, c, "ACCOUNTS_", "ledger", describe(t, "accounts-server"))
+	require.NotEmpty(t, ledger, "%s: ACCOUNTS_LEDGER", w.name)
+	require.True(t, filepath.IsAbs(ledger), "%s: ACCOUNTS_LEDGER=%s", w.name, ledger)
+
+	var mount *corev1.VolumeMount
+	for i, vm := range c.VolumeMounts {
+		if filepath.Clean(vm.MountPath) == filepath.Dir(ledger) {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	require.NotNil(t, mount, "%s: the ledger %s is on a mounted volume (the root filesystem is read-only and the pod's own)", w.name, ledger)
+	assert.False(t, mount.ReadOnly, "%s: the ledger's volume is writable", w.name)
+	for _, v := range w.template.Spec.Volumes {
+		assert.NotEqual(t, mount.Name, v.Name, "%s: volume %s is the pod's; the ledger's comes from a volumeClaimTemplate", w.name, v.Name)
+	}
+	var claim *corev1.PersistentVolumeClaim
+	for i := range w.sts.Spec.VolumeClaimTemplates {
+		if w.sts.Spec.VolumeClaimTemplates[i].Name == mount.Name {
+			claim = &w.sts.Spec.VolumeClaimTemplates[i]
+		}
+	}
+	require.NotNil(t, claim, "%s: volumeClaimTemplate %s", w.name, mount.Name)
+	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, claim.Spec.AccessModes, "one writer, on one node")
+	storage := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	assert.False(t, storage.IsZero(), "%s: the claim requests storage", w.name)
+	if p := w.sts.Spec.PersistentVolumeClaimRetentionPolicy; p != nil {
+		assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, p.WhenDeleted, "deleting the StatefulSet keeps the ledger")
+		assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, p.WhenScaled)
+	}
+
+	// The image's user must be able to write the volume: fsGroup is its group.
+	df, err := os.ReadFile("Dockerfile")
+	require.NoError(t, err)
+	user := regexp.MustCompile(`(?m)^USER ([0-9]+)(?::([0-9]+))?`).FindStringSubmatch(string(df))
+	require.NotNil(t, user, "Dockerfile: USER uid[:gid]")
+	gid := user[1]
+	if user[2] != "" {
+		gid = user[2]
+	}
+	sc := w.template.Spec.SecurityContext
+	require.NotNil(t, sc.FSGroup, "%s: fsGroup, so the image's user can write the ledger's volume", w.name)
+	assert.Equal(t, gid, strconv.FormatInt(*sc.FSGroup, 10), "%s: fsGroup is the image's group", w.name)
+
+	// The ledger survives restarts, so no grace is needed and none is set.
+	for _, e := range c.Env {
+		assert.NotEqual(t, "ACCOUNTS_RECOVERY_GRACE", e.Name, "%s: -recovery-grace applies only without the ledger", w.name)
+	}
+}
+
+// TestEachReplicaPresentsItsOwnClientCertificate: Accounts binds a lease
+// to the identity in the replica's client certificate, so every pod of the
+// StatefulSet must read a certificate of its own, naming it.
+func TestEachReplicaPresentsItsOwnClientCertificate(t *testing.T) {
+	m := load(t)
+	w, c := m.running(t, "cache-server")
+	files := generatedFiles(m, filepath.Join(t.TempDir(), "secrets"))
+	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-dir", filepath.Dir(files["cache-client-tls/ca.crt"])).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	identities := map[string]string{} // identity -> pod
+	for _, pod := range w.podNames() {
+		env := map[string]string{}
+		for _, e := range podEnv(t, w, c, pod) {
+			env[e.Name] = e.Value
+		}
+		certPath, keyPath := env["CACHE_CLIENT_CERT"], env["CACHE_CLIENT_KEY"]
+		require.NotEmpty(t, certPath, "pod %s: CACHE_CLIENT_CERT", pod)
+		certFile := files[mountedFile(t, w, c, certPath)]
+		keyFile := files[mountedFile(t, w, c, keyPath)]
+		require.NotEmpty(t, certFile, "pod %s: %s is not a file kustomization.yaml puts in its Secret", pod, certPath)
+		require.NotEmpty(t, keyFile, "pod %s: %s is not a file kustomization.yaml puts in its Secret", pod, keyPath)
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		require.NoError(t, err, "pod %s: its client certificate and key are a pair", pod)
+
+		// What Accounts does: verify the chain, then read the identity.
+		pool, err := tlsutil.CertPool(files[mountedFile(t, w, c, env["CACHE_CA"])])
+		require.NoError(t, err)
+		chains, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		require.NoError(t, err, "pod %s: its client certificate is signed by the CA Accounts trusts", pod)
+		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: chains}}})
+		id := server.PeerIdentity(ctx)
+		assert.Equal(t, pod, id, "pod %s: its certificate names it", pod)
+		if other, ok := identities[id]; ok {
+			t.Errorf("pods %s and %s present the same identity %q: each could renew or release the other's lease", other, pod, id)
+		}
+		identities[id] = pod
+	}
+	assert.Len(t, identities, len(w.podNames()))
 }
 
 // TestSecretsHoldTheFilesTheServersRead: every certificate path in the
@@ -600,24 +822,27 @@ func TestSecretsHoldTheFilesTheServersRead(t *testing.T) {
 			mounts[v.Name] = v.Secret.SecretName
 		}
 		for _, c := range w.template.Spec.Containers {
-			used := 0
-			for _, e := range c.Env {
-				if !strings.HasPrefix(e.Value, "/etc/") {
-					continue
-				}
-				dir, file := filepath.Split(e.Value)
-				var secret string
-				for _, vm := range c.VolumeMounts {
-					if filepath.Clean(dir) == filepath.Clean(vm.MountPath) {
-						secret = mounts[vm.Name]
-						assert.True(t, vm.ReadOnly, "%s: %s is mounted read-only", w.name, vm.MountPath)
+			// Each pod: a path may name the pod ($(CACHE_ID)).
+			for _, pod := range w.podNames() {
+				used := 0
+				for _, e := range podEnv(t, w, &c, pod) {
+					if !strings.HasPrefix(e.Value, "/etc/") {
+						continue
 					}
+					dir, file := filepath.Split(e.Value)
+					var secret string
+					for _, vm := range c.VolumeMounts {
+						if filepath.Clean(dir) == filepath.Clean(vm.MountPath) {
+							secret = mounts[vm.Name]
+							assert.True(t, vm.ReadOnly, "%s: %s is mounted read-only", w.name, vm.MountPath)
+						}
+					}
+					require.NotEmpty(t, secret, "pod %s: $%s=%s is in no mounted Secret", pod, e.Name, e.Value)
+					assert.Contains(t, keys[secret], file, "pod %s: $%s: Secret %s has no key %s", pod, e.Name, secret, file)
+					used++
 				}
-				require.NotEmpty(t, secret, "%s: $%s=%s is in no mounted Secret", w.name, e.Name, e.Value)
-				assert.Contains(t, keys[secret], file, "%s: $%s: Secret %s has no key %s", w.name, e.Name, secret, file)
-				used++
+				assert.Positive(t, used)
 			}
-			assert.Positive(t, used)
 		}
 	}
 
@@ -708,14 +933,16 @@ func TestRenderedManifests(t *testing.T) {
 			for _, vm := range c.VolumeMounts {
 				mounts[filepath.Clean(vm.MountPath)] = vols[vm.Name]
 			}
-			for _, e := range c.Env {
-				if !strings.HasPrefix(e.Value, "/etc/") {
-					continue
+			for _, pod := range w.podNames() {
+				for _, e := range podEnv(t, w, &c, pod) {
+					if !strings.HasPrefix(e.Value, "/etc/") {
+						continue
+					}
+					dir, key := filepath.Split(e.Value)
+					sec := mounts[filepath.Clean(dir)]
+					require.NotNil(t, sec, "pod %s: $%s=%s is in no mounted Secret", pod, e.Name, e.Value)
+					assert.NotEmpty(t, sec.Data[key], "pod %s: $%s: Secret %s has no data for %s", pod, e.Name, sec.Name, key)
 				}
-				dir, key := filepath.Split(e.Value)
-				sec := mounts[filepath.Clean(dir)]
-				require.NotNil(t, sec, "%s: $%s=%s is in no mounted Secret", w.name, e.Name, e.Value)
-				assert.NotEmpty(t, sec.Data[key], "%s: $%s: Secret %s has no data for %s", w.name, e.Name, sec.Name, key)
 			}
 		}
 	}

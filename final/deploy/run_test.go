@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,27 +20,38 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
-	"grpcworkshop/final/client"
+	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/auth"
+	"grpcworkshop/final/fault"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/tlsutil"
 )
 
-// pod is a container of the manifests run as a local process: its
-// environment as the manifest gives it, with what only a cluster provides
-// put in by hand (Secret files, the pod name, loopback ports).
+// pod is a pod of the manifests run as a local process: its container's
+// environment as the kubelet would give it, with what only a cluster
+// provides put in by hand (Secret files, claimed volumes as directories,
+// loopback ports).
 type pod struct {
+	name   string
 	w      workload
 	c      *corev1.Container
 	env    map[string]string
 	public string // host:port of the public port
-	admin  string // host:port of the admin port
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the process has exited
-	err    error         // its exit, once done is closed
+	admin  string // host:port of the admin port; "" while the binary has no -admin-addr
+	// healthTLS asks the public port's health service while there is no
+	// admin port (Accounts wants a client certificate).
+	healthTLS *tls.Config
+	cmd       *exec.Cmd
+	log       string
+	done      chan struct{} // closed when the process has exited
+	err       error         // its exit, once done is closed
 }
 
 func freeAddr(t *testing.T) string {
@@ -49,39 +62,61 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// podFor prepares the container that runs binary.
-func podFor(t *testing.T, m *manifests, binary, prefix, secrets string) *pod {
+// podFor prepares pod podName of the workload that runs binary, with the
+// files gensecrets wrote into secrets. Its claimed volumes are fresh
+// directories that outlive its restarts.
+func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName string) *pod {
 	t.Helper()
-	for _, w := range m.workloads() {
-		for i := range w.template.Spec.Containers {
-			c := &w.template.Spec.Containers[i]
-			if binaryOf(t, c) != binary {
-				continue
-			}
-			p := &pod{w: w, c: c, env: map[string]string{}, public: freeAddr(t), admin: freeAddr(t), done: make(chan struct{})}
-			files := generatedFiles(m, secrets)
-			for _, e := range c.Env {
-				v := e.Value
-				switch {
-				case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-					v = strings.TrimPrefix(w.name, "StatefulSet/") + "-0"
-				case e.ValueFrom != nil:
-					t.Fatalf("%s: $%s comes from something this test does not provide", w.name, e.Name)
-				case e.Name == prefix+"ADDR":
-					v = p.public
-				case e.Name == prefix+"ADMIN_ADDR":
-					v = p.admin
-				case strings.HasPrefix(v, "/etc/"):
-					v = files[mountedFile(t, w, c, v)]
-					require.NotEmpty(t, v, "%s: $%s=%s", w.name, e.Name, e.Value)
-				}
-				p.env[e.Name] = v
-			}
-			return p
+	w, c := m.running(t, binary)
+	require.Contains(t, w.podNames(), podName)
+	p := &pod{name: podName, w: w, c: c, env: map[string]string{}, public: freeAddr(t), done: make(chan struct{})}
+	if _, ok := describe(t, binary).flagEnv["admin-addr"]; ok {
+		p.admin = freeAddr(t)
+	}
+	files := generatedFiles(m, secrets)
+	claims := map[string]string{} // volume name -> directory
+	if w.sts != nil {
+		for _, vc := range w.sts.Spec.VolumeClaimTemplates {
+			claims[vc.Name] = t.TempDir()
 		}
 	}
-	t.Fatalf("no workload runs %s", binary)
-	return nil
+	for _, e := range podEnv(t, w, c, podName) {
+		v := e.Value
+		switch {
+		case e.Name == prefix+"ADDR":
+			v = p.public
+		case e.Name == prefix+"ADMIN_ADDR":
+			if p.admin == "" {
+				continue
+			}
+			v = p.admin
+		case filepath.IsAbs(v):
+			v = hostPath(t, w, c, v, files, claims)
+		}
+		p.env[e.Name] = v
+	}
+	return p
+}
+
+// hostPath is where a path inside the container is in this test: a file
+// gensecrets wrote for a mounted Secret, or a file in a claimed volume's
+// directory.
+func hostPath(t *testing.T, w workload, c *corev1.Container, path string, files, claims map[string]string) string {
+	t.Helper()
+	for _, vm := range c.VolumeMounts {
+		rel, err := filepath.Rel(vm.MountPath, path)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		if dir, ok := claims[vm.Name]; ok {
+			return filepath.Join(dir, rel)
+		}
+		f := files[mountedFile(t, w, c, path)]
+		require.NotEmpty(t, f, "%s: %s is in no generated Secret", w.name, path)
+		return f
+	}
+	t.Fatalf("%s: %s is on no mounted volume", w.name, path)
+	return ""
 }
 
 // mountedFile names a file in a mounted Secret as "secret/key".
@@ -114,31 +149,60 @@ func generatedFiles(m *manifests, dir string) map[string]string {
 	return files
 }
 
+// start runs the pod's container; called again after it exited, it
+// restarts it as the kubelet would: same environment, same volumes.
 func (p *pod) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(filepath.Join(build(t), filepath.Base(p.c.Command[0])))
 	for _, k := range slices.Sorted(maps.Keys(p.env)) {
 		p.cmd.Env = append(p.cmd.Env, k+"="+p.env[k])
 	}
-	out, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if p.log == "" {
+		p.log = filepath.Join(t.TempDir(), "log")
+	}
+	out, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	require.NoError(t, err)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	require.NoError(t, p.cmd.Start())
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	done := make(chan struct{})
+	p.done = done
+	cmd := p.cmd
+	go func() { p.err = cmd.Wait(); out.Close(); close(done) }()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill() // an error if it has exited already
-		<-p.done
+		_ = cmd.Process.Kill() // an error if it has exited already
+		<-done
 		if t.Failed() {
-			log, _ := os.ReadFile(out.Name())
-			t.Logf("%s log:\n%s", p.w.name, log)
+			log, _ := os.ReadFile(p.log)
+			t.Logf("pod %s log:\n%s", p.name, log)
 		}
 	})
 }
 
-// health asks the admin port what the kubelet's gRPC probe asks.
+// stop sends SIGTERM and waits for a clean exit within limit.
+func (p *pod) stop(t *testing.T, limit time.Duration) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.done:
+		var exit *exec.ExitError
+		if errors.As(p.err, &exit) {
+			t.Fatalf("pod %s exited with %v after SIGTERM", p.name, exit)
+		}
+		require.NoError(t, p.err)
+	case <-time.After(limit):
+		t.Fatalf("pod %s still runs %s after SIGTERM: the kubelet would kill it", p.name, limit)
+	}
+}
+
+// health asks what the kubelet's gRPC probe asks: on the admin port, or,
+// while the binary has none, on the public port over TLS.
 func (p *pod) health(t *testing.T, probe *corev1.Probe) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	t.Helper()
-	conn, err := grpc.NewClient(p.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr, creds := p.admin, insecure.NewCredentials()
+	if addr == "" {
+		addr, creds = p.public, credentials.NewTLS(p.healthTLS)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(probe.TimeoutSeconds, 1))*time.Second)
@@ -156,67 +220,154 @@ func (p *pod) awaitReady(t *testing.T) {
 	require.Eventually(t, func() bool {
 		st, err := p.health(t, p.c.ReadinessProbe)
 		return err == nil && st == healthpb.HealthCheckResponse_SERVING
-	}, 20*time.Second, 50*time.Millisecond, "%s: the readiness probe never passes", p.w.name)
+	}, 20*time.Second, 50*time.Millisecond, "pod %s: the readiness probe never passes", p.name)
 	st, err := p.health(t, p.c.LivenessProbe)
 	require.NoError(t, err)
-	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, st, "%s: the liveness probe passes", p.w.name)
+	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, st, "pod %s: the liveness probe passes", p.name)
 }
 
-// TestManifestsConfigurationRunsAndDrains runs the real binaries with the
-// manifests' environment: the probes pass on the admin port, a client
-// stores through the public port, and on SIGTERM the replica turns
-// NOT_SERVING for its readiness probe and exits within the grace period
-// the kubelet allows after the preStop sleep.
-func TestManifestsConfigurationRunsAndDrains(t *testing.T) {
-	m := load(t)
-	if _, ok := describe(t, "cache-server").flagEnv["admin-addr"]; !ok {
-		t.Skip("cache-server has no -admin-addr (the admin listener) yet: the probes have nothing to ask")
-	}
-	secrets := filepath.Join(t.TempDir(), "secrets")
-	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-dir", secrets).CombinedOutput()
+// stack is Accounts and cache replicas run from the manifests, the
+// replicas pointed at Accounts' process instead of its Service.
+type stack struct {
+	m       *manifests
+	secrets string
+	token   string
+	acc     *pod
+}
+
+// newStack writes secrets for a tenant with maxKeys and starts Accounts.
+func newStack(t *testing.T, maxKeys int) *stack {
+	t.Helper()
+	s := &stack{m: load(t), secrets: filepath.Join(t.TempDir(), "secrets")}
+	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-dir", s.secrets, "-max-keys", strconv.Itoa(maxKeys)).CombinedOutput()
 	require.NoError(t, err, "%s", out)
-
-	acc := podFor(t, m, "accounts-server", "ACCOUNTS_", secrets)
-	cache := podFor(t, m, "cache-server", "CACHE_", secrets)
-	// In the cluster "accounts" is the Service; here it is the process.
-	require.Contains(t, cache.env["CACHE_ACCOUNTS"], "accounts:")
-	cache.env["CACHE_ACCOUNTS"] = acc.public
-	acc.start(t)
-	acc.awaitReady(t)
-	cache.start(t)
-	cache.awaitReady(t)
-
-	raw, err := os.ReadFile(filepath.Join(secrets, "accounts.json"))
+	raw, err := os.ReadFile(filepath.Join(s.secrets, "accounts.json"))
 	require.NoError(t, err)
 	var accts map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(raw, &accts))
 	require.Len(t, accts, 1)
-	tlsCfg, err := tlsutil.ClientConfig(filepath.Join(secrets, tlsutil.CAFile), "", "")
+	s.token = slices.Collect(maps.Keys(accts))[0]
+
+	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, "accounts-0")
+	// Accounts' public port wants a client certificate: a replica's.
+	s.acc.healthTLS, err = tlsutil.ClientConfig(filepath.Join(s.secrets, tlsutil.CAFile),
+		filepath.Join(s.secrets, "cache-0.crt"), filepath.Join(s.secrets, "cache-0.key"))
 	require.NoError(t, err)
-	tlsCfg.ServerName = "cache" // the Service's name, which clients dial
-	conn, err := client.Dial(cache.public, client.Options{TLS: tlsCfg, Token: slices.Collect(maps.Keys(accts))[0]})
+	s.acc.healthTLS.ServerName = "accounts"
+	s.acc.start(t)
+	s.acc.awaitReady(t)
+	return s
+}
+
+// replica starts the StatefulSet's pod podName.
+func (s *stack) replica(t *testing.T, podName string) *pod {
+	t.Helper()
+	r := podFor(t, s.m, "cache-server", "CACHE_", s.secrets, podName)
+	// In the cluster "accounts" is the Service; here it is the process.
+	require.Contains(t, r.env["CACHE_ACCOUNTS"], "accounts:")
+	r.env["CACHE_ACCOUNTS"] = s.acc.public
+	var err error
+	r.healthTLS, err = s.clientTLS()
+	require.NoError(t, err)
+	r.start(t)
+	r.awaitReady(t)
+	return r
+}
+
+// clientTLS is what a client of the cache Service verifies.
+func (s *stack) clientTLS() (*tls.Config, error) {
+	cfg, err := tlsutil.ClientConfig(filepath.Join(s.secrets, tlsutil.CAFile), "", "")
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName = "cache" // the Service's name, which clients dial
+	return cfg, nil
+}
+
+// store makes one attempt (no retries, unlike client.Dial's channel) to
+// store key on replica r.
+func (s *stack) store(t *testing.T, r *pod, key string) error {
+	t.Helper()
+	cfg, err := s.clientTLS()
+	require.NoError(t, err)
+	conn, err := grpc.NewClient(r.public, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: s.token}))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = rpc.NewCacheClient(conn).Store(ctx, &rpc.StoreReq{Key: "k", Val: []byte("v")})
-	require.NoError(t, err, "a Store through the public port, with a new key: Accounts reached over mutual TLS")
+	_, err = rpc.NewCacheClient(conn).Store(ctx, &rpc.StoreReq{Key: key, Val: []byte("v")})
+	return err
+}
+
+// TestManifestsRunWithTheLedgerAndACertificatePerReplica runs the real
+// binaries with the manifests' environment: Accounts with its ledger on
+// the claimed volume, two replicas each with the client certificate named
+// like its pod. The probes pass, new keys are granted from the first
+// Store (no recovery grace), and after a restart of Accounts the ledger
+// still counts every slot: a third replica cannot exceed the quota.
+func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
+	s := newStack(t, 2)
+	r0 := s.replica(t, "cache-0")
+	r1 := s.replica(t, "cache-1")
+	assert.NotEqual(t, r0.env["CACHE_CLIENT_CERT"], r1.env["CACHE_CLIENT_CERT"], "each replica its own certificate")
+
+	// One attempt each: without the ledger, Accounts started by hand would
+	// refuse new keys for its recovery grace (LEDGER_RECOVERING).
+	require.NoError(t, s.store(t, r0, "k0"), "a new key on cache-0: Accounts reached over mutual TLS with cache-0's certificate")
+	require.NoError(t, s.store(t, r1, "k1"), "a new key on cache-1, with cache-1's certificate")
+
+	ledger := s.acc.env["ACCOUNTS_LEDGER"]
+	require.NotEmpty(t, ledger)
+	fi, err := os.Stat(ledger)
+	require.NoError(t, err, "the ledger is on the claimed volume")
+	assert.Positive(t, fi.Size())
+
+	// The kubelet restarts Accounts: SIGTERM, then the same pod again
+	// with the same volume.
+	s.acc.stop(t, time.Duration(*s.acc.w.template.Spec.TerminationGracePeriodSeconds)*time.Second)
+	s.acc.start(t)
+	s.acc.awaitReady(t)
+
+	// The tenant's two slots are still counted: a new replica's new key is
+	// over the quota at once, not granted (an empty ledger) nor put off
+	// (LEDGER_RECOVERING).
+	r2 := s.replica(t, "cache-2")
+	err = s.store(t, r2, "k2")
+	require.Error(t, err, "a third key over a quota of 2")
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	assert.Equal(t, fault.QuotaExceeded, apierr.ReasonOf(err), "%v", err)
+	// Keys already held are still served, overwrites included.
+	require.NoError(t, s.store(t, r0, "k0"))
+	require.NoError(t, s.store(t, r1, "k1"))
+}
+
+// TestManifestsReplicaDrainsWithinItsGracePeriod: on SIGTERM the replica
+// turns NOT_SERVING for its readiness probe on the admin port, and exits
+// within the grace period the kubelet leaves after the preStop sleep.
+func TestManifestsReplicaDrainsWithinItsGracePeriod(t *testing.T) {
+	if _, ok := describe(t, "cache-server").flagEnv["admin-addr"]; !ok {
+		t.Skip("cache-server has no -admin-addr (the admin listener) yet: the probes have nothing to ask")
+	}
+	s := newStack(t, 100)
+	r := s.replica(t, "cache-0")
+	require.NoError(t, s.store(t, r, "k"))
 
 	// The kubelet: preStop sleep, then SIGTERM, then SIGKILL after the
 	// rest of terminationGracePeriodSeconds.
-	left := time.Duration(*cache.w.template.Spec.TerminationGracePeriodSeconds-cache.c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
-	require.NoError(t, cache.cmd.Process.Signal(syscall.SIGTERM))
+	left := time.Duration(*r.w.template.Spec.TerminationGracePeriodSeconds-r.c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGTERM))
 	require.Eventually(t, func() bool {
-		st, err := cache.health(t, cache.c.ReadinessProbe)
+		st, err := r.health(t, r.c.ReadinessProbe)
 		return err == nil && st == healthpb.HealthCheckResponse_NOT_SERVING
 	}, left, 50*time.Millisecond, "the readiness probe sees NOT_SERVING during the drain")
 	select {
-	case <-cache.done:
+	case <-r.done:
 		var exit *exec.ExitError
-		if errors.As(cache.err, &exit) {
+		if errors.As(r.err, &exit) {
 			t.Fatalf("cache-server exited with %v after SIGTERM", exit)
 		}
-		require.NoError(t, cache.err)
+		require.NoError(t, r.err)
 	case <-time.After(left):
 		t.Fatalf("cache-server still runs %s after SIGTERM: the kubelet would kill it", left)
 	}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -57,6 +58,32 @@ func EnsureDevCerts(dir string, hosts []string) (bool, error) {
 // signed by the CA. The CA's key is not written: nothing else can be
 // signed with it later.
 func WriteDevCerts(dir string, hosts []string) error {
+	clients := []clientCert{{strings.TrimSuffix(ClientCertFile, ".crt"), "cache-replica"}}
+	for i := 1; i <= DevReplicas; i++ {
+		clients = append(clients, clientCert{ReplicaName(i), ReplicaName(i)})
+	}
+	return writeCerts(dir, hosts, clients)
+}
+
+// WriteCerts is WriteDevCerts with the client certificates named by the
+// caller: NAME.crt and NAME.key for each name, with NAME as the common name
+// (the identity Accounts files a replica's lease under), and no others.
+func WriteCerts(dir string, hosts, clientNames []string) error {
+	var clients []clientCert
+	for _, n := range clientNames {
+		if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".") {
+			return fmt.Errorf("client certificate name %q: want a plain file name", n)
+		}
+		clients = append(clients, clientCert{n, n})
+	}
+	return writeCerts(dir, hosts, clients)
+}
+
+// clientCert is a client certificate to issue: its files' base name and
+// its common name.
+type clientCert struct{ file, name string }
+
+func writeCerts(dir string, hosts []string, clients []clientCert) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("ca key: %w", err)
@@ -114,12 +141,8 @@ func WriteDevCerts(dir string, hosts []string) error {
 			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}
 	}
-	if err := issue(dir, ClientCertFile, ClientKeyFile, cli("cache-replica"), ca, caKey); err != nil {
-		return err
-	}
-	for i := 1; i <= DevReplicas; i++ {
-		d := Dir(dir)
-		if err := issue(dir, filepath.Base(d.ReplicaCert(i)), filepath.Base(d.ReplicaKey(i)), cli(ReplicaName(i)), ca, caKey); err != nil {
+	for _, c := range clients {
+		if err := issue(dir, c.file+".crt", c.file+".key", cli(c.name), ca, caKey); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,9 @@
 // Command gensecrets writes the files final/deploy's kustomization turns
 // into Secrets: a development CA, a server certificate valid for the cache
-// and Accounts Services' DNS names in one namespace, the replicas' client
-// certificate, and an accounts file with one random token.
+// and Accounts Services' DNS names in one namespace, one client certificate
+// per cache replica (cache-0.crt … for the StatefulSet's pods: each
+// replica's identity at Accounts), and an accounts file with one random
+// token.
 //
 //	go run ./final/deploy/gensecrets -namespace default
 //
@@ -39,17 +41,21 @@ func run(args []string, out io.Writer) error {
 	dir := fs.String("dir", "final/deploy/secrets", "directory to write (it must not exist yet)")
 	tenant := fs.String("tenant", "demo", "tenant of the generated token")
 	maxKeys := fs.Int64("max-keys", 100, "the tenant's key quota")
+	replicas := fs.Int("replicas", 5, "client certificates for cache-0 … cache-(N-1), the StatefulSet's pod names (the kustomization lists 5)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if *replicas < 1 {
+		return fmt.Errorf("-replicas %d: want at least 1", *replicas)
+	}
 	// Never overwrite: a deployed CA would stop matching its certificates.
 	if _, err := os.Stat(*dir); err == nil {
 		return fmt.Errorf("%s exists; remove it to generate new secrets", *dir)
 	}
-	if err := tlsutil.WriteDevCerts(*dir, Hosts(*ns)); err != nil {
+	if err := tlsutil.WriteCerts(*dir, Hosts(*ns), ReplicaNames(*replicas)); err != nil {
 		return err
 	}
 	token := rand.Text()
@@ -60,7 +66,7 @@ func run(args []string, out io.Writer) error {
 	if err := os.WriteFile(filepath.Join(*dir, "accounts.json"), append(accts, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write accounts: %w", err)
 	}
-	fmt.Fprintf(out, "wrote %s: CA, certificates for %v, accounts.json\n", *dir, Hosts(*ns))
+	fmt.Fprintf(out, "wrote %s: CA, certificates for %v, client certificates %v, accounts.json\n", *dir, Hosts(*ns), ReplicaNames(*replicas))
 	fmt.Fprintf(out, "token for tenant %s: %s\n", *tenant, token)
 	return nil
 }
@@ -73,4 +79,14 @@ func Hosts(ns string) []string {
 		hosts = append(hosts, svc, svc+"."+ns, svc+"."+ns+".svc", svc+"."+ns+".svc.cluster.local")
 	}
 	return append(hosts, "localhost", "127.0.0.1")
+}
+
+// ReplicaNames are the StatefulSet's pod names, cache-0 … cache-(n-1): a
+// replica presents the client certificate named like its pod.
+func ReplicaNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("cache-%d", i)
+	}
+	return names
 }
