@@ -69,14 +69,16 @@ wait_port() {
 }
 
 echo "== start Accounts and three replicas, each in its own namespace"
-on acc "$TMP/accounts-server" -addr "${IP[acc]}:5050" -accounts "$S/accounts.json" \
+# The ledger on disk, as in the manifests: new keys are granted from the
+# start (without it, Accounts would refuse them for its recovery grace).
+on acc "$TMP/accounts-server" -addr "${IP[acc]}:5050" -accounts "$S/accounts.json" -ledger "$TMP/ledger.db" \
   -cert "$S/server.crt" -key "$S/server.key" -ca "$S/ca.crt" -log-level warn >"$TMP/acc.log" 2>&1 &
 PIDS+=($!)
 wait_port c1 "${IP[acc]}" 5050
 for i in 1 2 3; do
   on "c$i" "$TMP/cache-server" -addr "${IP[c$i]}:5051" -id "cache-$i" -accounts dns:///accounts:5050 \
     -cert "$S/server.crt" -key "$S/server.key" -ca "$S/ca.crt" \
-    -client-cert "$S/client.crt" -client-key "$S/client.key" -log-level warn >"$TMP/c$i.log" 2>&1 &
+    -client-cert "$S/cache-$i.crt" -client-key "$S/cache-$i.key" -log-level warn >"$TMP/c$i.log" 2>&1 &
   PIDS+=($!)
 done
 for i in 1 2 3; do wait_port cli "${IP[c$i]}" 5051; done
