@@ -665,6 +665,7 @@ func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
 				d = dd
 			}
 		}
+		require.NotNil(t, d)
 		require.NotNil(t, d.Spec.Replicas)
 		assert.EqualValues(t, 1, *d.Spec.Replicas, "%s: one Accounts", w.name)
 		assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type, "%s: never two ledgers at once, not even during a rollout", w.name)
