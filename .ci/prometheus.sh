@@ -27,7 +27,7 @@ trap cleanup EXIT
 go build -o "$tmp/devstack" ./final/cmd/devstack
 go build -o "$tmp/cachectl" ./final/cmd/cachectl
 
-"$tmp/devstack" -dir "$tmp/dev" -log-level warn \
+"$tmp/devstack" -dir "$tmp/dev" -log-level warn -http= \
   -accounts "$(pub 0)" -replicas "$(pub 1),$(pub 2),$(pub 3)" \
   -accounts-admin "$(adm 0)" -replicas-admin "$(adm 1),$(adm 2),$(adm 3)" >"$tmp/devstack.out" 2>&1 &
 pids+=($!)
