@@ -112,9 +112,9 @@ type meteredAuthority struct {
 	m *telemetry.Metrics
 }
 
-func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error {
+func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
 	start := time.Now()
-	err := a.Authority.Reserve(ctx, leaseID, tenant, dryRun)
+	granted, err := a.Authority.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
 	result := "granted"
 	switch {
 	case err == nil:
@@ -124,11 +124,11 @@ func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, d
 		result = "error"
 	}
 	a.m.Reservation(ctx, result, time.Since(start))
-	return err
+	return granted, err
 }
 
-func (a meteredAuthority) Lease(ctx context.Context, leaseID string, holdings map[string]int64) (map[string]int64, error) {
-	admitted, err := a.Authority.Lease(ctx, leaseID, holdings)
+func (a meteredAuthority) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+	admitted, err := a.Authority.Lease(ctx, leaseID, holdings, resolved)
 	result := "ok"
 	if err != nil {
 		result = "error"
