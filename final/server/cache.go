@@ -20,6 +20,7 @@ import (
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/ratelimit"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/telemetry"
 )
 
 // CacheConfig configures one cache replica. Start from DefaultCacheConfig.
@@ -80,7 +81,7 @@ type CacheConfig struct {
 // DefaultCacheConfig is a replica's configuration when no flag is given.
 func DefaultCacheConfig() CacheConfig {
 	return CacheConfig{
-		Common:        defaultCommon("localhost:5051"),
+		Common:        defaultCommon("localhost:5051", "localhost:9051"),
 		AccountsAddr:  "localhost:5050",
 		AuthTTL:       5 * time.Second,
 		LeaseInterval: 5 * time.Second,
@@ -137,6 +138,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		return nil, fmt.Errorf("lease interval must be positive, got %s", cfg.LeaseInterval)
 	}
 	log := cfg.logger().With("replica", cfg.ReplicaID)
+	var metrics *telemetry.Metrics // nil-safe: telemetry off
+	if cfg.Telemetry != nil {
+		metrics = cfg.Telemetry.Metrics
+	}
 
 	var closers []func() error
 	conn := cfg.Accounts
@@ -148,7 +153,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		if cfg.AccountsTLS != nil {
 			creds = credentials.NewTLS(cfg.AccountsTLS)
 		}
-		cc, err := grpc.NewClient(cfg.AccountsAddr,
+		dialOpts := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
 			// Reach a returning Accounts within about a second: gRPC's
 			// default backoff grows to 120s, and a connection attempt to a
@@ -158,7 +163,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 				MinConnectTimeout: 2 * time.Second,
 			}),
 			grpc.WithChainUnaryInterceptor(interceptor.LogUnaryClient(log.With("peer", "accounts"))),
-		)
+		}
+		if cfg.Telemetry != nil {
+			dialOpts = append(dialOpts, cfg.Telemetry.DialOption())
+		}
+		cc, err := grpc.NewClient(cfg.AccountsAddr, dialOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("dial accounts: %w", err)
 		}
@@ -167,17 +176,27 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	accounts := accountsclient.New(conn)
 	accounts.Timeout, accounts.RetryAfter = cfg.AccountsTimeout, cfg.AccountsRetryAfter
 
-	c := cache.New(accounts, cfg.ReplicaID, cfg.Limits, log)
+	var authority cache.Authority = accounts
+	if metrics != nil {
+		authority = meteredAuthority{accounts, metrics}
+	}
+	c := cache.New(authority, cfg.ReplicaID, cfg.Limits, log)
 	limits := c.Limits()
 	// The caller's context reaches Accounts: its deadline (capped) propagates.
 	authn := auth.NewAuthenticator(accounts.Account, auth.CacheConfig{
 		TTL: cfg.AuthTTL, Stale: cfg.AuthStale, NegativeTTL: cfg.AuthNegativeTTL,
 		LookupTimeout: cfg.AccountsTimeout, RetryAfter: cfg.AccountsRetryAfter,
 	})
+	// After authentication: the tenant goes on the call's log line and span.
+	noteUnary, noteStream := telemetry.TenantInterceptors(tenantOf)
+	if metrics != nil {
+		authn.Observe = metrics.AuthLookup
+	}
 	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
 	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
 	unary := append([]grpc.UnaryServerInterceptor{
+		telemetry.NoteUnary(),
 		interceptor.LogUnaryServer(log),
 		apierr.UnaryServerInterceptor(log),
 		interceptor.RecoverUnary(),
@@ -185,17 +204,20 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
 		// The token is judged first: a caller without one learns nothing else.
 		authn.UnaryInterceptor(),
+		noteUnary,
 		rejectMalformedUnary(),
 		interceptor.DryRunUnary(),
 		perTenant.Unary(),
 	}, cfg.Unary...)
 	stream := append([]grpc.StreamServerInterceptor{
+		telemetry.NoteStream(),
 		interceptor.LogStreamServer(log),
 		apierr.StreamServerInterceptor(log),
 		interceptor.RecoverStream(),
 		interceptor.ReplicaStream(cfg.ReplicaID),
 		interceptor.DeadlineStream(cfg.MaxDeadline),
 		authn.StreamInterceptor(),
+		noteStream,
 		rejectMalformedStream(),
 		interceptor.DryRunStream(),
 		perTenant.Stream(),
@@ -208,7 +230,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
 	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
-		grpc.InTapHandle(tap),
+		grpc.InTapHandle(metrics.CountTap(tap)),
 		// Messages larger than a maximal Store are refused before decoding.
 		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
 		// A key that is not UTF-8 reaches the domain's key check
@@ -218,8 +240,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
-		rpc.RegisterCacheServer(gs, &cacheService{cache: c})
+		rpc.RegisterCacheServer(gs, &cacheService{cache: c, metrics: metrics})
 	})
+	if err := metrics.Observe(append(storeGauges(c.Data()), srv.drainingGauge())...); err != nil {
+		return nil, err
+	}
 	srv.closers = closers
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
@@ -237,7 +262,8 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 // domain. Its errors are mapped by apierr's interceptor.
 type cacheService struct {
 	rpc.UnimplementedCacheServer
-	cache *cache.Cache
+	cache   *cache.Cache
+	metrics *telemetry.Metrics
 }
 
 func (s *cacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreResp, error) {
@@ -269,8 +295,21 @@ func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error
 		return err
 	}
 	item := &rpc.DumpItem{}
+	sent := 0
+	defer func() { s.metrics.Dumped(stream.Context(), sent) }()
 	return s.cache.Dump(tenant, func(key string, val []byte) error {
 		item.Key, item.Val = key, val
-		return stream.Send(item) // fails when the client went away or the deadline passed
+		if err := stream.Send(item); err != nil {
+			return err // the client went away or the deadline passed
+		}
+		sent++
+		return nil
 	})
+}
+
+// tenantOf is the tenant authentication put in ctx; calls that need no
+// token (health, reflection) have none.
+func tenantOf(ctx context.Context) (string, bool) {
+	t, err := auth.TenantFrom(ctx)
+	return t, err == nil
 }
