@@ -417,7 +417,6 @@ func TestDockerfileBuildsTheCommandsTheManifestsRun(t *testing.T) {
 
 // TestEveryEnvVarIsAFlagOfItsBinary: a misspelt variable is silently
 // ignored by the binary, so each one must be bound to one of its flags.
-// (The *_ADMIN_ADDR variables need the admin listener's -admin-addr.)
 func TestEveryEnvVarIsAFlagOfItsBinary(t *testing.T) {
 	m := load(t)
 	for _, w := range m.workloads() {

@@ -44,14 +44,11 @@ type pod struct {
 	c      *corev1.Container
 	env    map[string]string
 	public string // host:port of the public port
-	admin  string // host:port of the admin port; "" while the binary has no -admin-addr
-	// healthTLS asks the public port's health service while there is no
-	// admin port (Accounts wants a client certificate).
-	healthTLS *tls.Config
-	cmd       *exec.Cmd
-	log       string
-	done      chan struct{} // closed when the process has exited
-	err       error         // its exit, once done is closed
+	admin  string // host:port of the admin port
+	cmd    *exec.Cmd
+	log    string
+	done   chan struct{} // closed when the process has exited
+	err    error         // its exit, once done is closed
 }
 
 func freeAddr(t *testing.T) string {
@@ -69,10 +66,7 @@ func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName string)
 	t.Helper()
 	w, c := m.running(t, binary)
 	require.Contains(t, w.podNames(), podName)
-	p := &pod{name: podName, w: w, c: c, env: map[string]string{}, public: freeAddr(t), done: make(chan struct{})}
-	if _, ok := describe(t, binary).flagEnv["admin-addr"]; ok {
-		p.admin = freeAddr(t)
-	}
+	p := &pod{name: podName, w: w, c: c, env: map[string]string{}, public: freeAddr(t), admin: freeAddr(t), done: make(chan struct{})}
 	files := generatedFiles(m, secrets)
 	claims := map[string]string{} // volume name -> directory
 	if w.sts != nil {
@@ -86,9 +80,6 @@ func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName string)
 		case e.Name == prefix+"ADDR":
 			v = p.public
 		case e.Name == prefix+"ADMIN_ADDR":
-			if p.admin == "" {
-				continue
-			}
 			v = p.admin
 		case filepath.IsAbs(v):
 			v = hostPath(t, w, c, v, files, claims)
@@ -194,15 +185,10 @@ func (p *pod) stop(t *testing.T, limit time.Duration) {
 	}
 }
 
-// health asks what the kubelet's gRPC probe asks: on the admin port, or,
-// while the binary has none, on the public port over TLS.
+// health asks the admin port what the kubelet's gRPC probe asks.
 func (p *pod) health(t *testing.T, probe *corev1.Probe) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	t.Helper()
-	addr, creds := p.admin, insecure.NewCredentials()
-	if addr == "" {
-		addr, creds = p.public, credentials.NewTLS(p.healthTLS)
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(p.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(probe.TimeoutSeconds, 1))*time.Second)
@@ -249,11 +235,6 @@ func newStack(t *testing.T, maxKeys int) *stack {
 	s.token = slices.Collect(maps.Keys(accts))[0]
 
 	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, "accounts-0")
-	// Accounts' public port wants a client certificate: a replica's.
-	s.acc.healthTLS, err = tlsutil.ClientConfig(filepath.Join(s.secrets, tlsutil.CAFile),
-		filepath.Join(s.secrets, "cache-0.crt"), filepath.Join(s.secrets, "cache-0.key"))
-	require.NoError(t, err)
-	s.acc.healthTLS.ServerName = "accounts"
 	s.acc.start(t)
 	s.acc.awaitReady(t)
 	return s
@@ -266,9 +247,6 @@ func (s *stack) replica(t *testing.T, podName string) *pod {
 	// In the cluster "accounts" is the Service; here it is the process.
 	require.Contains(t, r.env["CACHE_ACCOUNTS"], "accounts:")
 	r.env["CACHE_ACCOUNTS"] = s.acc.public
-	var err error
-	r.healthTLS, err = s.clientTLS()
-	require.NoError(t, err)
 	r.start(t)
 	r.awaitReady(t)
 	return r
@@ -303,7 +281,7 @@ func (s *stack) store(t *testing.T, r *pod, key string) error {
 // TestManifestsRunWithTheLedgerAndACertificatePerReplica runs the real
 // binaries with the manifests' environment: Accounts with its ledger on
 // the claimed volume, two replicas each with the client certificate named
-// like its pod. The probes pass, new keys are granted from the first
+// like its pod. The probes pass on the admin port, new keys are granted from the first
 // Store (no recovery grace), and after a restart of Accounts the ledger
 // still counts every slot: a third replica cannot exceed the quota.
 func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
@@ -346,9 +324,6 @@ func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
 // turns NOT_SERVING for its readiness probe on the admin port, and exits
 // within the grace period the kubelet leaves after the preStop sleep.
 func TestManifestsReplicaDrainsWithinItsGracePeriod(t *testing.T) {
-	if _, ok := describe(t, "cache-server").flagEnv["admin-addr"]; !ok {
-		t.Skip("cache-server has no -admin-addr (the admin listener) yet: the probes have nothing to ask")
-	}
 	s := newStack(t, 100)
 	r := s.replica(t, "cache-0")
 	require.NoError(t, s.store(t, r, "k"))
