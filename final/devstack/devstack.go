@@ -95,7 +95,27 @@ func Start(cfg Config) (_ *Stack, err error) {
 	}
 	progress("accounts listening on %s", st.AccountsAddr)
 
-	for i, addr := range cfg.CacheAddrs {
+	// Every replica knows every other (Peers), so a call reaching any of
+	// them is served: the listeners come first, for their addresses.
+	var liss []net.Listener
+	defer func() {
+		for _, l := range liss {
+			l.Close()
+		}
+	}()
+	for _, addr := range cfg.CacheAddrs {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		liss = append(liss, lis)
+		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
+	}
+	peerTLS, err := dir.Client(false)
+	if err != nil {
+		return nil, err
+	}
+	for i := range cfg.CacheAddrs {
 		srvTLS, err := dir.Server(false)
 		if err != nil {
 			return nil, err
@@ -104,27 +124,26 @@ func Start(cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
-		}
 		ccfg := server.DefaultCacheConfig()
 		ccfg.TLS, ccfg.Logger = srvTLS, cfg.Logger
 		ccfg.ReplicaID = fmt.Sprintf("cache-%d", i+1)
 		ccfg.AccountsAddr, ccfg.AccountsTLS = st.AccountsAddr, cliTLS
+		ccfg.Peers, ccfg.Self, ccfg.PeerTLS = st.Target(), st.CacheAddrs[i], peerTLS
 		if cfg.TuneCache != nil {
 			cfg.TuneCache(i, &ccfg)
 		}
 		c, err := server.NewCache(ccfg)
 		if err != nil {
-			lis.Close()
 			return nil, err
 		}
 		st.Caches = append(st.Caches, c)
-		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
+	}
+	for i, c := range st.Caches {
+		lis := liss[i]
 		go func() { st.errs <- c.Serve(lis) }()
 		progress("%s listening on %s", ccfg.ReplicaID, lis.Addr())
 	}
+	liss = nil // served: Stop closes them
 	return st, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/cache"
+	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/ratelimit"
 	"grpcworkshop/final/rpc"
@@ -70,6 +72,17 @@ type CacheConfig struct {
 	// are never limited. 0: no limit; UnauthBurst 0: a tenth of a second's.
 	UnauthRate  rate.Limit
 	UnauthBurst int
+
+	// Peers is every replica, this one included, as clients dial them (a
+	// list of host:port or dns:///name:port): a keyed call for a key that
+	// another replica owns is forwarded to it, and a Dump gathers from every
+	// replica. "": this replica serves only what it holds. Self is this
+	// replica's address among them ("": found from the listening address);
+	// PeerTLS verifies the peers (nil: plaintext); PeerDialOptions are added
+	// to the connections to them (stats handlers).
+	Peers, Self     string
+	PeerTLS         *tls.Config
+	PeerDialOptions []grpc.DialOption
 }
 
 // DefaultCacheConfig is a replica's configuration when no flag is given.
@@ -108,7 +121,17 @@ func limit(r rate.Limit, burst int, seconds float64) (rate.Limit, int) {
 type CacheServer struct {
 	*Server
 	cache *cache.Cache
+	fwd   *forward.Forwarder
 	unary []grpc.UnaryServerInterceptor
+}
+
+// Forwarded is how many calls this replica has forwarded to the replica
+// owning their key (0 without Peers).
+func (s *CacheServer) Forwarded() int64 {
+	if s.fwd == nil {
+		return 0
+	}
+	return s.fwd.Count()
 }
 
 // Service is the cache's domain inside the server.
@@ -172,18 +195,39 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
 	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
-	unary := append([]grpc.UnaryServerInterceptor{
+	var fwd *forward.Forwarder
+	if cfg.Peers != "" {
+		f, err := forward.New(forward.Config{Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions})
+		if err != nil {
+			for _, c := range closers {
+				c()
+			}
+			return nil, err
+		}
+		fwd, closers = f, append(closers, f.Close)
+	}
+	// Forwarding goes after the deadline cap (the owner gets the capped
+	// deadline) and before everything the owner does for the call.
+	unary := []grpc.UnaryServerInterceptor{
 		interceptor.LogUnaryServer(log),
 		apierr.UnaryServerInterceptor(log),
 		interceptor.RecoverUnary(),
-		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
 		// The token is judged first: a caller without one learns nothing else.
 		authn.UnaryInterceptor(),
 		rejectMalformedUnary(),
+	}
+	// Forwarding comes after the deadline cap (the owner gets the capped
+	// deadline), the token and the message's form (a bad call costs no
+	// hop), and before the rest, which the owner does.
+	if fwd != nil {
+		unary = append(unary, fwd.Unary())
+	}
+	unary = append(append(unary,
+		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DryRunUnary(),
 		perTenant.Unary(),
-	}, cfg.Unary...)
+	), cfg.Unary...)
 	stream := append([]grpc.StreamServerInterceptor{
 		interceptor.LogStreamServer(log),
 		apierr.StreamServerInterceptor(log),
@@ -203,8 +247,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.InTapHandle(ratelimit.AdmissionTap(ratelimit.Budgets{
 			Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
 		}, auth.Public, authn.Admit)),
-		// Messages larger than a maximal Store are refused before decoding.
-		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
+		// gRPC refuses a message over this before decoding it, with a bare
+		// ResourceExhausted; well above the largest Store, so that a value
+		// up to four times too large still gets the domain's
+		// InvalidArgument with BadRequest.
+		grpc.MaxRecvMsgSize(TransportLimit(limits)),
 		// A key that is not UTF-8 reaches the domain's key check
 		// (InvalidArgument), not Internal.
 		grpc.ForceServerCodecV2(newRequestCodec()),
@@ -212,12 +259,21 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
-		rpc.RegisterCacheServer(gs, &cacheService{cache: c})
+		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd})
 	})
 	srv.closers = closers
+	if fwd != nil {
+		srv.listening = func(a net.Addr) { fwd.Listening(a); fwd.Start() }
+	}
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
-	return &CacheServer{Server: srv, cache: c, unary: unary}, nil
+	return &CacheServer{Server: srv, cache: c, fwd: fwd, unary: unary}, nil
+}
+
+// TransportLimit is the largest request message a replica reads: four
+// times the largest Store, plus room for the message's framing.
+func TransportLimit(l cache.Limits) int {
+	return 4*(l.MaxValueBytes+l.MaxKeyBytes) + 1024
 }
 
 // cacheService is the Cache service on the wire: it reads the tenant and
@@ -226,6 +282,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 type cacheService struct {
 	rpc.UnimplementedCacheServer
 	cache *cache.Cache
+	fwd   *forward.Forwarder // nil: no peers
 }
 
 func (s *cacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreResp, error) {
@@ -257,8 +314,12 @@ func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error
 		return err
 	}
 	item := &rpc.DumpItem{}
-	return s.cache.Dump(tenant, func(key string, val []byte) error {
+	err = s.cache.Dump(tenant, func(key string, val []byte) error {
 		item.Key, item.Val = key, val
 		return stream.Send(item) // fails when the client went away or the deadline passed
 	})
+	if err != nil || s.fwd == nil {
+		return err
+	}
+	return s.fwd.DumpPeers(stream.Context(), req, stream.Send)
 }

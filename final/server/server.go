@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // accept (and answer) gzip-compressed calls
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -120,6 +121,8 @@ type Server struct {
 	// cache gives its quota slots back).
 	release func(ctx context.Context) error
 	closers []func() error
+	// listening learns each address Serve serves on.
+	listening func(net.Addr)
 
 	mu       sync.Mutex
 	started  bool
@@ -168,6 +171,9 @@ func (s *Server) startBackground() {
 // listeners.
 func (s *Server) Serve(lis net.Listener) error {
 	lis = s.cfg.admit(lis)
+	if s.listening != nil {
+		s.listening(lis.Addr())
+	}
 	s.startBackground()
 	err := s.grpc.Serve(lis)
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -76,6 +76,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.AccountsTimeout, "accounts-timeout", "longest wait for Accounts on a caller's behalf, then Unavailable; 0: the caller's deadline")
 	f.Duration(&c.AccountsRetryAfter, "accounts-retry-after", "after Accounts failed to answer, how long before asking again (the RetryInfo delay)")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
+	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
 }
 
 func run(args []string) error {
@@ -93,6 +95,11 @@ func run(args []string) error {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
 	if cfg.AccountsTLS, err = tlsutil.ClientConfig(cfg.CA, cfg.ClientCert, cfg.ClientKey); err != nil {
+		return err
+	}
+	// The peers' certificates are signed by the same CA; forwarded calls
+	// carry the caller's token, so no client certificate is needed.
+	if cfg.PeerTLS, err = tlsutil.ClientConfig(cfg.CA, "", ""); err != nil {
 		return err
 	}
 	cfg.Logger = log
