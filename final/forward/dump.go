@@ -15,54 +15,65 @@ import (
 	"grpcworkshop/final/rpc"
 )
 
-// DumpPeers sends, after the replica's own items, the items every other
-// replica holds for the caller, one replica after the other, with the
-// caller's metadata and deadline: a Dump through any replica returns the
-// tenant's keys from all of them. A forwarded Dump (a peer gathering) gets
-// only the local items. A peer that fails fails the Dump with its status:
-// a partial answer would look complete. Memory stays bounded: each item is
-// relayed as it arrives.
-func (f *Forwarder) DumpPeers(ctx context.Context, req *rpc.DumpReq, send func(*rpc.DumpItem) error) error {
+// Dump gathers the caller's items from every replica, one after the
+// other in the order of the peers (so the order does not depend on the
+// replica that answers): local sends this replica's own, the others' are
+// relayed with the caller's metadata and deadline. A forwarded Dump (a
+// peer gathering) gets only the local items. A peer that fails fails the
+// Dump with its status: a partial answer would look complete. Memory stays
+// bounded: each item is relayed as it arrives.
+func (f *Forwarder) Dump(ctx context.Context, req *rpc.DumpReq, local func() error, send func(*rpc.DumpItem) error) error {
 	if Forwarded(ctx) {
-		return nil
+		return local()
 	}
 	f.mu.Lock()
-	resolved := f.addrs != nil
-	var others []string
-	for _, a := range f.addrs {
-		if a != f.self {
-			others = append(others, a)
-		}
-	}
+	addrs, self := f.addrs, f.self
 	f.mu.Unlock()
-	if !resolved {
+	if addrs == nil {
 		f.Start()
 		return status.Error(codes.Unavailable, "the other replicas are not resolved yet")
 	}
+	if self == "" {
+		if err := local(); err != nil {
+			return err
+		}
+	}
 	out := f.outgoing(ctx)
-	for _, addr := range others {
-		conn, err := f.peer(addr)
-		if err != nil {
-			return err
-		}
-		stream, err := rpc.NewCacheClient(conn).Dump(out, req)
-		if err != nil {
-			return err
-		}
-		for {
-			item, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
+	for _, addr := range addrs {
+		if addr == self {
+			if err := local(); err != nil {
 				return err
 			}
-			if err := send(item); err != nil {
-				return err
-			}
+			continue
+		}
+		if err := f.relay(out, addr, req, send); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (f *Forwarder) relay(ctx context.Context, addr string, req *rpc.DumpReq, send func(*rpc.DumpItem) error) error {
+	conn, err := f.peer(addr)
+	if err != nil {
+		return err
+	}
+	stream, err := rpc.NewCacheClient(conn).Dump(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		item, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := send(item); err != nil {
+			return err
+		}
+	}
 }
 
 // peer is a connection to one replica, kept until it leaves the peers.

@@ -20,6 +20,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/apierr"
@@ -299,4 +301,36 @@ func TestReflectionAndHealthIgnoreDryRunAndGzipIsAccepted(t *testing.T) {
 	got, err := get(plain, c, "gz", grpc.UseCompressor(gzip.Name))
 	require.NoError(t, err)
 	assert.Equal(t, big, got)
+}
+
+// TestPeersFromAResolverAreWatched names the peers through a resolver (as
+// dns:/// does) and leaves each replica to find itself by its port.
+func TestPeersFromAResolverAreWatched(t *testing.T) {
+	st := startStack(t, stackOpts{replicas: 3, tuneCache: func(i int, c *server.CacheConfig) {
+		var addrs []resolver.Address
+		for _, a := range strings.Split(c.Peers, ",") {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+		r := manual.NewBuilderWithScheme(fmt.Sprintf("peers-%s-%d", strings.ToLower(t.Name()), i))
+		r.InitialState(resolver.State{Addresses: addrs})
+		resolver.Register(r)
+		c.Peers, c.Self = r.Scheme()+":///cache", ""
+		c.PeerTLS = c.PeerTLS.Clone()
+		c.PeerTLS.ServerName = "127.0.0.1" // the development certificate's name for loopback
+	}})
+	ctx := testContext(t)
+	rh := cacheClient(t, st, tok)
+	for i := range 30 {
+		require.NoError(t, store(ctx, rh, fmt.Sprint("k", i), "v"))
+	}
+	assert.Zero(t, forwardedCalls(st), "each replica found itself: a ring-hash client pays no hop")
+	for _, addr := range st.CacheAddrs {
+		one := rpc.NewCacheClient(dialTarget(t, st, addr, tok, client.Options{}))
+		for i := range 30 {
+			_, err := get(ctx, one, fmt.Sprint("k", i))
+			require.NoError(t, err)
+		}
+		assert.Len(t, dumpKeys(ctx, t, one), 30)
+	}
+	assert.Positive(t, forwardedCalls(st))
 }

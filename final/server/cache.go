@@ -314,12 +314,14 @@ func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error
 		return err
 	}
 	item := &rpc.DumpItem{}
-	err = s.cache.Dump(tenant, func(key string, val []byte) error {
-		item.Key, item.Val = key, val
-		return stream.Send(item) // fails when the client went away or the deadline passed
-	})
-	if err != nil || s.fwd == nil {
-		return err
+	local := func() error {
+		return s.cache.Dump(tenant, func(key string, val []byte) error {
+			item.Key, item.Val = key, val
+			return stream.Send(item) // fails when the client went away or the deadline passed
+		})
 	}
-	return s.fwd.DumpPeers(stream.Context(), req, stream.Send)
+	if s.fwd == nil {
+		return local()
+	}
+	return s.fwd.Dump(stream.Context(), req, local, stream.Send)
 }
