@@ -11,9 +11,9 @@ go build -o "$SMOKE_TMP/grpc-health-probe" github.com/grpc-ecosystem/grpc-health
 cd "$SMOKE_TMP"
 ./devstack -dir .dev -accounts 127.0.0.1:0 -replicas 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -log-level warn >devstack.log 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q '^devstack: accounts on' devstack.log && break; sleep 0.1; done
-line=$(grep '^devstack: accounts on' devstack.log) || { echo "devstack did not start:"; cat devstack.log; exit 1; }
-acc=$(sed -E 's/^devstack: accounts on ([^,]+), .*/\1/' <<<"$line")
+for _ in $(seq 100); do grep -q '^devstack: ready: accounts on' devstack.log && break; sleep 0.1; done
+line=$(grep '^devstack: ready: accounts on' devstack.log) || { echo "devstack did not start:"; cat devstack.log; exit 1; }
+acc=$(sed -E 's/^devstack: ready: accounts on ([^,]+), .*/\1/' <<<"$line")
 IFS=, read -r r1 r2 r3 <<<"$(sed -E 's/.*cache replicas on ([^ ]+), certificates.*/\1/' <<<"$line")"
 echo "devstack: accounts $acc, replicas $r1 $r2 $r3"
 

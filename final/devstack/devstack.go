@@ -115,6 +115,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var ids []string
 	for i := range cfg.CacheAddrs {
 		srvTLS, err := dir.Server(false)
 		if err != nil {
@@ -137,11 +138,12 @@ func Start(cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 		st.Caches = append(st.Caches, c)
+		ids = append(ids, ccfg.ReplicaID)
 	}
 	for i, c := range st.Caches {
 		lis := liss[i]
 		go func() { st.errs <- c.Serve(lis) }()
-		progress("%s listening on %s", ccfg.ReplicaID, lis.Addr())
+		progress("%s listening on %s", ids[i], lis.Addr())
 	}
 	liss = nil // served: Stop closes them
 	return st, nil
