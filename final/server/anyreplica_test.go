@@ -334,3 +334,43 @@ func TestPeersFromAResolverAreWatched(t *testing.T) {
 	}
 	assert.Positive(t, forwardedCalls(st))
 }
+
+func TestWithItsOwnerDownAKeyIsServedByTheNextReplicaAndDumpFailsLoudly(t *testing.T) {
+	st := startStack(t, stackOpts{replicas: 3})
+	ctx := testContext(t)
+	ring := keyaffinity.NewRing(st.CacheAddrs)
+	down := st.CacheAddrs[2]
+	st.Caches[2].Stop()
+
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); ring.Owner(k) == down {
+			key = k
+		}
+	}
+	one := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{}))
+	two := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[1], tok, client.Options{}))
+	require.NoError(t, store(ctx, one, key, "v"), "the forwarding replica's ring walks on past the stopped owner")
+	got, err := get(ctx, two, key)
+	require.NoError(t, err, "and every replica walks on to the same one")
+	assert.Equal(t, "v", got)
+
+	_, err = dumpOnce(ctx, one)
+	assert.Equal(t, codes.Unavailable, status.Code(err), "a Dump that cannot reach every replica fails: %v", err)
+}
+
+// dumpOnce drains one Dump and returns how many items came before its end.
+func dumpOnce(ctx context.Context, c rpc.CacheClient) (int, error) {
+	s, err := c.Dump(ctx, &rpc.DumpReq{})
+	if err != nil {
+		return 0, err
+	}
+	for n := 0; ; n++ {
+		if _, err := s.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+}
