@@ -155,10 +155,10 @@ func TestBadRequestsLeaveEveryTenantsDataIntact(t *testing.T) {
 
 	bad := func(md ...string) context.Context { return metadata.AppendToOutgoingContext(ctx, md...) }
 	for name, err := range map[string]error{
-		"empty key":          store(ctx, mine, "", "x"),
-		"oversized key":      store(ctx, mine, strings.Repeat("k", 257), "x"),
-		"oversized value":    store(ctx, mine, "k0", strings.Repeat("x", 1<<20+1)),
-		"over receive limit": store(ctx, mine, "k0", strings.Repeat("x", 3<<20)),
+		"empty key":                   store(ctx, mine, "", "x"),
+		"oversized key":               store(ctx, mine, strings.Repeat("k", 257), "x"),
+		"oversized value":             store(ctx, mine, "k0", strings.Repeat("x", 1<<20+1)),
+		"three times the value limit": store(ctx, mine, "k0", strings.Repeat("x", 3<<20)),
 		"non-UTF-8 key": conn.Invoke(ctx, rpc.Cache_Store_FullMethodName,
 			rawRequest([]byte("k0\xff"), []byte("x")), new([]byte), grpc.ForceCodec(rawCodec{})),
 		"bad dry-run":   store(bad(interceptor.DryRunHeader, "yes"), mine, "k0", "x"),
