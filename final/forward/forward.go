@@ -80,6 +80,8 @@ type Forwarder struct {
 	peerConn map[string]*grpc.ClientConn
 	closed   bool
 
+	// owner is ring and self for every call, read without the lock.
+	owner     atomic.Pointer[ownership]
 	forwarded atomic.Int64
 	replies   sync.Map // full method name -> protoreflect.MessageType
 }
@@ -164,9 +166,15 @@ func (f *Forwarder) setAddrs(addrs []string) {
 	f.dropPeers(addrs)
 }
 
+type ownership struct {
+	ring *keyaffinity.Ring
+	self string
+}
+
 // findSelf picks this replica's address among the peers. Called with mu.
 func (f *Forwarder) findSelf() {
 	f.self = ""
+	defer func() { f.owner.Store(&ownership{f.ring, f.self}) }()
 	for _, a := range f.addrs {
 		if a == f.cfg.Self || f.cfg.Self == "" && isLocal(a, f.listen) {
 			f.self = a
@@ -218,9 +226,8 @@ func isLocal(addr string, listen net.Addr) bool {
 // replica's place in it are known, the ring-hash connection decides: a
 // call it sends back here is served here.
 func (f *Forwarder) owns(key string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.self != "" && f.ring.Owner(key) == f.self
+	o := f.owner.Load()
+	return o != nil && o.self != "" && o.ring.Owner(key) == o.self
 }
 
 // Unary forwards keyed calls (requests with a GetKey method) that another
