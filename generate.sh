@@ -11,6 +11,9 @@ module=$(go list -m)
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin" google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+# google/api/*.proto (final's HTTP annotations) come from the genproto module
+# pinned in go.mod, as a descriptor set: nothing copied into the repository.
+go run ./final/internal/protodeps "$bin/googleapis.binpb"
 
 # Every directory that holds .proto files is one Go package; the import path
 # is set here, not in the .proto, so app.proto stays identical across steps.
@@ -20,7 +23,7 @@ find . -name '*.proto' -not -path './final/clients/*' -printf '%h\n' | sort -u |
   protos=$(cd "$dir" && ls *.proto)
   mopts=()
   for p in $protos; do mopts+=("--go_opt=M$p=$pkg" "--go-grpc_opt=M$p=$pkg"); done
-  (cd "$dir" && protoc -I . \
+  (cd "$dir" && protoc -I . --descriptor_set_in="$bin/googleapis.binpb" \
     --plugin=protoc-gen-go="$bin/protoc-gen-go" --plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc" \
     --go_out=. --go_opt=paths=source_relative \
     --go-grpc_out=. --go-grpc_opt=paths=source_relative \

@@ -17,3 +17,12 @@ if ! tr -d ' \n' <<<"$out" | grep -q '"total":{"calls":150,"calls_per_second":[0
   echo "FAIL: cacheload over three replicas:"; echo "$out"; exit 1
 fi
 echo "ok: cacheload drove 150 calls over three replicas with ring hash, no errors"
+# The HTTP listener: the console page, then REST and Connect against the
+# same store (the README's curl examples).
+T='Authorization: Bearer inconshreveable'
+expect "Cache console" curl -sf http://127.0.0.1:8080/
+expect "{}" curl -sf -X PUT --json '{"val":"cmVzdA=="}' -H "$T" http://127.0.0.1:8080/v1/keys/a%2Fb
+expect '{"val":"cmVzdA=="}' curl -sf -H "$T" http://127.0.0.1:8080/v1/keys/a%2Fb
+expect '{"key":"a/b","val":"cmVzdA=="}' curl -sf -H "$T" http://127.0.0.1:8080/v1/keys
+expect '{"val":"cmVzdA=="}' curl -sf --json '{"key":"a/b"}' -H "$T" -H 'Connect-Protocol-Version: 1' http://127.0.0.1:8080/rpc.Cache/Get
+expect '"reason":"UNKNOWN_TOKEN"' curl -s -H 'Authorization: Bearer nobody' http://127.0.0.1:8080/v1/keys/gopher

@@ -24,8 +24,13 @@ type Config struct {
 	// AccountsAddr and CacheAddrs are where to listen (port 0 picks one).
 	AccountsAddr string
 	CacheAddrs   []string
-	Logger       *slog.Logger
-	Directory    *accounts.Directory // nil: the embedded defaults
+	// WebAddrs are the replicas' HTTP listeners (browsers, REST), in the
+	// order of CacheAddrs; missing or "" means none. They serve plaintext
+	// on loopback (browsers do not trust the development CA) and allow
+	// each other's origins, so the console of one can call all.
+	WebAddrs  []string
+	Logger    *slog.Logger
+	Directory *accounts.Directory // nil: the embedded defaults
 	// TuneAccounts and TuneCache adjust each server's configuration.
 	TuneAccounts func(*server.AccountsConfig)
 	TuneCache    func(i int, c *server.CacheConfig)
@@ -39,7 +44,8 @@ type Stack struct {
 	AccountsAddr string
 	Caches       []*server.CacheServer
 	CacheAddrs   []string
-	CA           string // path of the CA certificate clients trust
+	WebURLs      []string // base URLs of the replicas' HTTP listeners
+	CA           string   // path of the CA certificate clients trust
 
 	errs chan error
 }
@@ -70,7 +76,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 	} else {
 		progress("using the development certificates in %s", cfg.CertDir)
 	}
-	st := &Stack{CA: dir.CA(), errs: make(chan error, 1+len(cfg.CacheAddrs))}
+	st := &Stack{CA: dir.CA(), errs: make(chan error, 1+2*len(cfg.CacheAddrs))}
 	defer func() {
 		if err != nil {
 			st.Stop()
@@ -94,6 +100,26 @@ func Start(cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	progress("accounts listening on %s", st.AccountsAddr)
+
+	// Every HTTP listener is open before any replica is built: each
+	// replica's console lists them all.
+	webLis := make([]net.Listener, len(cfg.CacheAddrs))
+	defer func() {
+		for _, l := range webLis {
+			if l != nil && err != nil {
+				l.Close()
+			}
+		}
+	}()
+	for i, addr := range cfg.WebAddrs {
+		if addr == "" || i >= len(webLis) {
+			continue
+		}
+		if webLis[i], err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("listen http: %w", err)
+		}
+		st.WebURLs = append(st.WebURLs, "http://"+webLis[i].Addr().String())
+	}
 
 	// Every replica knows every other (Peers), so a call reaching any of
 	// them is served: the listeners come first, for their addresses.
@@ -130,6 +156,12 @@ func Start(cfg Config) (_ *Stack, err error) {
 		ccfg.ReplicaID = fmt.Sprintf("cache-%d", i+1)
 		ccfg.AccountsAddr, ccfg.AccountsTLS = st.AccountsAddr, cliTLS
 		ccfg.Peers, ccfg.Self, ccfg.PeerTLS = st.Target(), st.CacheAddrs[i], peerTLS
+		if webLis[i] != nil {
+			ccfg.Web = server.WebConfig{
+				Addr: webLis[i].Addr().String(), Plaintext: true,
+				AllowedOrigins: st.WebURLs, Replicas: st.WebURLs,
+			}
+		}
 		if cfg.TuneCache != nil {
 			cfg.TuneCache(i, &ccfg)
 		}
@@ -144,6 +176,10 @@ func Start(cfg Config) (_ *Stack, err error) {
 		lis := liss[i]
 		go func() { st.errs <- c.Serve(lis) }()
 		progress("%s listening on %s", ids[i], lis.Addr())
+		if webLis[i] != nil {
+			wl := webLis[i]
+			go func() { st.errs <- c.ServeWeb(wl) }()
+		}
 	}
 	liss = nil // served: Stop closes them
 	return st, nil

@@ -7,6 +7,8 @@
 package rpc
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -285,11 +287,47 @@ func (x *DumpItem) GetVal() []byte {
 	return nil
 }
 
+type ExportReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportReq) Reset() {
+	*x = ExportReq{}
+	mi := &file_cache_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportReq) ProtoMessage() {}
+
+func (x *ExportReq) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportReq.ProtoReflect.Descriptor instead.
+func (*ExportReq) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{6}
+}
+
 var File_cache_proto protoreflect.FileDescriptor
 
 const file_cache_proto_rawDesc = "" +
 	"\n" +
-	"\vcache.proto\x12\x03rpc\"C\n" +
+	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n" +
 	"\bStoreReq\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03val\x18\x02 \x01(\fR\x03valJ\x04\b\x03\x10\x04R\raccount_token\"\v\n" +
@@ -301,11 +339,14 @@ const file_cache_proto_rawDesc = "" +
 	"\aDumpReq\".\n" +
 	"\bDumpItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
-	"\x03val\x18\x02 \x01(\fR\x03val2~\n" +
-	"\x05Cache\x12(\n" +
-	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x00\x12\"\n" +
-	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x00\x12'\n" +
-	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x01b\x06proto3"
+	"\x03val\x18\x02 \x01(\fR\x03val\"\v\n" +
+	"\tExportReq2\xf1\x01\n" +
+	"\x05Cache\x12A\n" +
+	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\x1a\x0e/v1/keys/{key}\x128\n" +
+	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12'\n" +
+	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x01\x12B\n" +
+	"\x06Export\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n" +
+	"\x12\b/v1/keys0\x01b\x06proto3"
 
 var (
 	file_cache_proto_rawDescOnce sync.Once
@@ -319,24 +360,28 @@ func file_cache_proto_rawDescGZIP() []byte {
 	return file_cache_proto_rawDescData
 }
 
-var file_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_cache_proto_goTypes = []any{
-	(*StoreReq)(nil),  // 0: rpc.StoreReq
-	(*StoreResp)(nil), // 1: rpc.StoreResp
-	(*GetReq)(nil),    // 2: rpc.GetReq
-	(*GetResp)(nil),   // 3: rpc.GetResp
-	(*DumpReq)(nil),   // 4: rpc.DumpReq
-	(*DumpItem)(nil),  // 5: rpc.DumpItem
+	(*StoreReq)(nil),          // 0: rpc.StoreReq
+	(*StoreResp)(nil),         // 1: rpc.StoreResp
+	(*GetReq)(nil),            // 2: rpc.GetReq
+	(*GetResp)(nil),           // 3: rpc.GetResp
+	(*DumpReq)(nil),           // 4: rpc.DumpReq
+	(*DumpItem)(nil),          // 5: rpc.DumpItem
+	(*ExportReq)(nil),         // 6: rpc.ExportReq
+	(*httpbody.HttpBody)(nil), // 7: google.api.HttpBody
 }
 var file_cache_proto_depIdxs = []int32{
 	0, // 0: rpc.Cache.Store:input_type -> rpc.StoreReq
 	2, // 1: rpc.Cache.Get:input_type -> rpc.GetReq
 	4, // 2: rpc.Cache.Dump:input_type -> rpc.DumpReq
-	1, // 3: rpc.Cache.Store:output_type -> rpc.StoreResp
-	3, // 4: rpc.Cache.Get:output_type -> rpc.GetResp
-	5, // 5: rpc.Cache.Dump:output_type -> rpc.DumpItem
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
+	6, // 3: rpc.Cache.Export:input_type -> rpc.ExportReq
+	1, // 4: rpc.Cache.Store:output_type -> rpc.StoreResp
+	3, // 5: rpc.Cache.Get:output_type -> rpc.GetResp
+	5, // 6: rpc.Cache.Dump:output_type -> rpc.DumpItem
+	7, // 7: rpc.Cache.Export:output_type -> google.api.HttpBody
+	4, // [4:8] is the sub-list for method output_type
+	0, // [0:4] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -353,7 +398,7 @@ func file_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cache_proto_rawDesc), len(file_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

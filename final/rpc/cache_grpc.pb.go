@@ -8,6 +8,7 @@ package rpc
 
 import (
 	context "context"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -19,9 +20,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cache_Store_FullMethodName = "/rpc.Cache/Store"
-	Cache_Get_FullMethodName   = "/rpc.Cache/Get"
-	Cache_Dump_FullMethodName  = "/rpc.Cache/Dump"
+	Cache_Store_FullMethodName  = "/rpc.Cache/Store"
+	Cache_Get_FullMethodName    = "/rpc.Cache/Get"
+	Cache_Dump_FullMethodName   = "/rpc.Cache/Dump"
+	Cache_Export_FullMethodName = "/rpc.Cache/Export"
 )
 
 // CacheClient is the client API for Cache service.
@@ -31,11 +33,19 @@ const (
 // Cache stores byte values under string keys, separately for each tenant.
 // The tenant is not a field: every call carries a bearer token in the
 // "authorization" metadata (a per-call credential).
+//
+// The google.api.http options map each method to REST/JSON as well
+// (served by cache-server's -http-addr listener): the same service, the
+// same checks, one definition.
 type CacheClient interface {
 	Store(ctx context.Context, in *StoreReq, opts ...grpc.CallOption) (*StoreResp, error)
 	Get(ctx context.Context, in *GetReq, opts ...grpc.CallOption) (*GetResp, error)
 	// Dump streams the caller's own items, in the order they were first stored.
 	Dump(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpItem], error)
+	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
+	// line, streamed in chunks. REST can stream only raw bodies (HttpBody),
+	// so REST callers get Dump this way.
+	Export(ctx context.Context, in *ExportReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
 }
 
 type cacheClient struct {
@@ -85,6 +95,25 @@ func (c *cacheClient) Dump(ctx context.Context, in *DumpReq, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cache_DumpClient = grpc.ServerStreamingClient[DumpItem]
 
+func (c *cacheClient) Export(ctx context.Context, in *ExportReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cache_ServiceDesc.Streams[1], Cache_Export_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportReq, httpbody.HttpBody]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cache_ExportClient = grpc.ServerStreamingClient[httpbody.HttpBody]
+
 // CacheServer is the server API for Cache service.
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
@@ -92,11 +121,19 @@ type Cache_DumpClient = grpc.ServerStreamingClient[DumpItem]
 // Cache stores byte values under string keys, separately for each tenant.
 // The tenant is not a field: every call carries a bearer token in the
 // "authorization" metadata (a per-call credential).
+//
+// The google.api.http options map each method to REST/JSON as well
+// (served by cache-server's -http-addr listener): the same service, the
+// same checks, one definition.
 type CacheServer interface {
 	Store(context.Context, *StoreReq) (*StoreResp, error)
 	Get(context.Context, *GetReq) (*GetResp, error)
 	// Dump streams the caller's own items, in the order they were first stored.
 	Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error
+	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
+	// line, streamed in chunks. REST can stream only raw bodies (HttpBody),
+	// so REST callers get Dump this way.
+	Export(*ExportReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error
 	mustEmbedUnimplementedCacheServer()
 }
 
@@ -115,6 +152,9 @@ func (UnimplementedCacheServer) Get(context.Context, *GetReq) (*GetResp, error) 
 }
 func (UnimplementedCacheServer) Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error {
 	return status.Error(codes.Unimplemented, "method Dump not implemented")
+}
+func (UnimplementedCacheServer) Export(*ExportReq, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
+	return status.Error(codes.Unimplemented, "method Export not implemented")
 }
 func (UnimplementedCacheServer) mustEmbedUnimplementedCacheServer() {}
 func (UnimplementedCacheServer) testEmbeddedByValue()               {}
@@ -184,6 +224,17 @@ func _Cache_Dump_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cache_DumpServer = grpc.ServerStreamingServer[DumpItem]
 
+func _Cache_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportReq)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CacheServer).Export(m, &grpc.GenericServerStream[ExportReq, httpbody.HttpBody]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cache_ExportServer = grpc.ServerStreamingServer[httpbody.HttpBody]
+
 // Cache_ServiceDesc is the grpc.ServiceDesc for Cache service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +255,11 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Dump",
 			Handler:       _Cache_Dump_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Export",
+			Handler:       _Cache_Export_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -73,6 +73,10 @@ type CacheConfig struct {
 	UnauthRate  rate.Limit
 	UnauthBurst int
 
+	// Web is the optional HTTP listener for browsers and REST (off when
+	// Web.Addr is empty).
+	Web WebConfig
+
 	// Peers is every replica, this one included, as clients dial them (a
 	// list of host:port or dns:///name:port): a keyed call for a key that
 	// another replica owns is forwarded to it, and a Dump gathers from every
@@ -241,12 +245,13 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	}, cfg.Stream...)
 	r, burst := limit(cfg.Rate, cfg.Burst, 0.1)
 	ur, uburst := limit(cfg.UnauthRate, cfg.UnauthBurst, 0.1)
+	// Before a call's message is read: its token's form, and whose budget
+	// it draws on. The HTTP listener runs the same tap (web.go).
+	tap := ratelimit.AdmissionTap(ratelimit.Budgets{
+		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
+	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
-		// Before a call's message is read: its token's form, and whose
-		// budget it draws on.
-		grpc.InTapHandle(ratelimit.AdmissionTap(ratelimit.Budgets{
-			Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
-		}, auth.Public, authn.Admit)),
+		grpc.InTapHandle(tap),
 		// gRPC refuses a message over this before decoding it, with a bare
 		// ResourceExhausted; well above the largest Store, so that a value
 		// up to four times too large still gets the domain's
@@ -267,6 +272,12 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	}
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
+	// The HTTP path skips grpc's tap handles: it gets the same tap.
+	wl, err := buildWeb(cfg.Web, srv, tap, limits.MaxValueBytes+limits.MaxKeyBytes)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	srv.web = wl
 	return &CacheServer{Server: srv, cache: c, fwd: fwd, unary: unary}, nil
 }
 

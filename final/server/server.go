@@ -121,6 +121,8 @@ type Server struct {
 	// cache gives its quota slots back).
 	release func(ctx context.Context) error
 	closers []func() error
+	// web is the cache's HTTP listener, if configured (web.go).
+	web *webListener
 	// listening learns each address Serve serves on.
 	listening func(net.Addr)
 
@@ -189,12 +191,26 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	webc := make(chan error, 1)
+	if s.web != nil {
+		wlis, err := net.Listen("tcp", s.web.cfg.Addr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen http: %w", err)
+		}
+		go func() { webc <- s.web.serve(wlis) }()
+		s.log.Info("serving http", "url", s.web.urlFor(wlis.Addr()))
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(lis) }()
 	s.log.Info("listening", "addr", lis.Addr().String())
 	select {
 	case err := <-errc:
 		s.Stop()
+		return err
+	case err := <-webc:
+		s.Stop()
+		<-errc
 		return err
 	case <-ctx.Done():
 	}
@@ -222,9 +238,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			t.Stop()
 		}
 	}
+	var err error
+	if s.web != nil {
+		err = s.web.shutdown(ctx) // first: GracefulStop would cut its calls
+	}
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -243,6 +262,9 @@ func (s *Server) GracefulStop() { _ = s.Shutdown(context.Background()) }
 // the cache's slots back, briefly.
 func (s *Server) Stop() {
 	s.health.Shutdown()
+	if s.web != nil {
+		_ = s.web.srv.Close()
+	}
 	s.grpc.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -13,14 +13,17 @@ from google.protobuf import descriptor_pb2
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
 DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\"9\n\x08StoreReq\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03val\x18\x02 \x01(\x0cJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"*\n\x06GetReq\x12\x0b\n\x03key\x18\x01 \x01(\tJ\x04\x08\x02\x10\x03R\raccount_token\"\x16\n\x07GetResp\x12\x0b\n\x03val\x18\x01 \x01(\x0c\"\t\n\x07\x44umpReq\"$\n\x08\x44umpItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03val\x18\x02 \x01(\x0c\x32~\n\x05\x43\x61\x63he\x12(\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x00\x12\"\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x00\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x62\x06proto3')
-)
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  ,
+  dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,])
 
 
 
@@ -38,14 +41,14 @@ _STOREREQ = _descriptor.Descriptor(
       has_default_value=False, default_value=_b("").decode('utf-8'),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='key', file=DESCRIPTOR),
     _descriptor.FieldDescriptor(
       name='val', full_name='rpc.StoreReq.val', index=1,
       number=2, type=12, cpp_type=9, label=1,
       has_default_value=False, default_value=_b(""),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='val', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -58,8 +61,8 @@ _STOREREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=20,
-  serialized_end=77,
+  serialized_start=77,
+  serialized_end=144,
 )
 
 
@@ -82,8 +85,8 @@ _STORERESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=79,
-  serialized_end=90,
+  serialized_start=146,
+  serialized_end=157,
 )
 
 
@@ -100,7 +103,7 @@ _GETREQ = _descriptor.Descriptor(
       has_default_value=False, default_value=_b("").decode('utf-8'),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='key', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -113,8 +116,8 @@ _GETREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=92,
-  serialized_end=134,
+  serialized_start=159,
+  serialized_end=206,
 )
 
 
@@ -131,7 +134,7 @@ _GETRESP = _descriptor.Descriptor(
       has_default_value=False, default_value=_b(""),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='val', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -144,8 +147,8 @@ _GETRESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=136,
-  serialized_end=158,
+  serialized_start=208,
+  serialized_end=235,
 )
 
 
@@ -168,8 +171,8 @@ _DUMPREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=160,
-  serialized_end=169,
+  serialized_start=237,
+  serialized_end=246,
 )
 
 
@@ -186,14 +189,14 @@ _DUMPITEM = _descriptor.Descriptor(
       has_default_value=False, default_value=_b("").decode('utf-8'),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='key', file=DESCRIPTOR),
     _descriptor.FieldDescriptor(
       name='val', full_name='rpc.DumpItem.val', index=1,
       number=2, type=12, cpp_type=9, label=1,
       has_default_value=False, default_value=_b(""),
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
-      options=None, file=DESCRIPTOR),
+      options=None, json_name='val', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -206,8 +209,32 @@ _DUMPITEM = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=171,
-  serialized_end=207,
+  serialized_start=248,
+  serialized_end=294,
+)
+
+
+_EXPORTREQ = _descriptor.Descriptor(
+  name='ExportReq',
+  full_name='rpc.ExportReq',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=296,
+  serialized_end=307,
 )
 
 DESCRIPTOR.message_types_by_name['StoreReq'] = _STOREREQ
@@ -216,6 +243,7 @@ DESCRIPTOR.message_types_by_name['GetReq'] = _GETREQ
 DESCRIPTOR.message_types_by_name['GetResp'] = _GETRESP
 DESCRIPTOR.message_types_by_name['DumpReq'] = _DUMPREQ
 DESCRIPTOR.message_types_by_name['DumpItem'] = _DUMPITEM
+DESCRIPTOR.message_types_by_name['ExportReq'] = _EXPORTREQ
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
 
 StoreReq = _reflection.GeneratedProtocolMessageType('StoreReq', (_message.Message,), dict(
@@ -260,6 +288,13 @@ DumpItem = _reflection.GeneratedProtocolMessageType('DumpItem', (_message.Messag
   ))
 _sym_db.RegisterMessage(DumpItem)
 
+ExportReq = _reflection.GeneratedProtocolMessageType('ExportReq', (_message.Message,), dict(
+  DESCRIPTOR = _EXPORTREQ,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.ExportReq)
+  ))
+_sym_db.RegisterMessage(ExportReq)
+
 
 
 _CACHE = _descriptor.ServiceDescriptor(
@@ -268,8 +303,8 @@ _CACHE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=209,
-  serialized_end=335,
+  serialized_start=310,
+  serialized_end=551,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',
@@ -278,7 +313,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_STOREREQ,
     output_type=_STORERESP,
-    options=None,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\023\032\016/v1/keys/{key}:\001*')),
   ),
   _descriptor.MethodDescriptor(
     name='Get',
@@ -287,7 +322,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_GETREQ,
     output_type=_GETRESP,
-    options=None,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\020\022\016/v1/keys/{key}')),
   ),
   _descriptor.MethodDescriptor(
     name='Dump',
@@ -297,6 +332,15 @@ _CACHE = _descriptor.ServiceDescriptor(
     input_type=_DUMPREQ,
     output_type=_DUMPITEM,
     options=None,
+  ),
+  _descriptor.MethodDescriptor(
+    name='Export',
+    full_name='rpc.Cache.Export',
+    index=3,
+    containing_service=None,
+    input_type=_EXPORTREQ,
+    output_type=google_dot_api_dot_httpbody__pb2._HTTPBODY,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\n\022\010/v1/keys')),
   ),
 ])
 _sym_db.RegisterServiceDescriptor(_CACHE)

@@ -2,13 +2,12 @@
 import grpc
 
 import cache_pb2 as cache__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
 class CacheStub(object):
-  """Cache stores byte values under string keys, separately for each tenant.
-  The tenant is not a field: every call carries a bearer token in the
-  "authorization" metadata (a per-call credential).
-  """
+  # missing associated documentation comment in .proto file
+  pass
 
   def __init__(self, channel):
     """Constructor.
@@ -31,13 +30,16 @@ class CacheStub(object):
         request_serializer=cache__pb2.DumpReq.SerializeToString,
         response_deserializer=cache__pb2.DumpItem.FromString,
         )
+    self.Export = channel.unary_stream(
+        '/rpc.Cache/Export',
+        request_serializer=cache__pb2.ExportReq.SerializeToString,
+        response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+        )
 
 
 class CacheServicer(object):
-  """Cache stores byte values under string keys, separately for each tenant.
-  The tenant is not a field: every call carries a bearer token in the
-  "authorization" metadata (a per-call credential).
-  """
+  # missing associated documentation comment in .proto file
+  pass
 
   def Store(self, request, context):
     # missing associated documentation comment in .proto file
@@ -54,8 +56,15 @@ class CacheServicer(object):
     raise NotImplementedError('Method not implemented!')
 
   def Dump(self, request, context):
-    """Dump streams the caller's own items, in the order they were first stored.
-    """
+    # missing associated documentation comment in .proto file
+    pass
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def Export(self, request, context):
+    # missing associated documentation comment in .proto file
+    pass
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
@@ -77,6 +86,11 @@ def add_CacheServicer_to_server(servicer, server):
           servicer.Dump,
           request_deserializer=cache__pb2.DumpReq.FromString,
           response_serializer=cache__pb2.DumpItem.SerializeToString,
+      ),
+      'Export': grpc.unary_stream_rpc_method_handler(
+          servicer.Export,
+          request_deserializer=cache__pb2.ExportReq.FromString,
+          response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(

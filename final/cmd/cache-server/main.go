@@ -14,6 +14,7 @@ import (
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
+	"grpcworkshop/final/web"
 )
 
 func main() {
@@ -33,6 +34,9 @@ type config struct {
 	server.CacheConfig
 	Cert, Key, CA, ClientCert, ClientKey string
 	LogLevel                             string
+	// CORSOrigins and ConsoleReplicas are comma-separated lists for
+	// CacheConfig.Web.
+	CORSOrigins, ConsoleReplicas string
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -76,6 +80,10 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.AccountsTimeout, "accounts-timeout", "longest wait for Accounts on a caller's behalf, then Unavailable; 0: the caller's deadline")
 	f.Duration(&c.AccountsRetryAfter, "accounts-retry-after", "after Accounts failed to answer, how long before asking again (the RetryInfo delay)")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+	f.String(&c.Web.Addr, "http-addr", "HTTP listener for browsers and REST: gRPC-Web, Connect, REST/JSON and the web console (empty: none)")
+	f.Bool(&c.Web.Plaintext, "http-plaintext", "serve -http-addr without TLS: loopback development, or behind a proxy that terminates TLS")
+	f.String(&c.CORSOrigins, "cors-origins", "comma-separated origins whose pages may call -http-addr, e.g. https://console.example.com (empty: none)")
+	f.String(&c.ConsoleReplicas, "console-replicas", "comma-separated HTTP base URLs of every replica, for the web console (empty: this one)")
 	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
 	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
 }
@@ -90,6 +98,12 @@ func run(args []string) error {
 	log, err := cli.Logger(cfg.LogLevel)
 	if err != nil {
 		return err
+	}
+	if cfg.Web.AllowedOrigins, err = web.ParseOrigins(cfg.CORSOrigins); err != nil {
+		return fmt.Errorf("-cors-origins: %w", err)
+	}
+	if cfg.Web.Replicas, err = web.ParseOrigins(cfg.ConsoleReplicas); err != nil {
+		return fmt.Errorf("-console-replicas: %w", err)
 	}
 	if cfg.TLS, err = tlsutil.ServerConfig(cfg.Cert, cfg.Key, ""); err != nil {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)

@@ -45,3 +45,10 @@ func TestEveryFlagHasAPrefixedVariable(t *testing.T) {
 	require.NoError(t, fs.Parse(nil))
 	assert.Equal(t, "warn", cfg.LogLevel)
 }
+
+func TestMalformedOriginStopsStartup(t *testing.T) {
+	err := run([]string{"-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-cors-origins", "console.example.com/app"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "-cors-origins")
+	assert.Contains(t, err.Error(), "scheme://host[:port]")
+}

@@ -37,6 +37,7 @@ func main() {
 // config is everything devstack can be told.
 type config struct {
 	Dir, Accounts, Replicas, AccountsFile, LogLevel string
+	HTTP                                            string
 	Rate, TenantRate                                float64
 }
 
@@ -46,6 +47,7 @@ func defaultConfig() config {
 	return config{
 		Dir:      ".dev",
 		Accounts: "127.0.0.1:5050", Replicas: "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
+		HTTP:     "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082",
 		LogLevel: "info",
 		Rate:     float64(c.Rate), TenantRate: float64(c.TenantRate),
 	}
@@ -57,6 +59,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.Dir, "dir", "directory for the development CA and certificates (created if missing)")
 	f.String(&c.Accounts, "accounts", "Accounts address")
 	f.String(&c.Replicas, "replicas", "comma-separated cache replica addresses")
+	f.String(&c.HTTP, "http", "comma-separated HTTP addresses, one per replica, for browsers and REST (plaintext, loopback); empty: none")
 	f.String(&c.AccountsFile, "accounts-file", "accounts JSON (empty: embedded inconshreveable=100 keys, gopher=3 keys)")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 	f.Float(&c.Rate, "rate", "calls per second for each replica; 0: no limit")
@@ -85,6 +88,7 @@ func run(args []string) error {
 		CertDir:      cfg.Dir,
 		AccountsAddr: cfg.Accounts,
 		CacheAddrs:   strings.Split(cfg.Replicas, ","),
+		WebAddrs:     splitList(cfg.HTTP),
 		Logger:       log,
 		Directory:    accts,
 		TuneCache: func(_ int, c *server.CacheConfig) {
@@ -95,6 +99,9 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Printf("devstack: ready: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), cfg.Dir)
+	if len(st.WebURLs) > 0 {
+		fmt.Printf("console:  %s/ (token inconshreveable; REST, Connect and gRPC-Web on %s)\n", st.WebURLs[0], strings.Join(st.WebURLs, ","))
+	}
 	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./final/cmd/...)\n")
 	fmt.Printf("stop:     Ctrl-C\n")
 
@@ -110,4 +117,12 @@ func run(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return st.Shutdown(sctx)
+}
+
+// splitList splits a comma-separated flag value; "" is an empty list.
+func splitList(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

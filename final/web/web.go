@@ -1,0 +1,173 @@
+// Package web serves the cache to browsers and HTTP callers: gRPC-Web, the
+// Connect protocol and REST/JSON (from cache.proto's google.api.http
+// annotations), all transcoded in-process by connectrpc.com/vanguard into
+// calls on the replica's own *grpc.Server, so every interceptor, the auth,
+// the limits and the error details apply unchanged; plus the web console,
+// embedded in the binary.
+package web
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"slices"
+	"strings"
+
+	"connectrpc.com/vanguard"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+)
+
+// dist is the console's built bundle (console/, built by console/build.sh);
+// it is checked in, so building the server needs no Node.
+//
+//go:embed dist
+var dist embed.FS
+
+// Options configures the HTTP handler. Zero values mean defaults.
+type Options struct {
+	// Services are the gRPC services offered over HTTP, by full name;
+	// default rpc.Cache and grpc.health.v1.Health. Reflection stays on the
+	// gRPC port: its bidirectional stream cannot run over fetch.
+	Services []string
+	// Tap runs before every call, as the gRPC port's tap handle does.
+	// grpc.Server.ServeHTTP (the path vanguard calls into) skips tap
+	// handles, so the global rate limit must be applied here.
+	Tap tap.ServerInHandle
+	// AllowedOrigins may call the API from pages they serve (CORS), e.g.
+	// "https://console.example.com". The console served here is
+	// same-origin and needs none. "*" is refused: with bearer tokens, name
+	// the origins.
+	AllowedOrigins []string
+	// MaxBodyBytes bounds a request body; larger ones are refused with
+	// 413 before anything is read. Default 4 MiB.
+	MaxBodyBytes int64
+	// Replicas are the HTTP base URLs of every replica (this one
+	// included), for the console's replica picker; empty means this one.
+	Replicas []string
+}
+
+// ConsoleConfig is what the console reads from /config.json.
+type ConsoleConfig struct {
+	Replicas []string `json:"replicas"`
+}
+
+// Handler returns the HTTP handler for gs.
+func Handler(gs *grpc.Server, o Options) (http.Handler, error) {
+	if len(o.Services) == 0 {
+		o.Services = []string{"rpc.Cache", "grpc.health.v1.Health"}
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 4 << 20
+	}
+	if slices.Contains(o.AllowedOrigins, "*") {
+		return nil, fmt.Errorf("cors: name the allowed origins; \"*\" would let any site use a visitor's token")
+	}
+	registered := gs.GetServiceInfo()
+	target := grpcTarget(gs, o.Tap)
+	var services []*vanguard.Service
+	for _, name := range o.Services {
+		if _, ok := registered[name]; !ok {
+			return nil, fmt.Errorf("service %s is not registered on the gRPC server", name)
+		}
+		services = append(services, vanguard.NewService(name, target))
+	}
+	static, err := consoleHandler(o.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := vanguard.NewTranscoder(services,
+		vanguard.WithDefaultServiceOptions(
+			// Everything reaches gs as gRPC with binary protobuf: the
+			// server forces its own codec, so JSON is transcoded here.
+			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+			vanguard.WithTargetCodecs(vanguard.CodecProto),
+			vanguard.WithMaxMessageBufferBytes(uint32(o.MaxBodyBytes)),
+		),
+		vanguard.WithCodec(newJSONCodec),
+		vanguard.WithUnknownHandler(static),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("vanguard: %w", err)
+	}
+	return cors(o.AllowedOrigins, limitBody(o.MaxBodyBytes, escapedPath(tc))), nil
+}
+
+// escapedPath hands vanguard the path as the client sent it. Vanguard
+// matches REST routes on URL.Path and unescapes the variables itself, so
+// with Go's already unescaped path a key "a/b" sent as a%2Fb would not
+// match, and a key "100%" would be unescaped twice.
+func escapedPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); p != r.URL.Path {
+			u := *r.URL
+			u.Path, u.RawPath = p, ""
+			r2 := *r
+			r2.URL = &u
+			r = &r2
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// grpcTarget is gs as vanguard's target, with the tap in front.
+func grpcTarget(gs *grpc.Server, t tap.ServerInHandle) http.Handler {
+	if t == nil {
+		return gs
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		md := metadata.MD{}
+		for k, v := range r.Header {
+			md[strings.ToLower(k)] = v
+		}
+		ctx, err := t(r.Context(), &tap.Info{FullMethodName: r.URL.Path, Header: md})
+		if err != nil {
+			writeGRPCError(w, err)
+			return
+		}
+		gs.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// consoleHandler serves the embedded console and its configuration.
+func consoleHandler(replicas []string) (http.Handler, error) {
+	root, err := fs.Sub(dist, "dist")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := json.Marshal(ConsoleConfig{Replicas: append([]string{}, replicas...)})
+	if err != nil {
+		return nil, err
+	}
+	files := http.FileServerFS(root)
+	mux := http.NewServeMux()
+	// A REST path that matched no route gets a REST error, not a page.
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		st := status.Newf(codes.NotFound, "no REST route for %s %s (a / inside a key is sent as %%2F)", r.Method, r.URL.Path)
+		writeHTTPError(w, r, http.StatusNotFound, st)
+	})
+	mux.HandleFunc("GET /config.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(cfg)
+	})
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "the console is read-only; RPCs are POSTed to /package.Service/Method with Connect-Protocol-Version: 1", http.StatusMethodNotAllowed)
+			return
+		}
+		// The page runs with tokens in it: no framing, no foreign scripts.
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; connect-src *; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		files.ServeHTTP(w, r)
+	}))
+	return mux, nil
+}
