@@ -20,7 +20,7 @@ echo "devstack: accounts $acc, replicas $r1 $r2 $r3"
 curl=(./grpcurl -cacert .dev/ca.crt -H 'authorization: Bearer inconshreveable')
 expect "rpc.Cache" "${curl[@]}" "$r1" list
 expect "grpc.health.v1.Health" "${curl[@]}" "$r1" list
-expect "rpc Store ( .rpc.StoreReq ) returns ( .rpc.StoreResp );" "${curl[@]}" "$r1" describe rpc.Cache
+expect "rpc Store ( .rpc.StoreReq ) returns ( .rpc.StoreResp )" "${curl[@]}" "$r1" describe rpc.Cache
 # bytes are base64 in JSON: "Z3JwY3VybA==" is "grpcurl". Stored through
 # one replica, read and dumped through the others: any replica serves any key.
 expect "{}" "${curl[@]}" -d '{"key":"tools","val":"Z3JwY3VybA=="}' "$r1" rpc.Cache/Store

@@ -275,19 +275,26 @@ func (f *Forwarder) outgoing(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, out)
 }
 
-// keep drops pseudo-headers and gRPC's reserved headers, which gRPC sets
-// on each hop itself.
+// keep drops pseudo-headers, gRPC's reserved headers, which gRPC sets on
+// each hop itself, and HTTP's hop-by-hop headers (calls that came in
+// through the HTTP listener carry their HTTP headers as metadata).
 func keep(md metadata.MD) metadata.MD {
 	out := make(metadata.MD, len(md))
 	for k, v := range md {
 		switch {
 		case strings.HasPrefix(k, ":"), k == "content-type", k == "user-agent", k == "te",
-			strings.HasPrefix(k, "grpc-") && k != "grpc-trace-bin":
+			strings.HasPrefix(k, "grpc-") && k != "grpc-trace-bin",
+			hopByHop[k]:
 			continue
 		}
 		out[k] = slices.Clone(v)
 	}
 	return out
+}
+
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
+	"upgrade": true, "host": true, "content-length": true,
 }
 
 // newReply makes an empty response message of method, found by name in

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,30 @@ func dumpKeys(ctx context.Context, t *testing.T, c rpc.CacheClient) []string {
 	}
 }
 
+// exportKeys returns the keys of an Export through c, sorted.
+func exportKeys(ctx context.Context, t *testing.T, c rpc.CacheClient) []string {
+	t.Helper()
+	s, err := c.Export(ctx, &rpc.ExportReq{})
+	require.NoError(t, err)
+	var body []byte
+	for {
+		chunk, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		body = append(body, chunk.Data...)
+	}
+	var keys []string
+	for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		var item struct{ Key string }
+		require.NoError(t, json.Unmarshal([]byte(line), &item))
+		keys = append(keys, item.Key)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func forwardedCalls(st *devstack.Stack) int64 {
 	var n int64
 	for _, c := range st.Caches {
@@ -89,6 +114,7 @@ func TestEveryKeyStoredThroughRoundRobinIsReadFromAnyReplica(t *testing.T) {
 		want := append([]string(nil), keys...)
 		sort.Strings(want)
 		assert.Equal(t, want, dumped, "a Dump through replica %d returns every key once", i+1)
+		assert.Equal(t, want, exportKeys(ctx, t, one), "and so does an Export (REST's Dump)")
 	}
 	assert.Positive(t, forwardedCalls(st), "keys another replica owns were forwarded")
 }
