@@ -7,104 +7,293 @@ import (
 	"grpcworkshop/final/fault"
 )
 
-// Ledger counts the keys every tenant holds across all replicas. A replica
-// holds its slots under a lease that it renews; when it stops renewing
-// (it died, or cannot reach Accounts), its slots are released after the
-// lease's TTL. Every change happens under one lock: only new keys reach the
-// ledger, never the hot path.
+// Ledger counts the slots every tenant holds across all replicas: a slot
+// is a key a replica stores, or a spare one it reserved for its next new
+// key. A replica holds its slots under a lease that it renews by reporting
+// its holdings; when it stops (it died, or cannot reach Accounts), its
+// slots are released after the lease's TTL. Every change happens under one
+// lock, and, with a durable store, is on disk before the replica hears of
+// it (see "The quota ledger" in final/README.md for the invariant).
+//
+// A lease belongs to the identity in the client certificate that created
+// it: leases are looked up by (owner, id), so no caller can renew, replace
+// or release another identity's lease.
 type Ledger struct {
-	ttl time.Duration
-	now func() time.Time
+	ttl   time.Duration
+	now   func() time.Time
+	store store // nil: in memory only
 
 	mu     sync.Mutex
-	leases map[string]*lease
+	leases map[leaseKey]*lease
 	held   map[string]int64 // tenant -> slots across all live leases
+	// recoverUntil: before it, no slot is granted (an in-memory ledger
+	// that just started does not know what the replicas hold yet).
+	recoverUntil time.Time
 }
+
+type leaseKey struct{ owner, id string }
 
 type lease struct {
 	expires time.Time
-	held    map[string]int64
+	tenants map[string]*slots
 }
 
-// NewLedger returns an empty ledger whose leases last ttl.
+// slots is one tenant's part of a lease.
+type slots struct {
+	Held int64 `json:"held"` // including pending grants
+	// Resolved is the highest Reserve seq the replica reported as settled
+	// (in its holdings, or given up); Pending are grants above it, which
+	// a report counts on top of the holdings it carries.
+	Resolved int64   `json:"resolved"`
+	Pending  []grant `json:"pending,omitempty"`
+}
+
+type grant struct {
+	Seq int64 `json:"seq"`
+	N   int64 `json:"n"`
+}
+
+// store makes the ledger durable: every change is written through it
+// before it takes effect (boltStore).
+type store interface {
+	// Load returns every lease on disk.
+	Load() (map[leaseKey]map[string]*slots, error)
+	// PutTenant writes one tenant's slots of a lease (nil deletes them).
+	PutTenant(k leaseKey, tenant string, s *slots) error
+	// PutLease replaces a lease entirely (nil deletes it).
+	PutLease(k leaseKey, tenants map[string]*slots) error
+	Close() error
+}
+
+// LedgerOptions configure a ledger. Zero values: in memory, no recovery.
+type LedgerOptions struct {
+	// TTL is how long a lease outlives its last renewal.
+	TTL time.Duration
+	// Path is the ledger's file (a bbolt database, created if missing);
+	// its leases are loaded and each gets a full TTL to be renewed. "":
+	// in memory.
+	Path string
+	// RecoveryGrace, for a ledger in memory, is how long after it
+	// starts no slot is granted while replicas re-register their holdings.
+	RecoveryGrace time.Duration
+}
+
+// NewLedger returns an empty in-memory ledger whose leases last ttl.
 func NewLedger(ttl time.Duration) *Ledger {
-	return &Ledger{ttl: ttl, now: time.Now, leases: map[string]*lease{}, held: map[string]int64{}}
+	l, _ := OpenLedger(LedgerOptions{TTL: ttl})
+	return l
+}
+
+// OpenLedger returns a ledger, loading what its store holds.
+func OpenLedger(o LedgerOptions) (*Ledger, error) {
+	l := &Ledger{ttl: o.TTL, now: time.Now, leases: map[leaseKey]*lease{}, held: map[string]int64{}}
+	now := l.now()
+	if o.Path == "" {
+		if o.RecoveryGrace > 0 {
+			l.recoverUntil = now.Add(o.RecoveryGrace)
+		}
+		return l, nil
+	}
+	st, err := openBolt(o.Path)
+	if err != nil {
+		return nil, err
+	}
+	loaded, err := st.Load()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	l.store = st
+	for k, tenants := range loaded {
+		// The leases' last renewals are unknown: each gets a full TTL,
+		// which keeps slots longer than needed, never shorter.
+		l.leases[k] = &lease{expires: now.Add(l.ttl), tenants: tenants}
+		for t, s := range tenants {
+			l.held[t] += s.Held
+		}
+	}
+	return l, nil
+}
+
+// Close closes the store.
+func (l *Ledger) Close() error {
+	if l.store == nil {
+		return nil
+	}
+	return l.store.Close()
 }
 
 // expire drops lapsed leases and their slots. Caller holds mu.
 func (l *Ledger) expire(now time.Time) {
-	for id, ls := range l.leases {
+	for k, ls := range l.leases {
 		if now.After(ls.expires) {
-			l.drop(id, ls)
+			if l.store != nil && l.store.PutLease(k, nil) != nil {
+				continue // kept: counting too much is safe, too little is not
+			}
+			l.drop(k, ls)
 		}
 	}
 }
 
-func (l *Ledger) drop(id string, ls *lease) {
-	for t, n := range ls.held {
-		l.held[t] -= n
-		if l.held[t] <= 0 {
-			delete(l.held, t)
-		}
+func (l *Ledger) drop(k leaseKey, ls *lease) {
+	for t, s := range ls.tenants {
+		l.adjust(t, -s.Held)
 	}
-	delete(l.leases, id)
+	delete(l.leases, k)
 }
 
-// Register creates or replaces the lease id with the replica's holdings
-// and returns how many slots of each tenant it keeps: all of them unless
-// other replicas took slots while this one's lease had lapsed.
-func (l *Ledger) Register(id string, holdings map[string]int64, maxOf func(tenant string) int64) map[string]int64 {
+func (l *Ledger) adjust(tenant string, d int64) {
+	l.held[tenant] += d
+	if l.held[tenant] <= 0 {
+		delete(l.held, tenant)
+	}
+}
+
+// Register creates or renews the lease (owner, id) with the replica's
+// holdings and returns how many slots of each reported tenant it keeps:
+// all of them unless other replicas took slots while this one's lease had
+// lapsed. resolved is, per tenant, the highest Reserve seq whose outcome
+// the holdings include; grants above it are counted on top.
+func (l *Ledger) Register(owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	l.expire(now)
-	if old, ok := l.leases[id]; ok {
-		l.drop(id, old)
+	k := leaseKey{owner, id}
+	old := l.leases[k]
+	if old == nil {
+		old = &lease{tenants: map[string]*slots{}}
 	}
-	ls := &lease{expires: now.Add(l.ttl), held: map[string]int64{}}
-	for t, n := range holdings {
-		n = max(0, min(n, maxOf(t)-l.held[t]))
-		if n > 0 {
-			ls.held[t] = n
-			l.held[t] += n
+	next := map[string]*slots{}
+	admitted := make(map[string]int64, len(holdings))
+	seen := func(t string) {
+		if _, done := next[t]; done {
+			return
+		}
+		prev := old.tenants[t]
+		if prev == nil {
+			prev = &slots{}
+		}
+		s := &slots{Resolved: max(prev.Resolved, resolved[t])}
+		var pending int64
+		for _, g := range prev.Pending {
+			if g.Seq > s.Resolved {
+				s.Pending = append(s.Pending, g)
+				pending += g.N
+			}
+		}
+		others := l.held[t] - prev.Held
+		n := max(0, min(holdings[t], maxOf(t)-others-pending))
+		if _, reported := holdings[t]; reported {
+			admitted[t] = n
+		}
+		s.Held = n + pending
+		if s.Held > 0 || len(s.Pending) > 0 || s.Resolved > 0 {
+			next[t] = s
 		}
 	}
-	l.leases[id] = ls
-	admitted := make(map[string]int64, len(ls.held))
-	for t, n := range ls.held {
-		admitted[t] = n
+	for t := range holdings {
+		seen(t)
 	}
-	return admitted
+	for t := range old.tenants {
+		seen(t)
+	}
+	for t := range resolved {
+		seen(t)
+	}
+	if l.store != nil {
+		if err := l.store.PutLease(k, next); err != nil {
+			return nil, err
+		}
+	}
+	for t, s := range old.tenants {
+		l.adjust(t, -s.Held)
+	}
+	for t, s := range next {
+		l.adjust(t, s.Held)
+	}
+	l.leases[k] = &lease{expires: now.Add(l.ttl), tenants: next}
+	return admitted, nil
 }
 
-// Reserve takes one slot of tenant for lease id, if the tenant holds fewer
-// than max across all leases. A dry run only checks.
-func (l *Ledger) Reserve(id, tenant string, max int64, dryRun bool) error {
+// Reserve grants lease (owner, id) up to count slots of tenant (at least
+// one), never beyond max across all leases, and one at a time near it
+// (a quarter of what is left at most), so the last slots go to whichever
+// replica needs them. seq (from 1, one at a time per tenant and lease;
+// 0: not tracked) orders the replica's requests: one at or below what it
+// last reported as resolved is refused, so a late duplicate never counts.
+// A dry run only checks that a slot is free.
+func (l *Ledger) Reserve(owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.expire(l.now())
-	ls, ok := l.leases[id]
+	now := l.now()
+	l.expire(now)
+	if now.Before(l.recoverUntil) {
+		return 0, fault.Recovering(l.recoverUntil.Sub(now))
+	}
+	k := leaseKey{owner, id}
+	ls, ok := l.leases[k]
 	if !ok {
-		return fault.NoLease(id)
+		return 0, fault.NoLease(id)
 	}
-	if l.held[tenant] >= max {
-		return fault.OverQuota(tenant, max)
+	free := max - l.held[tenant]
+	if free <= 0 {
+		return 0, fault.OverQuota(tenant, max)
 	}
-	if !dryRun {
-		ls.held[tenant]++
-		l.held[tenant]++
+	if dryRun {
+		return 0, nil
 	}
-	return nil
+	s := ls.tenants[tenant]
+	if s == nil {
+		s = &slots{}
+	}
+	if seq > 0 && (seq <= s.Resolved || len(s.Pending) > 0 && seq <= s.Pending[len(s.Pending)-1].Seq) {
+		return 0, fault.BadField("seq", "request %d of tenant %q was already resolved", seq, tenant)
+	}
+	n := min(count, free/4)
+	n = min(free, maxInt(n, 1))
+	// A copy that may share Pending's array: appending leaves s's elements
+	// as they were, so s stands if the write fails.
+	next := *s
+	next.Held += n
+	if seq > 0 {
+		next.Pending = append(next.Pending, grant{Seq: seq, N: n})
+	}
+	if l.store != nil {
+		if err := l.store.PutTenant(k, tenant, &next); err != nil {
+			return 0, err
+		}
+	}
+	ls.tenants[tenant] = &next
+	l.adjust(tenant, n)
+	return n, nil
 }
 
-// Release drops lease id and its slots at once: a replica that shuts down
-// cleanly gives its slots back instead of holding them for the TTL.
-func (l *Ledger) Release(id string) {
+func maxInt(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Release drops lease (owner, id) and its slots at once: a replica that
+// shuts down cleanly gives its slots back instead of holding them for the
+// TTL.
+func (l *Ledger) Release(owner, id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ls, ok := l.leases[id]; ok {
-		l.drop(id, ls)
+	k := leaseKey{owner, id}
+	ls, ok := l.leases[k]
+	if !ok {
+		return nil
 	}
+	if l.store != nil {
+		if err := l.store.PutLease(k, nil); err != nil {
+			return err
+		}
+	}
+	l.drop(k, ls)
+	return nil
 }
 
 // TTL is how long a lease outlives its last renewal.
@@ -116,4 +305,12 @@ func (l *Ledger) Held(tenant string) int64 {
 	defer l.mu.Unlock()
 	l.expire(l.now())
 	return l.held[tenant]
+}
+
+// Leases is how many live leases the ledger has.
+func (l *Ledger) Leases() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire(l.now())
+	return len(l.leases)
 }

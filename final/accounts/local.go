@@ -4,19 +4,25 @@ import "context"
 
 // Local is s in process, with the methods the cache asks of Accounts (it
 // satisfies cache.Authority): for tests, benchmarks and single-binary
-// deployments. Over the network, final/accountsclient does the same.
-type Local struct{ *Service }
+// deployments. Over the network, final/accountsclient does the same; there
+// Owner is the identity in the replica's client certificate.
+type Local struct {
+	*Service
+	Owner string
+}
 
 func (l Local) Account(_ context.Context, token string) (Account, error) {
 	return l.Service.Account(token)
 }
 
-func (l Local) Reserve(_ context.Context, leaseID, tenant string, dryRun bool) error {
-	return l.Service.Reserve(leaseID, tenant, dryRun)
+func (l Local) Reserve(_ context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	return l.Service.Reserve(l.Owner, leaseID, tenant, count, seq, dryRun)
 }
 
-func (l Local) Lease(_ context.Context, leaseID string, holdings map[string]int64) (map[string]int64, error) {
-	return l.Service.Lease(leaseID, holdings)
+func (l Local) Lease(_ context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+	return l.Service.Lease(l.Owner, leaseID, holdings, resolved)
 }
 
-func (l Local) Release(_ context.Context, leaseID string) error { return l.Service.Release(leaseID) }
+func (l Local) Release(_ context.Context, leaseID string) error {
+	return l.Service.Release(l.Owner, leaseID)
+}

@@ -17,9 +17,15 @@ type Service struct {
 	ledger *Ledger
 }
 
-// NewService serves dir, with replica leases lasting leaseTTL.
+// NewService serves dir, with replica leases lasting leaseTTL, in memory.
 func NewService(dir *Directory, leaseTTL time.Duration) *Service {
-	s := &Service{ledger: NewLedger(leaseTTL)}
+	return NewServiceWith(dir, NewLedger(leaseTTL))
+}
+
+// NewServiceWith serves dir with ledger (OpenLedger: durable, or with a
+// recovery grace).
+func NewServiceWith(dir *Directory, ledger *Ledger) *Service {
+	s := &Service{ledger: ledger}
 	s.dir.Store(dir)
 	return s
 }
@@ -46,32 +52,41 @@ func (s *Service) Account(token string) (Account, error) {
 	return acct, nil
 }
 
-// Reserve takes a slot for one new key of tenant under lease leaseID; a
-// dry run only checks.
-func (s *Service) Reserve(leaseID, tenant string, dryRun bool) error {
+// Reserve grants up to count slots (at least one) for new keys of tenant
+// under the lease (owner, leaseID); owner is the identity in the caller's
+// client certificate. A dry run only checks that one is free.
+func (s *Service) Reserve(owner, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error) {
 	switch {
 	case leaseID == "":
-		return fault.BadField("lease_id", "lease_id is required")
+		return 0, fault.BadField("lease_id", "lease_id is required")
 	case tenant == "":
-		return fault.BadField("tenant", "tenant is required")
+		return 0, fault.BadField("tenant", "tenant is required")
+	case count < 0:
+		return 0, fault.BadField("count", "count must not be negative")
+	case seq < 0:
+		return 0, fault.BadField("seq", "seq must not be negative")
 	}
-	return s.ledger.Reserve(leaseID, tenant, s.maxOf(tenant), dryRun)
+	return s.ledger.Reserve(owner, leaseID, tenant, s.maxOf(tenant), count, seq, dryRun)
 }
 
-// Lease (re)registers a replica's holdings, renewing its lease, and
-// returns what it keeps.
-func (s *Service) Lease(leaseID string, holdings map[string]int64) (admitted map[string]int64, err error) {
+// Lease (re)registers a replica's holdings under (owner, leaseID),
+// renewing its lease, and returns what it keeps.
+func (s *Service) Lease(owner, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error) {
 	if leaseID == "" {
 		return nil, fault.BadField("lease_id", "lease_id is required")
 	}
-	return s.ledger.Register(leaseID, holdings, s.maxOf), nil
+	for t, n := range holdings {
+		if n < 0 || t == "" {
+			return nil, fault.BadField("holdings", "holdings must name tenants and not be negative")
+		}
+	}
+	return s.ledger.Register(owner, leaseID, holdings, resolved, s.maxOf)
 }
 
 // Release gives a replica's slots back at once (it is shutting down).
-func (s *Service) Release(leaseID string) error {
+func (s *Service) Release(owner, leaseID string) error {
 	if leaseID == "" {
 		return fault.BadField("lease_id", "lease_id is required")
 	}
-	s.ledger.Release(leaseID)
-	return nil
+	return s.ledger.Release(owner, leaseID)
 }

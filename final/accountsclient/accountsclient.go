@@ -65,17 +65,26 @@ func (c *Client) Account(ctx context.Context, token string) (accounts.Account, e
 	return accounts.Account{Tenant: a.GetTenant(), MaxCacheKeys: a.GetMaxCacheKeys()}, nil
 }
 
-// Reserve takes a slot for one new key of tenant under the lease.
-func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error {
-	return c.bounded(ctx, func(ctx context.Context) error {
-		_, err := c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, DryRun: dryRun})
+// Reserve asks for up to count slots for new keys of tenant under the
+// lease and returns how many it got.
+func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	var resp *rpc.ReserveResp
+	err := c.bounded(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, Count: count, Seq: seq, DryRun: dryRun})
 		return err
 	})
+	if err != nil {
+		return 0, err
+	}
+	if resp.GetGranted() == 0 && !dryRun {
+		return 1, nil // an Accounts from before blocks grants one slot and says nothing
+	}
+	return resp.GetGranted(), nil
 }
 
 // Lease reports the replica's holdings and renews its lease.
-func (c *Client) Lease(ctx context.Context, leaseID string, holdings map[string]int64) (map[string]int64, error) {
-	resp, err := c.rpc.Lease(ctx, &rpc.LeaseReq{LeaseId: leaseID, Holdings: holdings})
+func (c *Client) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+	resp, err := c.rpc.Lease(ctx, &rpc.LeaseReq{LeaseId: leaseID, Holdings: holdings, Resolved: resolved})
 	if err != nil {
 		return nil, apierr.FromAccounts(err)
 	}

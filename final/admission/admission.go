@@ -17,8 +17,12 @@ type Limits struct {
 	// MaxConns bounds connections that finished their handshake; over it,
 	// new connections wait in the kernel's backlog until one closes.
 	MaxConns int
-	// MaxPending bounds connections still in their handshake; over it, new
-	// sockets are closed at once.
+	// MaxPending bounds connections still in their handshake. When it is
+	// reached, a new socket from an address that holds fewer pending
+	// sockets than the address holding the most takes the place of that
+	// address's oldest pending socket (closed); otherwise the new socket is
+	// closed at once. So a few addresses holding every pending slot cannot
+	// lock out clients from other addresses.
 	MaxPending int
 	// MaxPerAddr bounds the connections (in the handshake or past it) from
 	// one client IP address; over it, new sockets from that address are
@@ -49,13 +53,14 @@ type Listener struct {
 	established int
 	pending     int
 	perAddr     map[string]int
+	pendingBy   map[string][]*conn // each address's sockets in their handshake, oldest first
 	closed      bool
 }
 
 // Listen wraps lis.
 func Listen(lis net.Listener, lim Limits) *Listener {
 	lim.defaults()
-	l := &Listener{Listener: lis, lim: lim, perAddr: map[string]int{}}
+	l := &Listener{Listener: lis, lim: lim, perAddr: map[string]int{}, pendingBy: map[string][]*conn{}}
 	l.changed = sync.NewCond(&l.mu)
 	return l
 }
@@ -85,17 +90,66 @@ func (l *Listener) Accept() (net.Conn, error) {
 			c.Close()
 			return nil, net.ErrClosed
 		}
-		ok := l.pending < l.lim.MaxPending && l.perAddr[ip] < l.lim.MaxPerAddr
+		ok := l.perAddr[ip] < l.lim.MaxPerAddr
+		var evict *conn
+		if ok && l.pending >= l.lim.MaxPending {
+			evict = l.victim(ip)
+			ok = evict != nil
+		}
+		var nc *conn
 		if ok {
+			nc = &conn{Conn: c, l: l, ip: ip}
 			l.pending++
 			l.perAddr[ip]++
+			l.pendingBy[ip] = append(l.pendingBy[ip], nc)
 		}
 		l.mu.Unlock()
+		if evict != nil {
+			evict.Close()
+		}
 		if !ok {
 			c.Close()
 			continue
 		}
-		return &conn{Conn: c, l: l, ip: ip}, nil
+		return nc, nil
+	}
+}
+
+// victim chooses, with l.mu held and every pending slot taken, the pending
+// socket a newcomer from ip replaces: the oldest of the address holding the
+// most, if that address would still hold more than ip once ip has the new
+// one; else nil (the newcomer is refused). The victim leaves the pending
+// list at once, so it is chosen only once and its handshake no longer
+// counts if it finishes before the caller closes it.
+func (l *Listener) victim(ip string) *conn {
+	top, most := "", 0
+	for a, cs := range l.pendingBy {
+		if len(cs) > most {
+			top, most = a, len(cs)
+		}
+	}
+	if most <= len(l.pendingBy[ip])+1 {
+		return nil
+	}
+	v := l.pendingBy[top][0]
+	l.unpend(v)
+	v.evicted = true
+	return v
+}
+
+// unpend removes c from its address's pending list; l.mu is held.
+func (l *Listener) unpend(c *conn) {
+	cs := l.pendingBy[c.ip]
+	for i, x := range cs {
+		if x == c {
+			cs = append(cs[:i:i], cs[i+1:]...)
+			break
+		}
+	}
+	if len(cs) == 0 {
+		delete(l.pendingBy, c.ip)
+	} else {
+		l.pendingBy[c.ip] = cs
 	}
 }
 
@@ -115,8 +169,14 @@ func (l *Listener) Counts() (established, pending int) {
 	return l.established, l.pending
 }
 
+// addrKey is the client address the per-address limits count by: the IP
+// for IPv4, and the /64 for IPv6, which is what one host or home network
+// gets (one client could otherwise use a fresh address per socket).
 func addrKey(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
+		if t.IP.To4() == nil && len(t.IP) == net.IPv6len {
+			return t.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+		}
 		return t.IP.String()
 	}
 	host, _, err := net.SplitHostPort(a.String())
@@ -134,6 +194,7 @@ type conn struct {
 	mu         sync.Mutex
 	handshaked bool
 	closed     bool
+	evicted    bool // chosen to make room (guarded by l.mu): about to be closed
 }
 
 func (c *conn) markHandshaked() {
@@ -142,11 +203,15 @@ func (c *conn) markHandshaked() {
 	if c.handshaked || c.closed {
 		return
 	}
-	c.handshaked = true
 	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	if c.evicted {
+		return // its Close is on the way and counts it as pending
+	}
+	c.handshaked = true
+	c.l.unpend(c)
 	c.l.pending--
 	c.l.established++
-	c.l.mu.Unlock()
 }
 
 func (c *conn) Close() error {
@@ -158,6 +223,9 @@ func (c *conn) Close() error {
 			c.l.established--
 		} else {
 			c.l.pending--
+			if !c.evicted {
+				c.l.unpend(c)
+			}
 		}
 		if c.l.perAddr[c.ip]--; c.l.perAddr[c.ip] <= 0 {
 			delete(c.l.perAddr, c.ip)

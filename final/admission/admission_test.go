@@ -72,10 +72,12 @@ func TestPendingAndPerAddressLimitsCloseSocketsAtOnceAndOnlyHandshakedOnesCount(
 	assert.True(t, closedByPeer(t, a3), "over the per-address limit")
 	_, _ = a1, a2
 
-	// Another address gets in; then the pending limit (3) is reached.
+	// Another address gets in; then the pending limit (3) is reached, and
+	// a second socket from it would leave it holding as many as the
+	// address holding the most: it is refused.
 	dial(t, addr, "127.0.0.3")
 	s3 := next(t, ch)
-	b2 := dial(t, addr, "127.0.0.4")
+	b2 := dial(t, addr, "127.0.0.3")
 	assert.True(t, closedByPeer(t, b2), "over the pending limit")
 	est, pend := l.Counts()
 	assert.Equal(t, [2]int{0, 3}, [2]int{est, pend})
@@ -102,4 +104,57 @@ func TestPendingAndPerAddressLimitsCloseSocketsAtOnceAndOnlyHandshakedOnesCount(
 	require.NoError(t, s3.Close())
 	est, pend = l.Counts()
 	assert.Equal(t, [2]int{1, 1}, [2]int{est, pend})
+}
+
+// Two addresses holding every pending slot (an idle-socket flood from a
+// few addresses, each under its own cap) do not lock out a third: its
+// socket takes the place of the flood's oldest, and the flood cannot take
+// it back by opening more.
+func TestAFewAddressesHoldingEveryPendingSlotDoNotLockOutAnother(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := Listen(inner, Limits{MaxPending: 5, MaxPerAddr: 3})
+	t.Cleanup(func() { l.Close() })
+	ch := accepted(t, l)
+	addr := l.Addr().String()
+
+	var flood []net.Conn
+	for _, from := range []string{"127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"} {
+		flood = append(flood, dial(t, addr, from))
+		next(t, ch)
+	}
+	_, pend := l.Counts()
+	require.Equal(t, 5, pend)
+
+	// A client from another address is accepted; the oldest idle socket of
+	// the address holding the most makes room.
+	dial(t, addr, "127.0.0.4")
+	s := next(t, ch)
+	assert.Equal(t, "127.0.0.4", addrKey(s.RemoteAddr()))
+	assert.True(t, closedByPeer(t, flood[0]), "the flood's oldest socket is closed")
+	_, pend = l.Counts()
+	assert.Equal(t, 5, pend)
+
+	// The flood cannot take the slot back: the address that lost a socket
+	// would then hold as many as the address holding the most (2 each).
+	again := dial(t, addr, "127.0.0.2")
+	assert.True(t, closedByPeer(t, again), "refused: no address holds more than it would")
+
+	// Its handshake done, the client counts as established.
+	_, _, err = Credentials(insecure.NewCredentials()).ServerHandshake(s)
+	require.NoError(t, err)
+	est, pend := l.Counts()
+	assert.Equal(t, [2]int{1, 4}, [2]int{est, pend})
+}
+
+// The per-address limits count an IPv6 client by its /64, which one host
+// or home network gets: otherwise it could use a fresh address for every
+// socket and no per-address limit would hold.
+func TestIPv6ClientsAreCountedByTheir64(t *testing.T) {
+	key := func(ip string) string { return addrKey(&net.TCPAddr{IP: net.ParseIP(ip), Port: 1}) }
+	assert.Equal(t, key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "one /64")
+	assert.NotEqual(t, key("2001:db8:1:2::1"), key("2001:db8:1:3::1"), "another /64")
+	assert.Equal(t, "127.0.0.2", key("127.0.0.2"))
+	assert.Equal(t, "127.0.0.2", key("::ffff:127.0.0.2"), "IPv4-mapped is IPv4")
+	assert.NotEqual(t, key("127.0.0.2"), key("127.0.0.3"))
 }

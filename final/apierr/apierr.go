@@ -37,6 +37,7 @@ var codeOf = map[fault.Reason]codes.Code{
 	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
 	fault.LeaseNotFound:       codes.NotFound,
 	fault.AccountsUnavailable: codes.Unavailable,
+	fault.LedgerRecovering:    codes.Unavailable, // retrying after RetryInfo's delay does
 	fault.DeadlineExceeded:    codes.DeadlineExceeded,
 	fault.Canceled:            codes.Canceled,
 	fault.Unavailable:         codes.Unavailable,
@@ -189,6 +190,9 @@ func FromAccounts(err error) error {
 		case fault.UnknownToken, fault.QuotaExceeded, fault.LeaseNotFound:
 			limit, _ := strconv.ParseInt(ei.Metadata["limit"], 10, 64)
 			return &fault.Error{Reason: r, Msg: st.Message(), Subject: ei.Metadata["subject"], Limit: limit, Field: ei.Metadata["field"]}
+		case fault.LedgerRecovering:
+			d, _ := RetryDelay(err)
+			return &fault.Error{Reason: r, Msg: st.Message(), RetryAfter: d}
 		case fault.InvalidArgument:
 			// The replica sent a bad request: a bug here, not the caller's.
 			return &fault.Error{Reason: fault.Internal, Err: err}

@@ -7,7 +7,10 @@ package cache
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -17,11 +20,14 @@ import (
 // Authority is what the cache asks of Accounts (final/accountsclient over
 // gRPC, or the accounts package in process). Its errors are fault errors.
 type Authority interface {
-	// Reserve takes a slot for one new key of tenant under the lease.
-	Reserve(ctx context.Context, leaseID, tenant string, dryRun bool) error
-	// Lease reports the replica's holdings, renewing the lease, and returns
-	// how many slots of each tenant it keeps.
-	Lease(ctx context.Context, leaseID string, holdings map[string]int64) (admitted map[string]int64, err error)
+	// Reserve grants up to count slots (at least one) for new keys of
+	// tenant under the lease; seq numbers the lease's reservations for the
+	// tenant (from 1, one at a time). A dry run only checks, and grants 0.
+	Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error)
+	// Lease reports the replica's holdings (and, per tenant, the last
+	// reservation they include), renewing the lease, and returns how many
+	// slots of each tenant it keeps.
+	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error)
 	// Release gives the lease's slots back at once.
 	Release(ctx context.Context, leaseID string) error
 }
@@ -31,11 +37,16 @@ type Limits struct {
 	MaxKeyBytes   int // default 256
 	MaxValueBytes int // default 1 MiB
 	DumpBatch     int // items copied out per lock, default 64
+	// MaxDumps bounds each tenant's Dumps in progress on the replica,
+	// default 4: a Dump whose reader stops holds a batch and a message in
+	// memory (up to a MiB or so each), so unbounded Dumps a client never
+	// reads would take the replica's memory.
+	MaxDumps int
 }
 
 // DefaultLimits are the limits of a zero Limits.
 func DefaultLimits() Limits {
-	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64}
+	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -49,6 +60,9 @@ func (l Limits) withDefaults() Limits {
 	if l.DumpBatch <= 0 {
 		l.DumpBatch = d.DumpBatch
 	}
+	if l.MaxDumps <= 0 {
+		l.MaxDumps = d.MaxDumps
+	}
 	return l
 }
 
@@ -57,16 +71,18 @@ type Cache struct {
 	store  *Store
 	quota  *Quota
 	limits Limits
+	dumps  sync.Map // tenant -> *atomic.Int32, its Dumps in progress
 }
 
-// New returns a cache whose new keys are reserved from authority under the
-// lease replicaID. It starts nothing: Run renews the lease.
+// New returns a cache whose new keys are reserved from authority under a
+// lease of its own (LeaseID(replicaID): unique to this process). It starts
+// nothing: Run renews the lease.
 func New(authority Authority, replicaID string, limits Limits, log *slog.Logger) *Cache {
 	if log == nil {
 		log = slog.Default()
 	}
 	c := &Cache{store: &Store{}, limits: limits.withDefaults()}
-	c.quota = newQuota(authority, replicaID, c.store, log)
+	c.quota = newQuota(authority, LeaseID(replicaID), c.store, log)
 	return c
 }
 
@@ -108,20 +124,18 @@ func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRu
 	if len(val) > c.limits.MaxValueBytes {
 		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
 	}
-	val = bytes.Clone(val) // the caller's buffer is not ours to keep
 	t := c.store.tenant(tenant)
-	if t.putIfHeld(key, val, dryRun) {
+	if dryRun {
+		if t.fits(key) {
+			return nil
+		}
+		return c.quota.check(ctx, tenant)
+	}
+	val = bytes.Clone(val) // the caller's buffer is not ours to keep
+	if t.putHeld(key, val) {
 		return nil
 	}
-	release, err := c.quota.acquire(ctx, tenant, dryRun)
-	if err != nil {
-		return err
-	}
-	defer release()
-	if !dryRun {
-		t.putReserved(key, val)
-	}
-	return nil
+	return c.quota.storeNew(ctx, tenant, t, key, val)
 }
 
 // Get returns tenant's value of key. The value must not be modified.
@@ -139,8 +153,18 @@ func (c *Cache) Get(tenant, key string) ([]byte, error) {
 // Dump calls send with each of tenant's items, in the order they were first
 // stored, copying them out a small batch at a time: its memory does not
 // grow with the store and no lock is held while send runs (a slow reader
-// blocks nobody). It stops at send's first error and returns it.
+// blocks nobody). It stops at send's first error and returns it. A tenant
+// with MaxDumps in progress is refused (RateLimited, retry in a second).
 func (c *Cache) Dump(tenant string, send func(key string, val []byte) error) error {
+	n, _ := c.dumps.LoadOrStore(tenant, new(atomic.Int32))
+	inFlight := n.(*atomic.Int32)
+	defer inFlight.Add(-1)
+	if inFlight.Add(1) > int32(c.limits.MaxDumps) {
+		return &fault.Error{
+			Reason: fault.RateLimited, Subject: "dumps:tenant:" + tenant, RetryAfter: time.Second,
+			Msg: fmt.Sprintf("at most %d Dumps in progress per tenant", c.limits.MaxDumps),
+		}
+	}
 	t := c.store.lookup(tenant)
 	if t == nil {
 		return nil

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,7 +86,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 func TestALapsedLeaseIsRenewedOnce(t *testing.T) {
 	c, acc := newCache(t, 5)
 	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
-	require.NoError(t, acc.Release("r1")) // as if the lease had lapsed
+	require.NoError(t, acc.Release("", c.Quota().LeaseID())) // as if the lease had lapsed
 	require.NoError(t, c.Store(ctxT(t), "t", "b", nil, false), "the replica reports its holdings and retries")
 	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
 }
@@ -112,6 +114,109 @@ func TestDumpStreamsInOrderAndStopsAtTheFirstError(t *testing.T) {
 	require.NoError(t, c.Dump("nobody", func(string, []byte) error { return stop }))
 }
 
+// counting counts the Reserve calls that reach Accounts.
+type counting struct {
+	accounts.Local
+	reserves atomic.Int64
+}
+
+func (c *counting) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	c.reserves.Add(1)
+	return c.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+}
+
+func TestConcurrentStoresOfTheSameNewKeyLeakNoSlots(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 3}}), time.Hour)
+	a := New(accounts.Local{Service: acc}, "a", Limits{}, quiet)
+	b := New(accounts.Local{Service: acc}, "b", Limits{}, quiet)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { assert.NoError(t, a.Store(ctxT(t), "t", "same", []byte("v"), false)) })
+	}
+	wg.Wait()
+	require.Equal(t, 1, a.Data().Len("t"))
+	require.NoError(t, a.Quota().Report(ctxT(t)))
+	assert.EqualValues(t, 1, acc.Ledger().Held("t"), "one key, one slot: none leaked")
+	for _, k := range []string{"x", "y"} {
+		require.NoError(t, b.Store(ctxT(t), "t", k, nil, false), "the rest of the quota is usable elsewhere")
+	}
+	assert.ErrorIs(t, b.Store(ctxT(t), "t", "z", nil, false), fault.ErrQuotaExceeded)
+}
+
+func TestNewKeysReserveInBlocksAndSpareSlotsGoBackWithReports(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 100000}}), time.Hour)
+	auth := &counting{Local: accounts.Local{Service: acc}}
+	c := New(auth, "r", Limits{}, quiet)
+	const keys = 1000
+	for i := range keys {
+		require.NoError(t, c.Store(ctxT(t), "t", fmt.Sprint("k", i), nil, false))
+	}
+	assert.Less(t, auth.reserves.Load(), int64(keys/20), "blocks, not one call per key")
+	assert.EqualValues(t, keys+c.Data().Spare("t"), acc.Ledger().Held("t"))
+
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.NoError(t, c.Quota().Report(ctxT(t))) // no new key since the last report
+	assert.Zero(t, c.Data().Spare("t"))
+	assert.EqualValues(t, keys, acc.Ledger().Held("t"), "unused slots are back at Accounts")
+	before := auth.reserves.Load()
+	require.NoError(t, c.Store(ctxT(t), "t", "one-more", nil, false))
+	assert.Equal(t, before+1, auth.reserves.Load())
+	assert.EqualValues(t, keys+1, acc.Ledger().Held("t"), "after a quiet period, one slot at a time again")
+}
+
+func TestLeaseIDsAreUniquePerProcess(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 2}}), time.Hour)
+	a := New(accounts.Local{Service: acc}, "host", Limits{}, quiet)
+	b := New(accounts.Local{Service: acc}, "host", Limits{}, quiet)
+	assert.NotEqual(t, a.Quota().LeaseID(), b.Quota().LeaseID())
+	require.NoError(t, a.Store(ctxT(t), "t", "a1", nil, false))
+	require.NoError(t, a.Store(ctxT(t), "t", "a2", nil, false))
+	// b reporting its (empty) holdings does not wipe a's.
+	require.NoError(t, b.Quota().Report(ctxT(t)))
+	assert.ErrorIs(t, b.Store(ctxT(t), "t", "b1", nil, false), fault.ErrQuotaExceeded)
+	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
+}
+
+// gated holds every Reserve of tenant "slow" until open is closed.
+type gated struct {
+	accounts.Local
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *gated) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	if tenant == "slow" {
+		g.entered <- struct{}{}
+		<-g.open
+	}
+	return g.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+}
+
+func TestNoLockIsHeldAcrossAReservation(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{
+		"slow": {MaxCacheKeys: 10}, "fast": {MaxCacheKeys: 10},
+	}), time.Hour)
+	g := &gated{Local: accounts.Local{Service: acc}, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	c := New(g, "r", Limits{}, quiet)
+	// One slow key, then its spare slots go back, so the next one reserves.
+	close(g.open)
+	require.NoError(t, c.Store(ctxT(t), "slow", "old", nil, false))
+	<-g.entered
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	g.open = make(chan struct{})
+
+	done := make(chan error, 1)
+	go func() { done <- c.Store(ctxT(t), "slow", "new", nil, false) }()
+	<-g.entered // the reservation is at Accounts, and stays there
+	require.NoError(t, c.Store(ctxT(t), "slow", "old", []byte("2"), false), "an overwrite of the same tenant")
+	require.NoError(t, c.Store(ctxT(t), "fast", "k", nil, false), "a new key of another tenant")
+	require.NoError(t, c.Quota().Report(ctxT(t)), "a lease report")
+	close(g.open)
+	require.NoError(t, <-done)
+	assert.Equal(t, 2, c.Data().Len("slow"))
+}
+
 func TestInsertionOrderHoldsAcrossBlocksThroughTrimAndDump(t *testing.T) {
 	c, _ := newCache(t, 10_000)
 	var want []string
@@ -128,7 +233,8 @@ func TestInsertionOrderHoldsAcrossBlocksThroughTrimAndDump(t *testing.T) {
 	require.Equal(t, want, dump())
 
 	// Accounts admits fewer slots than held: the newest keys go, across a block boundary.
-	dropped := c.store.trim(map[string]int64{"t": orderBlock - 1})
+	held := int64(len(want)) + c.Data().Spare("t")
+	dropped := c.store.trim(map[string]int64{"t": held}, map[string]int64{"t": orderBlock - 1})
 	assert.Equal(t, len(want)-(orderBlock-1), dropped)
 	assert.Equal(t, orderBlock-1, c.Data().Len("t"))
 	assert.Equal(t, want[:orderBlock-1], dump())
@@ -138,4 +244,49 @@ func TestInsertionOrderHoldsAcrossBlocksThroughTrimAndDump(t *testing.T) {
 	require.NoError(t, c.Store(ctxT(t), "t", "new", []byte("v"), false))
 	require.NoError(t, c.Store(ctxT(t), "t", "newer", []byte("v"), false))
 	assert.Equal(t, append(want[:orderBlock-1:orderBlock-1], "new", "newer"), dump())
+}
+
+// A client that opens Dumps and never reads them holds each one's batch
+// and message in the replica's memory: a tenant gets MaxDumps at a time,
+// the next is RateLimited with a retry delay, other tenants are not
+// affected, and a finished Dump frees its place.
+func TestATenantsDumpsInProgressAreBounded(t *testing.T) {
+	c := New(nil, "r1", Limits{MaxDumps: 2}, quiet)
+	// Each tenant holds one item, so a Dump reaches its sender.
+	for _, tenant := range []string{"t", "u"} {
+		td := c.Data().tenant(tenant)
+		td.mu.Lock()
+		td.insert("k", []byte("v"))
+		td.mu.Unlock()
+	}
+
+	release := make(chan struct{})
+	started := make(chan struct{})
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			done <- c.Dump("t", func(string, []byte) error {
+				started <- struct{}{}
+				<-release // a reader that stopped reading
+				return nil
+			})
+		}()
+		<-started
+	}
+
+	err := c.Dump("t", func(string, []byte) error { return nil })
+	var fe *fault.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, fault.RateLimited, fe.Reason)
+	assert.Positive(t, fe.RetryAfter)
+
+	var got []string
+	require.NoError(t, c.Dump("u", func(k string, _ []byte) error { got = append(got, k); return nil }), "another tenant dumps")
+	assert.Equal(t, []string{"k"}, got)
+
+	close(release)
+	for range 2 {
+		require.NoError(t, <-done)
+	}
+	require.NoError(t, c.Dump("t", func(string, []byte) error { return nil }), "finished Dumps free their places")
 }

@@ -18,7 +18,7 @@ type tenantData struct {
 	mu    sync.RWMutex
 	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
 	items [][]entry        // in insertion order, in blocks of orderBlock
-	spare int64            // slots reserved from Accounts but not used (lost races)
+	q     tenantQuota      // the replica's side of the tenant's quota (slots.go)
 }
 
 // entry is one stored item. The map holds only positions: a slot of a
@@ -74,39 +74,23 @@ func (s *Store) Len(tenant string) int {
 	return len(t.index)
 }
 
-// putIfHeld writes key if it needs no new slot: it exists already, or an
-// unused reserved slot is at hand. A dry run writes nothing.
-func (t *tenantData) putIfHeld(key string, val []byte, dry bool) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// overwrite sets key if it exists. Caller holds mu.
+func (t *tenantData) overwrite(key string, val []byte) bool {
 	if i, ok := t.index[key]; ok {
-		if !dry {
-			t.at(i).val = val
-		}
-		return true
-	}
-	if t.spare > 0 {
-		if !dry {
-			t.spare--
-			t.insert(key, val)
-		}
+		t.at(i).val = val
 		return true
 	}
 	return false
 }
 
-// putReserved writes key with a slot just reserved for it; if a concurrent
-// Store created the key meanwhile, the slot is kept for the next new key.
-func (t *tenantData) putReserved(key string, val []byte) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if i, ok := t.index[key]; ok {
-		t.spare++
-		t.at(i).val = val
-		return
-	}
-	t.insert(key, val)
+// has says whether key exists. Caller holds mu.
+func (t *tenantData) has(key string) bool {
+	_, ok := t.index[key]
+	return ok
 }
+
+// count is how many keys the tenant has. Caller holds mu.
+func (t *tenantData) count() int { return len(t.index) }
 
 func (t *tenantData) insert(key string, val []byte) {
 	n := len(t.items)
@@ -156,44 +140,4 @@ func (t *tenantData) batch(from, n int, buf []Item) []Item {
 		buf = append(buf, Item{Key: e.key, Val: e.val})
 	}
 	return buf
-}
-
-// holdings is tenant -> slots this replica holds (keys and spare slots).
-func (s *Store) holdings() map[string]int64 {
-	h := map[string]int64{}
-	s.tenants.Range(func(k, v any) bool {
-		t := v.(*tenantData)
-		t.mu.RLock()
-		if n := int64(len(t.index)) + t.spare; n > 0 {
-			h[k.(string)] = n
-		}
-		t.mu.RUnlock()
-		return true
-	})
-	return h
-}
-
-// trim drops slots beyond what Accounts admitted: spare slots first, then
-// the newest keys. It returns how many keys were dropped.
-func (s *Store) trim(admitted map[string]int64) int {
-	dropped := 0
-	s.tenants.Range(func(k, v any) bool {
-		t := v.(*tenantData)
-		allowed := admitted[k.(string)]
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		excess := int64(len(t.index)) + t.spare - allowed
-		if excess <= 0 {
-			return true
-		}
-		fromSpare := min(excess, t.spare)
-		t.spare -= fromSpare
-		excess -= fromSpare
-		for ; excess > 0; excess-- {
-			t.removeNewest()
-			dropped++
-		}
-		return true
-	})
-	return dropped
 }

@@ -147,7 +147,8 @@ func Start(cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		cliTLS, err := dir.Client(true)
+		// Each replica its own certificate: its lease is bound to it.
+		cliTLS, err := dir.Replica(i + 1)
 		if err != nil {
 			return nil, err
 		}

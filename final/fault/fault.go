@@ -25,6 +25,7 @@ const (
 	RateLimited         Reason = "RATE_LIMITED"         // over a rate limit; RetryInfo says when to retry
 	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
 	AccountsUnavailable Reason = "ACCOUNTS_UNAVAILABLE" // the replica could not reach Accounts
+	LedgerRecovering    Reason = "LEDGER_RECOVERING"    // Accounts just started without its ledger on disk: no new slots yet
 	DeadlineExceeded    Reason = "DEADLINE_EXCEEDED"    // the call's deadline passed
 	Canceled            Reason = "CANCELED"             // the caller went away
 	Unavailable         Reason = "UNAVAILABLE"          // the server is stopping or unreachable
@@ -43,7 +44,7 @@ type Error struct {
 	Subject string
 	// Limit is the quota that was reached (QuotaExceeded).
 	Limit int64
-	// RetryAfter is when a retry may succeed (RateLimited).
+	// RetryAfter is when a retry may succeed (RateLimited, LedgerRecovering).
 	RetryAfter time.Duration
 	Err        error
 }
@@ -74,6 +75,7 @@ var (
 	ErrRateLimited         = &Error{Reason: RateLimited}
 	ErrLeaseNotFound       = &Error{Reason: LeaseNotFound}
 	ErrAccountsUnavailable = &Error{Reason: AccountsUnavailable}
+	ErrLedgerRecovering    = &Error{Reason: LedgerRecovering}
 )
 
 // ReasonOf is err's reason; "" for an error that is not a domain error.
@@ -128,4 +130,11 @@ func NoLease(id string) error {
 // not shown.
 func AccountsDown(cause error) error {
 	return &Error{Reason: AccountsUnavailable, Msg: "accounts service unavailable", Err: cause}
+}
+
+// Recovering refuses a new slot while Accounts, started without its ledger
+// on disk, waits for the replicas to report what they hold.
+func Recovering(retryAfter time.Duration) error {
+	return &Error{Reason: LedgerRecovering, RetryAfter: retryAfter,
+		Msg: fmt.Sprintf("accounts is recovering its ledger: no new keys for %v", retryAfter.Round(time.Millisecond))}
 }

@@ -72,6 +72,36 @@ func TestIdleSocketsDoNotLockOutOtherClients(t *testing.T) {
 	}
 }
 
+// Idle sockets from a few addresses, each address under its own cap but
+// together holding every pending slot, must not lock out a client from
+// another address: its socket takes the place of one of theirs.
+func TestIdleSocketsFromAFewAddressesDoNotLockOutOtherClients(t *testing.T) {
+	s := faulttest.Start(t, faulttest.Options{})
+	addr := s.Replicas[0].Addr
+
+	var idle []net.Conn
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	// 3 x 128 (-max-conns-per-addr) sockets: more than -max-pending-conns (256).
+	for _, from := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		for range 128 {
+			c, err := d.Dial("tcp", addr)
+			require.NoError(t, err)
+			idle = append(idle, c)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c := rpc.NewCacheClient(s.Dial(addr, "good", noRetry))
+	_, err := c.Store(ctx, &rpc.StoreReq{Key: "k", Val: []byte("v")})
+	require.NoError(t, err, "a new client gets in while three addresses hold every pending slot")
+}
+
 // 16 MB of metadata on 32 calls without any token must not cost the
 // replica memory: headers are bounded (MaxHeaderListSize) before anything
 // else looks at them.

@@ -35,6 +35,9 @@ type Options struct {
 	// CacheArgs returns extra flags for replica i (0-based); later flags
 	// override earlier ones, so it can replace any default.
 	CacheArgs func(i int) []string
+	// SharedClientCert gives every replica the one client certificate
+	// (client.crt) instead of its own (cache-N.crt).
+	SharedClientCert bool
 }
 
 // DefaultAccounts: "good" may hold 1000 keys, "small" 3.
@@ -78,7 +81,7 @@ func Start(t testing.TB, o Options) *Stack {
 
 	s := &Stack{t: t, CertDir: dir}
 	s.Accounts = NewProc(t, "accounts", accBin, FreeAddr(t), append([]string{
-		"-accounts", accFile, "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
+		"-accounts", accFile, "-ledger", filepath.Join(dir, "ledger.db"), "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
 		"-log-level", "warn",
 	}, o.AccountsArgs...)...)
 	s.Accounts.Start()
@@ -86,8 +89,12 @@ func Start(t testing.TB, o Options) *Stack {
 		args := []string{
 			"-id", fmt.Sprintf("cache-%d", i+1), "-accounts", s.Accounts.Addr,
 			"-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
-			"-client-cert", d.ClientCert(), "-client-key", d.ClientKey(),
+			// Each replica its own certificate: its lease is bound to it.
+			"-client-cert", d.ReplicaCert(i + 1), "-client-key", d.ReplicaKey(i + 1),
 			"-log-level", "warn",
+		}
+		if o.SharedClientCert {
+			args = append(args, "-client-cert", d.ClientCert(), "-client-key", d.ClientKey())
 		}
 		if o.CacheArgs != nil {
 			args = append(args, o.CacheArgs(i)...)

@@ -167,7 +167,13 @@ type ReserveReq struct {
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	Tenant  string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// dry_run checks that a slot is free without taking it.
-	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// count is how many slots the replica asks for (0 means 1).
+	Count int64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// seq numbers the replica's requests for this tenant under this lease,
+	// from 1, one at a time; a request at or below what a Lease report said
+	// was resolved is refused, so a late duplicate never counts twice.
+	Seq           int64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -223,8 +229,24 @@ func (x *ReserveReq) GetDryRun() bool {
 	return false
 }
 
+func (x *ReserveReq) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ReserveReq) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ReserveResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// granted is how many slots the replica now holds more (at least 1).
+	Granted       int64 `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,12 +281,22 @@ func (*ReserveResp) Descriptor() ([]byte, []int) {
 	return file_accounts_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *ReserveResp) GetGranted() int64 {
+	if x != nil {
+		return x.Granted
+	}
+	return 0
+}
+
 type LeaseReq struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	// holdings is what the replica holds now: tenant -> keys (and reserved
 	// slots not yet used). It replaces what the ledger had for this lease.
-	Holdings      map[string]int64 `protobuf:"bytes,2,rep,name=holdings,proto3" json:"holdings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Holdings map[string]int64 `protobuf:"bytes,2,rep,name=holdings,proto3" json:"holdings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// resolved is, per tenant, the highest Reserve seq whose outcome is in
+	// holdings: grants of higher seqs (in flight) are counted on top.
+	Resolved      map[string]int64 `protobuf:"bytes,3,rep,name=resolved,proto3" json:"resolved,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +341,13 @@ func (x *LeaseReq) GetLeaseId() string {
 func (x *LeaseReq) GetHoldings() map[string]int64 {
 	if x != nil {
 		return x.Holdings
+	}
+	return nil
+}
+
+func (x *LeaseReq) GetResolved() map[string]int64 {
+	if x != nil {
+		return x.Resolved
 	}
 	return nil
 }
@@ -459,17 +498,24 @@ const file_accounts_proto_rawDesc = "" +
 	"\aaccount\x18\x01 \x01(\v2\f.rpc.AccountR\aaccount\"G\n" +
 	"\aAccount\x12$\n" +
 	"\x0emax_cache_keys\x18\x01 \x01(\x03R\fmaxCacheKeys\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"X\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x80\x01\n" +
 	"\n" +
 	"ReserveReq\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\r\n" +
-	"\vReserveResp\"\x9b\x01\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x03R\x05count\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x03R\x03seq\"'\n" +
+	"\vReserveResp\x12\x18\n" +
+	"\agranted\x18\x01 \x01(\x03R\agranted\"\x91\x02\n" +
 	"\bLeaseReq\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x127\n" +
-	"\bholdings\x18\x02 \x03(\v2\x1b.rpc.LeaseReq.HoldingsEntryR\bholdings\x1a;\n" +
+	"\bholdings\x18\x02 \x03(\v2\x1b.rpc.LeaseReq.HoldingsEntryR\bholdings\x127\n" +
+	"\bresolved\x18\x03 \x03(\v2\x1b.rpc.LeaseReq.ResolvedEntryR\bresolved\x1a;\n" +
 	"\rHoldingsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +
+	"\rResolvedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xa1\x01\n" +
 	"\tLeaseResp\x128\n" +
@@ -502,7 +548,7 @@ func file_accounts_proto_rawDescGZIP() []byte {
 	return file_accounts_proto_rawDescData
 }
 
-var file_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_accounts_proto_goTypes = []any{
 	(*GetByTokenReq)(nil),  // 0: rpc.GetByTokenReq
 	(*GetByTokenResp)(nil), // 1: rpc.GetByTokenResp
@@ -514,25 +560,27 @@ var file_accounts_proto_goTypes = []any{
 	(*ReleaseReq)(nil),     // 7: rpc.ReleaseReq
 	(*ReleaseResp)(nil),    // 8: rpc.ReleaseResp
 	nil,                    // 9: rpc.LeaseReq.HoldingsEntry
-	nil,                    // 10: rpc.LeaseResp.AdmittedEntry
+	nil,                    // 10: rpc.LeaseReq.ResolvedEntry
+	nil,                    // 11: rpc.LeaseResp.AdmittedEntry
 }
 var file_accounts_proto_depIdxs = []int32{
 	2,  // 0: rpc.GetByTokenResp.account:type_name -> rpc.Account
 	9,  // 1: rpc.LeaseReq.holdings:type_name -> rpc.LeaseReq.HoldingsEntry
-	10, // 2: rpc.LeaseResp.admitted:type_name -> rpc.LeaseResp.AdmittedEntry
-	0,  // 3: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
-	3,  // 4: rpc.Accounts.Reserve:input_type -> rpc.ReserveReq
-	5,  // 5: rpc.Accounts.Lease:input_type -> rpc.LeaseReq
-	7,  // 6: rpc.Accounts.Release:input_type -> rpc.ReleaseReq
-	1,  // 7: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
-	4,  // 8: rpc.Accounts.Reserve:output_type -> rpc.ReserveResp
-	6,  // 9: rpc.Accounts.Lease:output_type -> rpc.LeaseResp
-	8,  // 10: rpc.Accounts.Release:output_type -> rpc.ReleaseResp
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	10, // 2: rpc.LeaseReq.resolved:type_name -> rpc.LeaseReq.ResolvedEntry
+	11, // 3: rpc.LeaseResp.admitted:type_name -> rpc.LeaseResp.AdmittedEntry
+	0,  // 4: rpc.Accounts.GetByToken:input_type -> rpc.GetByTokenReq
+	3,  // 5: rpc.Accounts.Reserve:input_type -> rpc.ReserveReq
+	5,  // 6: rpc.Accounts.Lease:input_type -> rpc.LeaseReq
+	7,  // 7: rpc.Accounts.Release:input_type -> rpc.ReleaseReq
+	1,  // 8: rpc.Accounts.GetByToken:output_type -> rpc.GetByTokenResp
+	4,  // 9: rpc.Accounts.Reserve:output_type -> rpc.ReserveResp
+	6,  // 10: rpc.Accounts.Lease:output_type -> rpc.LeaseResp
+	8,  // 11: rpc.Accounts.Release:output_type -> rpc.ReleaseResp
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_accounts_proto_init() }
@@ -546,7 +594,7 @@ func file_accounts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_accounts_proto_rawDesc), len(file_accounts_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,9 +34,11 @@ const (
 // Only replicas call it (mutual TLS).
 type AccountsClient interface {
 	GetByToken(ctx context.Context, in *GetByTokenReq, opts ...grpc.CallOption) (*GetByTokenResp, error)
-	// Reserve grants a replica a slot for one new key of a tenant, or refuses
-	// with FailedPrecondition (and a QuotaFailure detail) when the tenant's
-	// keys across all replicas would exceed max_cache_keys.
+	// Reserve grants a replica slots for new keys of a tenant (a block of up
+	// to count, never beyond the tenant's remaining quota, one at a time near
+	// it), or refuses with FailedPrecondition (and a QuotaFailure detail) when
+	// the tenant's keys across all replicas reached max_cache_keys. The lease
+	// is bound to the identity in the caller's client certificate.
 	Reserve(ctx context.Context, in *ReserveReq, opts ...grpc.CallOption) (*ReserveResp, error)
 	// Lease (re)registers a replica's holdings and renews its lease: replicas
 	// call it periodically. A replica that stops calling it loses its slots
@@ -105,9 +107,11 @@ func (c *accountsClient) Release(ctx context.Context, in *ReleaseReq, opts ...gr
 // Only replicas call it (mutual TLS).
 type AccountsServer interface {
 	GetByToken(context.Context, *GetByTokenReq) (*GetByTokenResp, error)
-	// Reserve grants a replica a slot for one new key of a tenant, or refuses
-	// with FailedPrecondition (and a QuotaFailure detail) when the tenant's
-	// keys across all replicas would exceed max_cache_keys.
+	// Reserve grants a replica slots for new keys of a tenant (a block of up
+	// to count, never beyond the tenant's remaining quota, one at a time near
+	// it), or refuses with FailedPrecondition (and a QuotaFailure detail) when
+	// the tenant's keys across all replicas reached max_cache_keys. The lease
+	// is bound to the identity in the caller's client certificate.
 	Reserve(context.Context, *ReserveReq) (*ReserveResp, error)
 	// Lease (re)registers a replica's holdings and renews its lease: replicas
 	// call it periodically. A replica that stops calling it loses its slots

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/apierr"
@@ -23,6 +25,14 @@ type AccountsConfig struct {
 	Directory *accounts.Directory
 	// LeaseTTL is how long a replica's slots outlive its last report.
 	LeaseTTL time.Duration
+	// LedgerPath is the quota ledger's file (bbolt, created if missing), so
+	// a restart of Accounts keeps every replica's slots; "": in memory.
+	LedgerPath string
+	// RecoveryGrace, for a ledger in memory, is how long after starting
+	// Accounts grants no slot while replicas re-register what they hold
+	// (set it to LeaseTTL when Accounts may restart without its replicas);
+	// 0: none, for a ledger that starts with its replicas (devstack, tests).
+	RecoveryGrace time.Duration
 }
 
 // DefaultAccountsConfig is the Accounts service's configuration when no
@@ -48,7 +58,11 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	if cfg.Directory == nil {
 		cfg.Directory = accounts.Default()
 	}
-	svc := accounts.NewService(cfg.Directory, cfg.LeaseTTL)
+	ledger, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	if err != nil {
+		return nil, err
+	}
+	svc := accounts.NewServiceWith(cfg.Directory, ledger)
 	log := cfg.logger().With("service", "accounts")
 	opts := append(cfg.options(),
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{
@@ -66,6 +80,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	srv := newServer(&cfg.Common, log, opts, []string{rpc.Accounts_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
 		rpc.RegisterAccountsServer(gs, &accountsService{svc: svc})
 	})
+	srv.closers = append(srv.closers, ledger.Close)
 	return &AccountsServer{Server: srv, svc: svc}, nil
 }
 
@@ -84,14 +99,15 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	if err := s.svc.Reserve(req.LeaseId, req.Tenant, req.DryRun); err != nil {
+	n, err := s.svc.Reserve(PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	if err != nil {
 		return nil, err
 	}
-	return &rpc.ReserveResp{}, nil
+	return &rpc.ReserveResp{Granted: n}, nil
 }
 
 func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	admitted, err := s.svc.Lease(req.LeaseId, req.Holdings)
+	admitted, err := s.svc.Lease(PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -99,8 +115,31 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 }
 
 func (s *accountsService) Release(ctx context.Context, req *rpc.ReleaseReq) (*rpc.ReleaseResp, error) {
-	if err := s.svc.Release(req.LeaseId); err != nil {
+	if err := s.svc.Release(PeerIdentity(ctx), req.LeaseId); err != nil {
 		return nil, err
 	}
 	return &rpc.ReleaseResp{}, nil
+}
+
+// PeerIdentity is who the caller's verified client certificate names: its
+// first URI SAN (a SPIFFE ID), else its first DNS SAN, else its subject's
+// common name; "" without one (plaintext, in tests). Leases are bound to
+// it, so one replica's certificate cannot touch another's lease.
+func PeerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	leaf := ti.State.VerifiedChains[0][0]
+	switch {
+	case len(leaf.URIs) > 0:
+		return leaf.URIs[0].String()
+	case len(leaf.DNSNames) > 0:
+		return leaf.DNSNames[0]
+	}
+	return leaf.Subject.CommonName
 }

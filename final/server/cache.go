@@ -28,9 +28,10 @@ import (
 type CacheConfig struct {
 	Common
 
-	// ReplicaID names this replica: its lease at Accounts and the x-replica
-	// response header. It must be unique and stable across restarts (a pod
-	// name); "" means the hostname.
+	// ReplicaID names this replica: the x-replica response header, logs,
+	// and the prefix of its lease at Accounts (which adds random bytes per
+	// process, so processes that share a name never share a lease); ""
+	// means the hostname.
 	ReplicaID string
 
 	// Accounts is an existing connection to the Accounts service; if nil,

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -11,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"grpcworkshop/final/client"
 	"grpcworkshop/final/server"
 )
 
@@ -19,16 +22,56 @@ func TestGracefulShutdownReleasesTheReplicasSlotsAtOnce(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 2, tuneAccounts: func(c *server.AccountsConfig) { c.LeaseTTL = time.Hour }})
 	ctx := testContext(t)
 	c := cacheClient(t, st, tok)
-	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+	// Ring hash places keys by the replicas' random ports: store until both
+	// replicas hold some (40 keys make a miss vanishingly unlikely).
+	stored := int64(0)
+	for i := 0; i < 40; i++ {
+		require.NoError(t, store(ctx, c, fmt.Sprintf("k%d", i), "v"))
+		stored++
+		if i >= 5 && st.Caches[0].Service().Data().Len(tok) > 0 && st.Caches[1].Service().Data().Len(tok) > 0 {
+			break
+		}
+	}
+	ledger := st.Accounts.Service().Ledger()
+	// A replica holds its keys and the spare slots of its last block.
+	held := func(i int) int64 {
+		d := st.Caches[i].Service().Data()
+		return int64(d.Len(tok)) + d.Spare(tok)
+	}
+	require.EqualValues(t, held(0)+held(1), ledger.Held(tok))
+	mine := int64(st.Caches[0].Service().Data().Len(tok))
+	require.Positive(t, mine, "both replicas hold keys")
+	require.Less(t, mine, stored, "both replicas hold keys")
+
+	require.NoError(t, st.Caches[0].Shutdown(ctx))
+	assert.Equal(t, held(1), ledger.Held(tok), "the stopped replica's slots are free now, not after the hour-long TTL")
+}
+
+// A stream a client keeps open (a health Watch, a Dump never read) holds
+// the drain until the grace runs out; the replica is then cut off, and
+// still gives its slots back at once: the release does not share the
+// grace's spent deadline.
+func TestShutdownCutOffByItsGraceStillReleasesTheSlots(t *testing.T) {
+	st := startStack(t, stackOpts{tuneAccounts: func(c *server.AccountsConfig) { c.LeaseTTL = time.Hour }})
+	ctx := testContext(t)
+	c := cacheClient(t, st, tok)
+	for _, k := range []string{"a", "b", "c"} {
 		require.NoError(t, store(ctx, c, k, "v"))
 	}
 	ledger := st.Accounts.Service().Ledger()
-	require.EqualValues(t, 6, ledger.Held(tok))
-	mine := int64(st.Caches[0].Service().Data().Len(tok))
-	require.Positive(t, mine, "both replicas hold keys")
+	d := st.Caches[0].Service().Data()
+	require.EqualValues(t, int64(d.Len(tok))+d.Spare(tok), ledger.Held(tok))
 
-	require.NoError(t, st.Caches[0].Shutdown(ctx))
-	assert.Equal(t, 6-mine, ledger.Held(tok), "the stopped replica's slots are free now, not after the hour-long TTL")
+	conn := dialTarget(t, st, st.Target(), tok, client.Options{})
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	_, err = w.Recv() // the stream is open on the replica
+	require.NoError(t, err)
+
+	grace, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, st.Caches[0].Shutdown(grace), context.DeadlineExceeded, "the open stream outlives the grace")
+	assert.EqualValues(t, 0, ledger.Held(tok), "the slots are free now, not after the hour-long TTL")
 }
 
 // countLeases counts Accounts' Lease calls.

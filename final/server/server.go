@@ -251,6 +251,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("shutdown: %w", ctx.Err())
 	}
+	if ctx.Err() != nil {
+		// The grace is spent, but the slots must still go back at once (a
+		// client holding a stream open must not cost the tenant LeaseTTL):
+		// the release gets a moment of its own, as in Stop.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+	}
 	s.close(ctx)
 	return err
 }

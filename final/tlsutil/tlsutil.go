@@ -30,13 +30,20 @@ const (
 	ClientKeyFile  = "client.key"
 )
 
+// DevReplicas is how many replica client certificates a development
+// directory holds: replica i (from 1) presents ReplicaCert(i), named
+// cache-i, so that each replica has an identity of its own at Accounts.
+const DevReplicas = 8
+
 // DefaultHosts are the names the development server certificate is valid for.
 var DefaultHosts = []string{"localhost", "127.0.0.1", "::1"}
 
 // EnsureDevCerts writes a development CA and certificates into dir unless
 // they are already there, and reports whether it wrote them.
 func EnsureDevCerts(dir string, hosts []string) (bool, error) {
-	if _, err := os.Stat(filepath.Join(dir, ClientKeyFile)); err == nil {
+	// The last file written: a directory from before replica certificates
+	// is written again (with a new CA).
+	if _, err := os.Stat(Dir(dir).ReplicaKey(DevReplicas)); err == nil {
 		return false, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("dev certs: %w", err)
@@ -44,9 +51,11 @@ func EnsureDevCerts(dir string, hosts []string) (bool, error) {
 	return true, WriteDevCerts(dir, hosts)
 }
 
-// WriteDevCerts creates a CA, a server certificate for hosts and a client
-// certificate (which cache replicas present to Accounts), all signed by the
-// CA. The CA's key is not written: nothing else can be signed with it later.
+// WriteDevCerts creates a CA, a server certificate for hosts, a client
+// certificate (cache-replica) and one client certificate per replica
+// (cache-1 … cache-DevReplicas), which replicas present to Accounts, all
+// signed by the CA. The CA's key is not written: nothing else can be
+// signed with it later.
 func WriteDevCerts(dir string, hosts []string) error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -95,16 +104,30 @@ func WriteDevCerts(dir string, hosts []string) error {
 	if err := issue(dir, ServerCertFile, ServerKeyFile, srv, ca, caKey); err != nil {
 		return err
 	}
-	cli := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "cache-replica"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	cli := func(name string) *x509.Certificate {
+		return &x509.Certificate{
+			SerialNumber: serial(),
+			Subject:      pkix.Name{CommonName: name},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.AddDate(1, 0, 0),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
 	}
-	return issue(dir, ClientCertFile, ClientKeyFile, cli, ca, caKey)
+	if err := issue(dir, ClientCertFile, ClientKeyFile, cli("cache-replica"), ca, caKey); err != nil {
+		return err
+	}
+	for i := 1; i <= DevReplicas; i++ {
+		d := Dir(dir)
+		if err := issue(dir, filepath.Base(d.ReplicaCert(i)), filepath.Base(d.ReplicaKey(i)), cli(ReplicaName(i)), ca, caKey); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// ReplicaName is the identity in replica i's development certificate.
+func ReplicaName(i int) string { return fmt.Sprintf("cache-%d", i) }
 
 func issue(dir, certFile, keyFile string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -198,6 +221,20 @@ func (d Dir) ServerCert() string { return filepath.Join(string(d), ServerCertFil
 func (d Dir) ServerKey() string  { return filepath.Join(string(d), ServerKeyFile) }
 func (d Dir) ClientCert() string { return filepath.Join(string(d), ClientCertFile) }
 func (d Dir) ClientKey() string  { return filepath.Join(string(d), ClientKeyFile) }
+
+// ReplicaCert and ReplicaKey are replica i's client certificate (from 1).
+func (d Dir) ReplicaCert(i int) string {
+	return filepath.Join(string(d), ReplicaName(i)+".crt")
+}
+func (d Dir) ReplicaKey(i int) string { return filepath.Join(string(d), ReplicaName(i)+".key") }
+
+// Replica is ClientConfig presenting replica i's certificate (from 1).
+func (d Dir) Replica(i int) (*tls.Config, error) {
+	if i < 1 || i > DevReplicas {
+		return nil, fmt.Errorf("replica %d: the development directory has certificates for replicas 1 to %d", i, DevReplicas)
+	}
+	return ClientConfig(d.CA(), d.ReplicaCert(i), d.ReplicaKey(i))
+}
 
 // Server is ServerConfig from the directory's files.
 func (d Dir) Server(mutual bool) (*tls.Config, error) {

@@ -39,8 +39,12 @@ type config struct {
 
 // defaultConfig is what runs when no flag or variable is given.
 func defaultConfig() config {
+	acfg := server.DefaultAccountsConfig()
+	// A process started by hand may be a restart: without -ledger it
+	// waits for the replicas to re-register before granting slots.
+	acfg.RecoveryGrace = acfg.LeaseTTL
 	return config{
-		AccountsConfig: server.DefaultAccountsConfig(),
+		AccountsConfig: acfg,
 		Cert:           ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
 		LogLevel: "info",
 	}
@@ -55,6 +59,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.Key, "key", "server key")
 	f.String(&c.CA, "ca", "CA that signs the replicas' client certificates")
 	f.Duration(&c.LeaseTTL, "lease-ttl", "how long a silent replica's key slots stay reserved")
+	f.String(&c.LedgerPath, "ledger", "quota ledger file (bbolt), kept across restarts; empty: in memory")
+	f.Duration(&c.RecoveryGrace, "recovery-grace", "with the ledger in memory, how long after starting no key slot is granted while replicas re-register (at least -lease-ttl after a restart); 0: none")
 	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
 	f.Duration(&c.HandshakeTimeout, "handshake-timeout", "how long a new connection has to finish its TLS handshake; 0: gRPC's 120s")
 	f.Int(&c.MaxPendingConns, "max-pending-conns", "connections still in their handshake at once; 0: no limit")
@@ -90,6 +96,12 @@ func run(args []string) error {
 	defer stop()
 	go reloadOnHUP(ctx, srv, cfg.AccountsFile, log)
 	log.Info("accounts", "tokens", cfg.Directory.Len())
+	switch {
+	case cfg.LedgerPath != "":
+		log.Info("quota ledger on disk", "file", cfg.LedgerPath, "leases", srv.Service().Ledger().Leases())
+	case cfg.RecoveryGrace > 0:
+		log.Warn("quota ledger in memory: no key slots granted while replicas re-register (-ledger keeps it across restarts)", "for", cfg.RecoveryGrace)
+	}
 	return srv.Run(ctx)
 }
 

@@ -53,7 +53,7 @@ func defaultConfig() config {
 func (c *config) bind(fs *flag.FlagSet) {
 	f := cli.New(fs, "CACHE_")
 	f.String(&c.Addr, "addr", "address to listen on")
-	f.String(&c.ReplicaID, "id", "unique, stable replica name, e.g. the pod name (empty: hostname)")
+	f.String(&c.ReplicaID, "id", "replica name, e.g. the pod name (empty: hostname); its lease at Accounts adds a random suffix per process")
 	f.String(&c.AccountsAddr, "accounts", "Accounts service address")
 	f.String(&c.Cert, "cert", "server certificate")
 	f.String(&c.Key, "key", "server key")
