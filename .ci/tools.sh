@@ -9,13 +9,16 @@ go build -o "$SMOKE_TMP/devstack" ./final/cmd/devstack
 go build -o "$SMOKE_TMP/grpcurl" github.com/fullstorydev/grpcurl/cmd/grpcurl
 go build -o "$SMOKE_TMP/grpc-health-probe" github.com/grpc-ecosystem/grpc-health-probe
 cd "$SMOKE_TMP"
-./devstack -dir .dev -accounts 127.0.0.1:0 -replicas 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -log-level warn >devstack.log 2>&1 &
+./devstack -dir .dev -accounts 127.0.0.1:0 -replicas 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -http '' \
+  -accounts-admin 127.0.0.1:0 -replicas-admin 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -log-level warn >devstack.log 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q '^devstack: ready: accounts on' devstack.log && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q '^admin: ' devstack.log && break; sleep 0.1; done
 line=$(grep '^devstack: ready: accounts on' devstack.log) || { echo "devstack did not start:"; cat devstack.log; exit 1; }
 acc=$(sed -E 's/^devstack: ready: accounts on ([^,]+), .*/\1/' <<<"$line")
 IFS=, read -r r1 r2 r3 <<<"$(sed -E 's/.*cache replicas on ([^ ]+), certificates.*/\1/' <<<"$line")"
-echo "devstack: accounts $acc, replicas $r1 $r2 $r3"
+mapfile -t admins < <(grep '^admin: ' devstack.log | grep -o 'http://[0-9.:]*' | sed 's#http://##')
+[ ${#admins[@]} -eq 4 ] || { echo "want 4 admin ports:"; cat devstack.log; exit 1; }
+echo "devstack: accounts $acc, replicas $r1 $r2 $r3, admin ports ${admins[*]}"
 
 curl=(./grpcurl -cacert .dev/ca.crt -H 'authorization: Bearer inconshreveable')
 expect "rpc.Cache" "${curl[@]}" "$r1" list
@@ -45,4 +48,9 @@ for r in "$r1" "$r2" "$r3"; do
 done
 # Accounts takes replicas only: mutual TLS.
 expect "status: SERVING" "${probe[@]}" -tls-client-cert .dev/client.crt -tls-client-key .dev/client.key -addr "$acc" -service rpc.Accounts
+# The admin ports: plaintext gRPC health for probes that cannot do TLS
+# (Kubernetes' native gRPC probes).
+for a in "${admins[@]}"; do
+  expect "status: SERVING" ./grpc-health-probe -connect-timeout 5s -rpc-timeout 5s -addr "$a"
+done
 echo "tools: grpcurl and grpc-health-probe passed"

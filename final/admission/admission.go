@@ -48,6 +48,12 @@ type Listener struct {
 	net.Listener
 	lim Limits
 
+	// Refused, if set before the first Accept, hears of every connection
+	// closed for a limit: "address" (too many from one address), or
+	// "pending" (handshakes at the limit: the newcomer refused, or a
+	// pending one evicted to make room). For metrics.
+	Refused func(limit string)
+
 	mu          sync.Mutex
 	changed     *sync.Cond
 	established int
@@ -91,10 +97,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		}
 		ok := l.perAddr[ip] < l.lim.MaxPerAddr
+		limit := "address"
 		var evict *conn
 		if ok && l.pending >= l.lim.MaxPending {
 			evict = l.victim(ip)
 			ok = evict != nil
+			limit = "pending"
 		}
 		var nc *conn
 		if ok {
@@ -105,9 +113,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if evict != nil {
+			if l.Refused != nil {
+				l.Refused("pending")
+			}
 			evict.Close()
 		}
 		if !ok {
+			if l.Refused != nil {
+				l.Refused(limit) // before the close, so a client that sees it closed sees it counted
+			}
 			c.Close()
 			continue
 		}

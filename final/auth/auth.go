@@ -89,6 +89,13 @@ type Authenticator struct {
 	cfg    CacheConfig
 	now    func() time.Time
 
+	// Observe, if set before the first call, hears how each token was
+	// resolved: "hit" (fresh in the cache), "miss" (Accounts answered),
+	// "stale" (served past TTL because Accounts did not answer),
+	// "unknown" (no account has it, said now or moments ago) or "error"
+	// (no answer and nothing to serve). For metrics; it must be cheap.
+	Observe func(result string)
+
 	entries sync.Map // token -> entry; read-mostly, so no global lock on the hot path
 	neg     negativeCache
 
@@ -130,23 +137,41 @@ func (a *Authenticator) account(ctx context.Context, token string) (*accounts.Ac
 	now := a.now()
 	e, cached := a.cached(token)
 	if cached && now.Sub(e.fetched) < a.cfg.TTL {
+		a.observe("hit")
 		return e.acct, nil
 	}
 	stale := cached && now.Sub(e.fetched) < a.cfg.TTL+a.cfg.Stale
 	if !cached && a.cfg.NegativeTTL > 0 && a.neg.has(token, now) {
+		a.observe("unknown")
 		return nil, fault.NoAccount()
 	}
 	if a.isDown(now) {
 		if stale {
+			a.observe("stale")
 			return e.acct, nil
 		}
+		a.observe("error")
 		return nil, a.unavailable(nil)
 	}
 	acct, err := a.fetch(ctx, token)
-	if err != nil && stale && fault.ReasonOf(err) == fault.AccountsUnavailable {
+	switch r := fault.ReasonOf(err); {
+	case err == nil:
+		a.observe("miss")
+	case stale && r == fault.AccountsUnavailable:
+		a.observe("stale")
 		return e.acct, nil
+	case r == fault.UnknownToken:
+		a.observe("unknown")
+	default:
+		a.observe("error")
 	}
 	return acct, err
+}
+
+func (a *Authenticator) observe(result string) {
+	if a.Observe != nil {
+		a.Observe(result)
+	}
 }
 
 func (a *Authenticator) cached(token string) (entry, bool) {

@@ -13,6 +13,7 @@ import (
 
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/server"
+	"grpcworkshop/final/telemetry"
 	"grpcworkshop/final/tlsutil"
 )
 
@@ -31,6 +32,14 @@ type Config struct {
 	WebAddrs  []string
 	Logger    *slog.Logger
 	Directory *accounts.Directory // nil: the embedded defaults
+	// AccountsAdminAddr and CacheAdminAddrs are where each server's admin
+	// port listens (metrics, pprof, health and channelz over h2c); "" or a
+	// missing entry: none.
+	AccountsAdminAddr string
+	CacheAdminAddrs   []string
+	// Telemetry gives every server its own metrics (served on its admin
+	// port) and, as the OTEL_* environment says, traces.
+	Telemetry bool
 	// TuneAccounts and TuneCache adjust each server's configuration.
 	TuneAccounts func(*server.AccountsConfig)
 	TuneCache    func(i int, c *server.CacheConfig)
@@ -46,12 +55,31 @@ type Stack struct {
 	CacheAddrs   []string
 	WebURLs      []string // base URLs of the replicas' HTTP listeners
 	CA           string   // path of the CA certificate clients trust
+	// AccountsAdmin and CacheAdmins are the admin ports' addresses ("":
+	// none).
+	AccountsAdmin string
+	CacheAdmins   []string
 
 	errs chan error
 }
 
 // Target is the cache replicas as a client target (a comma-separated list).
 func (s *Stack) Target() string { return strings.Join(s.CacheAddrs, ",") }
+
+// Admins lists the admin ports: "accounts http://ADDR, cache-1 http://ADDR,
+// ..."; "" if there are none.
+func (s *Stack) Admins() string {
+	var out []string
+	if s.AccountsAdmin != "" {
+		out = append(out, "accounts http://"+s.AccountsAdmin)
+	}
+	for i, a := range s.CacheAdmins {
+		if a != "" {
+			out = append(out, fmt.Sprintf("cache-%d http://%s", i+1, a))
+		}
+	}
+	return strings.Join(out, ", ")
+}
 
 // Errs reports servers that stopped with an error.
 func (s *Stack) Errs() <-chan error { return s.errs }
@@ -76,7 +104,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 	} else {
 		progress("using the development certificates in %s", cfg.CertDir)
 	}
-	st := &Stack{CA: dir.CA(), errs: make(chan error, 1+2*len(cfg.CacheAddrs))}
+	st := &Stack{CA: dir.CA(), errs: make(chan error, 2+3*len(cfg.CacheAddrs))}
 	defer func() {
 		if err != nil {
 			st.Stop()
@@ -90,6 +118,11 @@ func Start(cfg Config) (_ *Stack, err error) {
 	}
 	acfg := server.DefaultAccountsConfig()
 	acfg.TLS, acfg.Logger, acfg.Directory = accTLS, cfg.Logger, cfg.Directory
+	if cfg.Telemetry {
+		if acfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "accounts", Instance: "accounts"}); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.TuneAccounts != nil {
 		cfg.TuneAccounts(&acfg)
 	}
@@ -100,6 +133,9 @@ func Start(cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	progress("accounts listening on %s", st.AccountsAddr)
+	if st.AccountsAdmin, err = st.serveAdmin(st.Accounts.Server, cfg.AccountsAdminAddr); err != nil {
+		return nil, err
+	}
 
 	// Every HTTP listener is open before any replica is built: each
 	// replica's console lists them all.
@@ -163,6 +199,11 @@ func Start(cfg Config) (_ *Stack, err error) {
 				AllowedOrigins: st.WebURLs, Replicas: st.WebURLs,
 			}
 		}
+		if cfg.Telemetry {
+			if ccfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "cache", Instance: ccfg.ReplicaID}); err != nil {
+				return nil, err
+			}
+		}
 		if cfg.TuneCache != nil {
 			cfg.TuneCache(i, &ccfg)
 		}
@@ -181,9 +222,35 @@ func Start(cfg Config) (_ *Stack, err error) {
 			wl := webLis[i]
 			go func() { st.errs <- c.ServeWeb(wl) }()
 		}
+		adminAddr := ""
+		if i < len(cfg.CacheAdminAddrs) {
+			adminAddr = cfg.CacheAdminAddrs[i]
+		}
+		admin, err := st.serveAdmin(c.Server, adminAddr)
+		if err != nil {
+			return nil, err
+		}
+		st.CacheAdmins = append(st.CacheAdmins, admin)
 	}
 	liss = nil // served: Stop closes them
 	return st, nil
+}
+
+// serveAdmin serves s's admin port on addr, if any, and returns where.
+func (st *Stack) serveAdmin(s *server.Server, addr string) (string, error) {
+	if addr == "" {
+		return "", nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("admin listen: %w", err)
+	}
+	go func() {
+		if err := s.ServeAdmin(lis); err != nil {
+			st.errs <- err
+		}
+	}()
+	return lis.Addr().String(), nil
 }
 
 func (st *Stack) serve(s *server.Server, addr string) (string, error) {

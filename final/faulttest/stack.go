@@ -82,7 +82,7 @@ func Start(t testing.TB, o Options) *Stack {
 	s := &Stack{t: t, CertDir: dir}
 	s.Accounts = NewProc(t, "accounts", accBin, FreeAddr(t), append([]string{
 		"-accounts", accFile, "-ledger", filepath.Join(dir, "ledger.db"), "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
-		"-log-level", "warn",
+		"-log-level", "warn", "-admin-addr=", // no admin port: its default is fixed
 	}, o.AccountsArgs...)...)
 	s.Accounts.Start()
 	for i := range o.Replicas {
@@ -91,7 +91,7 @@ func Start(t testing.TB, o Options) *Stack {
 			"-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
 			// Each replica its own certificate: its lease is bound to it.
 			"-client-cert", d.ReplicaCert(i + 1), "-client-key", d.ReplicaKey(i + 1),
-			"-log-level", "warn",
+			"-log-level", "warn", "-admin-addr=", // no admin port: its default is fixed
 		}
 		if o.SharedClientCert {
 			args = append(args, "-client-cert", d.ClientCert(), "-client-key", d.ClientKey())

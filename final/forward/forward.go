@@ -63,6 +63,10 @@ type Config struct {
 	// DialOptions are added to the connections to the peers (stats
 	// handlers for metrics and tracing).
 	DialOptions []grpc.DialOption
+	// Traced says DialOptions propagate trace context themselves (from the
+	// span of the incoming call): the caller's traceparent and tracestate
+	// are then not copied, so the owner sees one parent, the hop.
+	Traced bool
 }
 
 // Forwarder forwards calls to the replica that owns their key.
@@ -271,6 +275,10 @@ func (f *Forwarder) outgoing(ctx context.Context) context.Context {
 	in, _ := metadata.FromIncomingContext(ctx)
 	out := keep(in)
 	delete(out, keyaffinity.Header) // the forwarding connection sets it again
+	if f.cfg.Traced {
+		delete(out, "traceparent")
+		delete(out, "tracestate")
+	}
 	out.Set(Header, f.cfg.ID)
 	return metadata.NewOutgoingContext(ctx, out)
 }

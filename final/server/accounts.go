@@ -39,7 +39,7 @@ type AccountsConfig struct {
 // flag is given.
 func DefaultAccountsConfig() AccountsConfig {
 	return AccountsConfig{
-		Common:   defaultCommon("localhost:5050"),
+		Common:   defaultCommon("localhost:5050", "localhost:9050"),
 		LeaseTTL: 15 * time.Second, // three missed reports at the default lease interval
 	}
 }
@@ -81,6 +81,11 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 		rpc.RegisterAccountsServer(gs, &accountsService{svc: svc})
 	})
 	srv.closers = append(srv.closers, ledger.Close)
+	if cfg.Telemetry != nil {
+		if err := cfg.Telemetry.Metrics.Observe(srv.drainingGauge()); err != nil {
+			return nil, err
+		}
+	}
 	return &AccountsServer{Server: srv, svc: svc}, nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net"
 	"time"
 
@@ -56,7 +57,12 @@ func (c *Common) admissionOptions() []grpc.ServerOption {
 
 // admit wraps a listener with the connection limits.
 func (c *Common) admit(lis net.Listener) net.Listener {
-	return admission.Listen(lis, admission.Limits{
+	l := admission.Listen(lis, admission.Limits{
 		MaxConns: c.MaxConns, MaxPending: c.MaxPendingConns, MaxPerAddr: c.MaxConnsPerAddr,
 	})
+	if c.Telemetry != nil {
+		m := c.Telemetry.Metrics
+		l.Refused = func(limit string) { m.Rejected(context.Background(), "CONNECTION_LIMIT", limit) }
+	}
+	return l
 }

@@ -22,6 +22,7 @@ import (
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/ratelimit"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/telemetry"
 )
 
 // CacheConfig configures one cache replica. Start from DefaultCacheConfig.
@@ -93,7 +94,7 @@ type CacheConfig struct {
 // DefaultCacheConfig is a replica's configuration when no flag is given.
 func DefaultCacheConfig() CacheConfig {
 	return CacheConfig{
-		Common:        defaultCommon("localhost:5051"),
+		Common:        defaultCommon("localhost:5051", "localhost:9051"),
 		AccountsAddr:  "localhost:5050",
 		AuthTTL:       5 * time.Second,
 		LeaseInterval: 5 * time.Second,
@@ -160,6 +161,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		return nil, fmt.Errorf("lease interval must be positive, got %s", cfg.LeaseInterval)
 	}
 	log := cfg.logger().With("replica", cfg.ReplicaID)
+	var metrics *telemetry.Metrics // nil-safe: telemetry off
+	if cfg.Telemetry != nil {
+		metrics = cfg.Telemetry.Metrics
+	}
 
 	var closers []func() error
 	conn := cfg.Accounts
@@ -171,7 +176,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		if cfg.AccountsTLS != nil {
 			creds = credentials.NewTLS(cfg.AccountsTLS)
 		}
-		cc, err := grpc.NewClient(cfg.AccountsAddr,
+		dialOpts := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
 			// Reach a returning Accounts within about a second: gRPC's
 			// default backoff grows to 120s, and a connection attempt to a
@@ -181,7 +186,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 				MinConnectTimeout: 2 * time.Second,
 			}),
 			grpc.WithChainUnaryInterceptor(interceptor.LogUnaryClient(log.With("peer", "accounts"))),
-		)
+		}
+		if cfg.Telemetry != nil {
+			dialOpts = append(dialOpts, cfg.Telemetry.DialOption())
+		}
+		cc, err := grpc.NewClient(cfg.AccountsAddr, dialOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("dial accounts: %w", err)
 		}
@@ -190,19 +199,34 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	accounts := accountsclient.New(conn)
 	accounts.Timeout, accounts.RetryAfter = cfg.AccountsTimeout, cfg.AccountsRetryAfter
 
-	c := cache.New(accounts, cfg.ReplicaID, cfg.Limits, log)
+	var authority cache.Authority = accounts
+	if metrics != nil {
+		authority = meteredAuthority{accounts, metrics}
+	}
+	c := cache.New(authority, cfg.ReplicaID, cfg.Limits, log)
 	limits := c.Limits()
 	// The caller's context reaches Accounts: its deadline (capped) propagates.
 	authn := auth.NewAuthenticator(accounts.Account, auth.CacheConfig{
 		TTL: cfg.AuthTTL, Stale: cfg.AuthStale, NegativeTTL: cfg.AuthNegativeTTL,
 		LookupTimeout: cfg.AccountsTimeout, RetryAfter: cfg.AccountsRetryAfter,
 	})
+	// After authentication: the tenant goes on the call's log line and span.
+	noteUnary, noteStream := telemetry.TenantInterceptors(tenantOf)
+	if metrics != nil {
+		authn.Observe = metrics.AuthLookup
+	}
 	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
 	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
 	var fwd *forward.Forwarder
 	if cfg.Peers != "" {
-		f, err := forward.New(forward.Config{Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions})
+		fc := forward.Config{Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions}
+		if cfg.Telemetry != nil {
+			// The hop is a span of its own, the owner's call its child.
+			fc.DialOptions = append(fc.DialOptions, cfg.Telemetry.DialOption())
+			fc.Traced = cfg.Telemetry.TracerProvider() != nil
+		}
+		f, err := forward.New(fc)
 		if err != nil {
 			for _, c := range closers {
 				c()
@@ -211,15 +235,15 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		}
 		fwd, closers = f, append(closers, f.Close)
 	}
-	// Forwarding goes after the deadline cap (the owner gets the capped
-	// deadline) and before everything the owner does for the call.
 	unary := []grpc.UnaryServerInterceptor{
+		telemetry.NoteUnary(),
 		interceptor.LogUnaryServer(log),
 		apierr.UnaryServerInterceptor(log),
 		interceptor.RecoverUnary(),
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
 		// The token is judged first: a caller without one learns nothing else.
 		authn.UnaryInterceptor(),
+		noteUnary,
 		rejectMalformedUnary(),
 	}
 	// Forwarding comes after the deadline cap (the owner gets the capped
@@ -234,12 +258,14 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		perTenant.Unary(),
 	), cfg.Unary...)
 	stream := append([]grpc.StreamServerInterceptor{
+		telemetry.NoteStream(),
 		interceptor.LogStreamServer(log),
 		apierr.StreamServerInterceptor(log),
 		interceptor.RecoverStream(),
 		interceptor.ReplicaStream(cfg.ReplicaID),
 		interceptor.DeadlineStream(cfg.MaxDeadline),
 		authn.StreamInterceptor(),
+		noteStream,
 		rejectMalformedStream(),
 		interceptor.DryRunStream(),
 		perTenant.Stream(),
@@ -252,7 +278,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
 	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
-		grpc.InTapHandle(tap),
+		grpc.InTapHandle(metrics.CountTap(tap)),
 		// gRPC refuses a message over this before decoding it, with a bare
 		// ResourceExhausted; well above the largest Store, so that a value
 		// up to four times too large still gets the domain's
@@ -265,8 +291,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
-		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd})
+		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd, metrics: metrics})
 	})
+	if err := metrics.Observe(append(storeGauges(c.Data()), srv.drainingGauge())...); err != nil {
+		return nil, err
+	}
 	srv.closers = closers
 	if fwd != nil {
 		srv.listening = func(a net.Addr) { fwd.Listening(a); fwd.Start() }
@@ -293,8 +322,9 @@ func TransportLimit(l cache.Limits) int {
 // domain. Its errors are mapped by apierr's interceptor.
 type cacheService struct {
 	rpc.UnimplementedCacheServer
-	cache *cache.Cache
-	fwd   *forward.Forwarder // nil: no peers
+	cache   *cache.Cache
+	fwd     *forward.Forwarder // nil: no peers
+	metrics *telemetry.Metrics
 }
 
 func (s *cacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.StoreResp, error) {
@@ -326,14 +356,27 @@ func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error
 		return err
 	}
 	item := &rpc.DumpItem{}
+	sent := 0
+	defer func() { s.metrics.Dumped(stream.Context(), sent) }()
 	local := func() error {
 		return s.cache.Dump(tenant, func(key string, val []byte) error {
 			item.Key, item.Val = key, val
-			return stream.Send(item) // fails when the client went away or the deadline passed
+			if err := stream.Send(item); err != nil {
+				return err // the client went away or the deadline passed
+			}
+			sent++
+			return nil
 		})
 	}
 	if s.fwd == nil {
 		return local()
 	}
 	return s.fwd.Dump(stream.Context(), req, local, stream.Send)
+}
+
+// tenantOf is the tenant authentication put in ctx; calls that need no
+// token (health, reflection) have none.
+func tenantOf(ctx context.Context) (string, bool) {
+	t, err := auth.TenantFrom(ctx)
+	return t, err == nil
 }

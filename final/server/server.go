@@ -22,6 +22,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+
+	"grpcworkshop/final/telemetry"
 )
 
 // Common is configuration shared by both servers. Start from
@@ -64,11 +66,21 @@ type Common struct {
 	Unary              []grpc.UnaryServerInterceptor
 	Stream             []grpc.StreamServerInterceptor
 	ExtraServerOptions []grpc.ServerOption
+
+	// AdminAddr is where Run serves the admin port (metrics, pprof, and
+	// over h2c gRPC health and channelz; plaintext, so keep it on loopback
+	// or the pod's network); "": none. See ServeAdmin.
+	AdminAddr string
+	// Telemetry instruments the server (gRPC metrics and traces, the
+	// service's own metrics, /metrics on the admin port); nil: none. One
+	// per server: the server registers its gauges on it and shuts it down.
+	Telemetry *telemetry.Telemetry
 }
 
-func defaultCommon(addr string) Common {
+func defaultCommon(addr, admin string) Common {
 	return Common{
 		Addr:                  addr,
+		AdminAddr:             admin,
 		Grace:                 10 * time.Second,
 		MaxDeadline:           10 * time.Second,
 		MaxConcurrentStreams:  64,
@@ -81,11 +93,14 @@ func defaultCommon(addr string) Common {
 	}
 }
 
+// logger is the configured logger, whose records of a call carry its
+// trace_id, span_id and tenant.
 func (c *Common) logger() *slog.Logger {
-	if c.Logger == nil {
-		return slog.Default()
+	l := c.Logger
+	if l == nil {
+		l = slog.Default()
 	}
-	return c.Logger
+	return slog.New(telemetry.ContextHandler(l.Handler()))
 }
 
 func (c *Common) options() []grpc.ServerOption {
@@ -127,6 +142,7 @@ type Server struct {
 	listening func(net.Addr)
 
 	mu       sync.Mutex
+	admin    *telemetry.Admin
 	started  bool
 	stopped  bool
 	stopBg   context.CancelFunc
@@ -135,6 +151,9 @@ type Server struct {
 }
 
 func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, services []string, register func(*grpc.Server)) *Server {
+	if c.Telemetry != nil {
+		opts = append(c.Telemetry.ServerOptions(), opts...)
+	}
 	gs := grpc.NewServer(append(opts, c.ExtraServerOptions...)...)
 	register(gs)
 	if c.Register != nil {
@@ -191,11 +210,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if err := s.listenAdmin(); err != nil {
+		lis.Close()
+		return err
+	}
 	webc := make(chan error, 1)
 	if s.web != nil {
 		wlis, err := net.Listen("tcp", s.web.cfg.Addr)
 		if err != nil {
 			lis.Close()
+			_ = s.closeTelemetry() // the admin port started above
 			return fmt.Errorf("listen http: %w", err)
 		}
 		go func() { webc <- s.web.serve(wlis) }()
@@ -294,7 +318,7 @@ func (s *Server) close(ctx context.Context) {
 				s.log.Warn("release", "error", err)
 			}
 		}
-		for _, c := range s.closers {
+		for _, c := range append(s.closers, s.closeTelemetry) {
 			if err := c(); err != nil {
 				s.log.Warn("close", "error", err)
 			}

@@ -17,6 +17,7 @@ import (
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/server"
+	"grpcworkshop/final/telemetry"
 	"grpcworkshop/final/tlsutil"
 )
 
@@ -34,7 +35,7 @@ func main() {
 // config is everything accounts-server can be told.
 type config struct {
 	server.AccountsConfig
-	AccountsFile, Cert, Key, CA, LogLevel string
+	AccountsFile, Cert, Key, CA, LogLevel, LogFormat string
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -46,7 +47,7 @@ func defaultConfig() config {
 	return config{
 		AccountsConfig: acfg,
 		Cert:           ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
-		LogLevel: "info",
+		LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -68,6 +69,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Uint32(&c.MaxHeaderBytes, "max-header-bytes", "largest header list of a call; 0: gRPC's 16 MB")
 	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+	f.String(&c.LogFormat, "log-format", "text or json")
+	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
 }
 
 func run(args []string) error {
@@ -77,7 +80,7 @@ func run(args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(cfg.LogLevel)
+	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -88,6 +91,10 @@ func run(args []string) error {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
 	cfg.Logger = log
+	// Metrics always (read on the admin port); traces when OTEL_* says so.
+	if cfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "accounts", Instance: "accounts"}); err != nil {
+		return err
+	}
 	srv, err := server.NewAccounts(cfg.AccountsConfig)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/server"
+	"grpcworkshop/final/telemetry"
 	"grpcworkshop/final/tlsutil"
 	"grpcworkshop/final/web"
 )
@@ -33,7 +34,7 @@ func main() {
 type config struct {
 	server.CacheConfig
 	Cert, Key, CA, ClientCert, ClientKey string
-	LogLevel                             string
+	LogLevel, LogFormat                  string
 	// CORSOrigins and ConsoleReplicas are comma-separated lists for
 	// CacheConfig.Web.
 	CORSOrigins, ConsoleReplicas string
@@ -45,7 +46,7 @@ func defaultConfig() config {
 		CacheConfig: server.DefaultCacheConfig(),
 		Cert:        ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
 		ClientCert: ".dev/client.crt", ClientKey: ".dev/client.key",
-		LogLevel: "info",
+		LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -84,6 +85,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Bool(&c.Web.Plaintext, "http-plaintext", "serve -http-addr without TLS: loopback development, or behind a proxy that terminates TLS")
 	f.String(&c.CORSOrigins, "cors-origins", "comma-separated origins whose pages may call -http-addr, e.g. https://console.example.com (empty: none)")
 	f.String(&c.ConsoleReplicas, "console-replicas", "comma-separated HTTP base URLs of every replica, for the web console (empty: this one)")
+	f.String(&c.LogFormat, "log-format", "text or json")
+	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
 	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
 	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
 }
@@ -95,7 +98,7 @@ func run(args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(cfg.LogLevel)
+	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -117,6 +120,14 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Logger = log
+	instance := cfg.ReplicaID
+	if instance == "" {
+		instance, _ = os.Hostname()
+	}
+	// Metrics always (read on the admin port); traces when OTEL_* says so.
+	if cfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "cache", Instance: instance}); err != nil {
+		return err
+	}
 	srv, err := server.NewCache(cfg.CacheConfig)
 	if err != nil {
 		return err

@@ -3,6 +3,9 @@
 //	cachectl [flags] store KEY VALUE
 //	cachectl [flags] get KEY
 //	cachectl [flags] dump
+//	cachectl [flags] stats
+//
+// stats reads the servers' admin ports (-admin) and prints their numbers.
 //
 // It connects to every replica (ring-hash by key), verifies TLS against a
 // CA and sends its token as a bearer credential. Exit status: 0 success,
@@ -29,10 +32,11 @@ import (
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/internal/cli"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/telemetry"
 	"grpcworkshop/final/tlsutil"
 )
 
-const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | dump`
+const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | dump | stats`
 
 // usageError makes main exit with status 2.
 type usageError struct{ msg string }
@@ -52,9 +56,9 @@ func main() {
 
 // config is everything cachectl can be told besides its command.
 type config struct {
-	Addr, Token, CA string
-	Timeout         time.Duration
-	DryRun, Verbose bool
+	Addr, Token, CA, Admin string
+	Timeout                time.Duration
+	DryRun, Verbose        bool
 }
 
 // defaultConfig is what runs when no flag or variable is given: the
@@ -62,6 +66,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		Addr:    "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
+		Admin:   "127.0.0.1:9050,127.0.0.1:9051,127.0.0.1:9052,127.0.0.1:9053",
 		Token:   "inconshreveable",
 		CA:      ".dev/ca.crt",
 		Timeout: 5 * time.Second,
@@ -74,6 +79,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.Addr, "addr", "replicas: host:port,... or dns:///name:port")
 	f.String(&c.Token, "token", "account token")
 	f.String(&c.CA, "ca", "CA certificate that signed the replicas' certificates")
+	f.String(&c.Admin, "admin", "admin ports read by stats: host:port,...")
 	f.Duration(&c.Timeout, "timeout", "deadline for the whole command")
 	f.Bool(&c.DryRun, "dry-run", "check everything, change nothing")
 	f.Bool(&c.Verbose, "v", "log every call attempt to stderr")
@@ -90,6 +96,8 @@ func run(args []string, out io.Writer) error {
 	cmd := fs.Args()
 	switch {
 	case len(cmd) == 3 && cmd[0] == "store", len(cmd) == 2 && cmd[0] == "get", len(cmd) == 1 && cmd[0] == "dump":
+	case len(cmd) == 1 && cmd[0] == "stats":
+		return stats(cfg, out)
 	default:
 		return usageError{fmt.Sprintf("bad command %q", cmd)}
 	}
@@ -101,6 +109,21 @@ func run(args []string, out io.Writer) error {
 	o := client.Options{TLS: tlsCfg, Token: cfg.Token}
 	if cfg.Verbose {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	// With OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) set, the
+	// command's calls start their traces: one trace from here through the
+	// replica to Accounts.
+	tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "cachectl", NoMetrics: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(ctx) // flushes the spans
+	}()
+	if tel.TracerProvider() != nil {
+		o.Extra = append(o.Extra, tel.DialOption())
 	}
 	conn, err := client.Dial(cfg.Addr, o)
 	if err != nil {
@@ -135,6 +158,28 @@ func run(args []string, out io.Writer) error {
 		// Any replica gathers the tenant's keys from every replica.
 		if err := dump(ctx, c, out); err != nil {
 			return fmt.Errorf("dump: %s", describe(err))
+		}
+	}
+	return nil
+}
+
+// stats prints each server's numbers from its /metrics: no Prometheus
+// needed. Counters are totals since the server started.
+func stats(cfg config, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	for i, addr := range strings.Split(cfg.Admin, ",") {
+		f, err := telemetry.Scrape(ctx, addr)
+		if err != nil {
+			return fmt.Errorf("stats %s: %w (is the server's admin port there?)", addr, err)
+		}
+		name, instance := f.Service()
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		fmt.Fprintf(out, "== %s %s (%s)\n", name, instance, addr)
+		if err := telemetry.WriteSummary(out, f, name); err != nil {
+			return err
 		}
 	}
 	return nil

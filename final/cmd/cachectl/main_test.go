@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +22,8 @@ func TestCachectlAgainstADevstack(t *testing.T) {
 		AccountsAddr: "127.0.0.1:0",
 		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Telemetry:    true, AccountsAdminAddr: "127.0.0.1:0",
+		CacheAdminAddrs: []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
 	})
 	require.NoError(t, err)
 	t.Cleanup(st.Stop)
@@ -53,6 +57,26 @@ func TestCachectlAgainstADevstack(t *testing.T) {
 	assert.ErrorContains(t, err, "code = NotFound")
 	_, err = ctl("-token", "nobody", "get", "gopher")
 	assert.ErrorContains(t, err, "code = Unauthenticated")
+
+	// stats reads every admin port: the replicas hold gopher's 4 keys
+	// between them (the dry run stored nothing).
+	out, err = ctl("-admin", strings.Join(append([]string{st.AccountsAdmin}, st.CacheAdmins...), ","), "stats")
+	require.NoError(t, err)
+	assert.Contains(t, out, "== accounts accounts ("+st.AccountsAdmin+")")
+	keys := 0
+	for i, a := range st.CacheAdmins {
+		assert.Contains(t, out, fmt.Sprintf("== cache cache-%d (%s)", i+1, a))
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "keys" {
+			n, err := strconv.Atoi(f[1])
+			require.NoError(t, err)
+			keys += n
+		}
+	}
+	assert.Equal(t, 4, keys, out)
+	_, err = ctl("-admin", "127.0.0.1:1", "stats")
+	assert.ErrorContains(t, err, "is the server's admin port there?")
 
 	_, err = ctl("frobnicate")
 	var u usageError

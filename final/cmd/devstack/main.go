@@ -37,7 +37,7 @@ func main() {
 // config is everything devstack can be told.
 type config struct {
 	Dir, Accounts, Replicas, AccountsFile, LogLevel string
-	HTTP                                            string
+	HTTP, AccountsAdmin, ReplicasAdmin, LogFormat   string
 	Rate, TenantRate                                float64
 }
 
@@ -48,8 +48,9 @@ func defaultConfig() config {
 		Dir:      ".dev",
 		Accounts: "127.0.0.1:5050", Replicas: "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
 		HTTP:     "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082",
-		LogLevel: "info",
-		Rate:     float64(c.Rate), TenantRate: float64(c.TenantRate),
+		LogLevel: "info", LogFormat: "text",
+		AccountsAdmin: "127.0.0.1:9050", ReplicasAdmin: "127.0.0.1:9051,127.0.0.1:9052,127.0.0.1:9053",
+		Rate: float64(c.Rate), TenantRate: float64(c.TenantRate),
 	}
 }
 
@@ -61,7 +62,10 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.Replicas, "replicas", "comma-separated cache replica addresses")
 	f.String(&c.HTTP, "http", "comma-separated HTTP addresses, one per replica, for browsers and REST (plaintext, loopback); empty: none")
 	f.String(&c.AccountsFile, "accounts-file", "accounts JSON (empty: embedded inconshreveable=100 keys, gopher=3 keys)")
+	f.String(&c.AccountsAdmin, "accounts-admin", "Accounts' admin port (metrics, pprof, health and channelz over h2c); empty: none")
+	f.String(&c.ReplicasAdmin, "replicas-admin", "comma-separated admin ports of the replicas, in the order of -replicas; empty: none")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
+	f.String(&c.LogFormat, "log-format", "text or json")
 	f.Float(&c.Rate, "rate", "calls per second for each replica; 0: no limit")
 	f.Float(&c.TenantRate, "tenant-rate", "calls per second per tenant on each replica; 0: no limit")
 }
@@ -73,7 +77,7 @@ func run(args []string) error {
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cli.Logger(cfg.LogLevel)
+	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -84,13 +88,16 @@ func run(args []string) error {
 	// Say at once that something is happening, and where start-up is.
 	fmt.Printf("devstack: starting Accounts and %d cache replicas\n", len(strings.Split(cfg.Replicas, ",")))
 	st, err := devstack.Start(devstack.Config{
-		Progress:     func(step string) { fmt.Println("devstack:", step) },
-		CertDir:      cfg.Dir,
-		AccountsAddr: cfg.Accounts,
-		CacheAddrs:   strings.Split(cfg.Replicas, ","),
-		WebAddrs:     splitList(cfg.HTTP),
-		Logger:       log,
-		Directory:    accts,
+		Progress:          func(step string) { fmt.Println("devstack:", step) },
+		CertDir:           cfg.Dir,
+		AccountsAddr:      cfg.Accounts,
+		CacheAddrs:        strings.Split(cfg.Replicas, ","),
+		WebAddrs:          splitList(cfg.HTTP),
+		Logger:            log,
+		Directory:         accts,
+		Telemetry:         true,
+		AccountsAdminAddr: cfg.AccountsAdmin,
+		CacheAdminAddrs:   splitList(cfg.ReplicasAdmin),
 		TuneCache: func(_ int, c *server.CacheConfig) {
 			c.Rate, c.TenantRate = rate.Limit(cfg.Rate), rate.Limit(cfg.TenantRate)
 		},
@@ -101,6 +108,9 @@ func run(args []string) error {
 	fmt.Printf("devstack: ready: accounts on %s, cache replicas on %s, certificates in %s\n", st.AccountsAddr, st.Target(), cfg.Dir)
 	if len(st.WebURLs) > 0 {
 		fmt.Printf("console:  %s/ (token inconshreveable; REST, Connect and gRPC-Web on %s)\n", st.WebURLs[0], strings.Join(st.WebURLs, ","))
+	}
+	if admins := st.Admins(); admins != "" {
+		fmt.Printf("admin:    %s (/metrics, /debug/pprof/, gRPC health and channelz over h2c)\n", admins)
 	}
 	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./final/cmd/...)\n")
 	fmt.Printf("stop:     Ctrl-C\n")
