@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,6 +34,7 @@ import (
 	"grpcworkshop/final/keyaffinity"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
+	"grpcworkshop/final/telemetry"
 )
 
 const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
@@ -399,4 +401,53 @@ func dumpOnce(ctx context.Context, c rpc.CacheClient) (int, error) {
 			return n, err
 		}
 	}
+}
+
+// TestAForwardedCallStaysInTheCallersTrace: with tracing on, the hop is a
+// span of the forwarding replica and the owner's span is its child, in the
+// caller's trace (the caller's traceparent is not sent twice).
+func TestAForwardedCallStaysInTheCallersTrace(t *testing.T) {
+	recs := map[string]*endedSpans{}
+	withTracer := func(service string) *telemetry.Telemetry {
+		rec := &endedSpans{changed: make(chan struct{})}
+		recs[service] = rec
+		tel, err := telemetry.New(context.Background(), telemetry.Options{
+			Service:        service,
+			TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		})
+		require.NoError(t, err)
+		return tel
+	}
+	tels := []*telemetry.Telemetry{withTracer("cache-1"), withTracer("cache-2"), withTracer("cache-3")}
+	clientTel := withTracer("client")
+	st := startStack(t, stackOpts{replicas: 3, tuneCache: func(i int, c *server.CacheConfig) { c.Telemetry = tels[i] }})
+	ring := keyaffinity.NewRing(st.CacheAddrs)
+	from, owner := -1, -1
+	for i, a := range st.CacheAddrs {
+		if a == ring.Owner("traced") {
+			owner = i
+		} else if from < 0 {
+			from = i
+		}
+	}
+	conn := dialTarget(t, st, st.CacheAddrs[from], tok, client.Options{Extra: []grpc.DialOption{clientTel.DialOption()}})
+	ctx := testContext(t)
+	require.NoError(t, store(ctx, rpc.NewCacheClient(conn), "traced", "v"))
+
+	byName := func(service, name string) sdktrace.ReadOnlySpan {
+		t.Helper()
+		s, err := recs[service].await(ctx, name)
+		require.NoError(t, err, "%s has no span %q", service, name)
+		return s
+	}
+	caller := byName("client", "Attempt.rpc.Cache.Store")
+	received := byName(fmt.Sprint("cache-", from+1), "Recv.rpc.Cache.Store")
+	hop := byName(fmt.Sprint("cache-", from+1), "Attempt.rpc.Cache.Store")
+	served := byName(fmt.Sprint("cache-", owner+1), "Recv.rpc.Cache.Store")
+	for _, s := range []sdktrace.ReadOnlySpan{received, hop, served} {
+		assert.Equal(t, caller.SpanContext().TraceID(), s.SpanContext().TraceID(), s.Name())
+	}
+	assert.Equal(t, caller.SpanContext().SpanID(), received.Parent().SpanID())
+	assert.Equal(t, hop.SpanContext().SpanID(), served.Parent().SpanID(), "the owner's span is the hop's child")
+	assert.True(t, served.Parent().IsRemote())
 }
