@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v node >/dev/null || { echo "node not found (Node 20 or later)" >&2; exit 1; }
+# playwright-core needs Node 20 (Debian 12's nodejs is 18: use NodeSource or Debian 13).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || { echo "node $(node --version) is too old: the console's tools need Node 20 or later" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "/usr/bin/chromium not found: apt-get install chromium" >&2; exit 1; }
 
 (cd final/web/console && npm ci --no-audit --no-fund --loglevel=error && ./build.sh)

@@ -76,11 +76,19 @@ func TestRetryDoesNotRetryPermanentErrors(t *testing.T) {
 	}
 }
 
-func TestRetryStopsBeforeTheDeadline(t *testing.T) {
+// A delay longer than the time left is not waited for, and the caller gets
+// the server's refusal with its reason and RetryInfo (it used to get a
+// DeadlineExceeded of the interceptor's own, with no reason, before its
+// deadline).
+func TestRetryStopsBeforeTheDeadlineWithTheServersAnswer(t *testing.T) {
 	retry := RetryOnRetryInfo(safe, 4)
 	calls := 0
 	err := retry(ctxT(t), "/m", nil, nil, nil, failing(&calls, apierr.ToStatus(fault.OverRate("service", time.Hour))))
-	assert.Equal(t, codes.DeadlineExceeded, status.Code(err))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	assert.Equal(t, fault.RateLimited, apierr.ReasonOf(err))
+	delay, ok := apierr.RetryDelay(err)
+	assert.True(t, ok)
+	assert.Equal(t, time.Hour, delay)
 	assert.Equal(t, 1, calls)
 }
 

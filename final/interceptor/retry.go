@@ -30,7 +30,10 @@ func RetryOnRetryInfo(safe func(method string) bool, maxAttempts int) grpc.Unary
 				return err
 			}
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-				return status.Errorf(codes.DeadlineExceeded, "deadline reached before retry attempt %d, last error: %s", attempt+1, status.Convert(err).Message())
+				// The server's own answer, not a DeadlineExceeded of ours:
+				// the deadline has not passed, and the caller decides by
+				// its reason and RetryInfo.
+				return err
 			}
 			t := time.NewTimer(wait)
 			select {

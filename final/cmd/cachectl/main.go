@@ -44,10 +44,14 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg + "\n" + usage }
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	err := run(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the usage and flags were printed
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "cachectl:", err)
 		var u usageError
-		if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+		if errors.As(err, &u) {
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -90,7 +94,13 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("cachectl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.bind(fs)
-	if err := cli.Parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); errors.Is(err, flag.ErrHelp) {
+		// Parse errors stay short, but -h lists every flag and its variable.
+		fmt.Fprintln(out, usage)
+		fs.SetOutput(out)
+		fs.PrintDefaults()
+		return err
+	} else if err != nil {
 		return usageError{err.Error()}
 	}
 	cmd := fs.Args()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -81,4 +82,18 @@ func TestCachectlAgainstADevstack(t *testing.T) {
 	_, err = ctl("frobnicate")
 	var u usageError
 	assert.True(t, errors.As(err, &u), "bad usage exits 2: %v", err)
+}
+
+// The README says -h lists every variable; cachectl used to print only
+// "flag: help requested" and exit 2.
+func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
+	var out bytes.Buffer
+	err := run([]string{"-h"}, &out)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	var u usageError
+	assert.False(t, errors.As(err, &u), "-h is not bad usage")
+	for _, v := range []string{"CACHECTL_ADDR", "CACHECTL_TOKEN", "CACHECTL_CA", "CACHECTL_TIMEOUT", "CACHECTL_DRY_RUN", "CACHECTL_V"} {
+		assert.Contains(t, out.String(), "$"+v)
+	}
+	assert.True(t, strings.HasPrefix(out.String(), usage+"\n"), out.String())
 }
