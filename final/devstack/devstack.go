@@ -157,7 +157,28 @@ func Start(cfg Config) (_ *Stack, err error) {
 		st.WebURLs = append(st.WebURLs, "http://"+webLis[i].Addr().String())
 	}
 
-	for i, addr := range cfg.CacheAddrs {
+	// Every replica knows every other (Peers), so a call reaching any of
+	// them is served: the listeners come first, for their addresses.
+	var liss []net.Listener
+	defer func() {
+		for _, l := range liss {
+			l.Close()
+		}
+	}()
+	for _, addr := range cfg.CacheAddrs {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		liss = append(liss, lis)
+		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
+	}
+	peerTLS, err := dir.Client(false)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for i := range cfg.CacheAddrs {
 		srvTLS, err := dir.Server(false)
 		if err != nil {
 			return nil, err
@@ -167,14 +188,11 @@ func Start(cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
-		}
 		ccfg := server.DefaultCacheConfig()
 		ccfg.TLS, ccfg.Logger = srvTLS, cfg.Logger
 		ccfg.ReplicaID = fmt.Sprintf("cache-%d", i+1)
 		ccfg.AccountsAddr, ccfg.AccountsTLS = st.AccountsAddr, cliTLS
+		ccfg.Peers, ccfg.Self, ccfg.PeerTLS = st.Target(), st.CacheAddrs[i], peerTLS
 		if webLis[i] != nil {
 			ccfg.Web = server.WebConfig{
 				Addr: webLis[i].Addr().String(), Plaintext: true,
@@ -183,7 +201,6 @@ func Start(cfg Config) (_ *Stack, err error) {
 		}
 		if cfg.Telemetry {
 			if ccfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "cache", Instance: ccfg.ReplicaID}); err != nil {
-				lis.Close()
 				return nil, err
 			}
 		}
@@ -192,13 +209,15 @@ func Start(cfg Config) (_ *Stack, err error) {
 		}
 		c, err := server.NewCache(ccfg)
 		if err != nil {
-			lis.Close()
 			return nil, err
 		}
 		st.Caches = append(st.Caches, c)
-		st.CacheAddrs = append(st.CacheAddrs, lis.Addr().String())
+		ids = append(ids, ccfg.ReplicaID)
+	}
+	for i, c := range st.Caches {
+		lis := liss[i]
 		go func() { st.errs <- c.Serve(lis) }()
-		progress("%s listening on %s", ccfg.ReplicaID, lis.Addr())
+		progress("%s listening on %s", ids[i], lis.Addr())
 		if webLis[i] != nil {
 			wl := webLis[i]
 			go func() { st.errs <- c.ServeWeb(wl) }()
@@ -213,6 +232,7 @@ func Start(cfg Config) (_ *Stack, err error) {
 		}
 		st.CacheAdmins = append(st.CacheAdmins, admin)
 	}
+	liss = nil // served: Stop closes them
 	return st, nil
 }
 

@@ -95,9 +95,13 @@ func capDeadline(ctx context.Context, max time.Duration) (context.Context, conte
 	return context.WithTimeout(ctx, max)
 }
 
-// DeadlineUnary caps unary calls at max.
+// DeadlineUnary caps unary calls at max. Health and reflection are
+// exempt, like every interceptor about the application (auth.Public).
 func DeadlineUnary(max time.Duration) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if auth.Public(info.FullMethod) {
+			return handler(ctx, req)
+		}
 		ctx, cancel := capDeadline(ctx, max)
 		defer cancel()
 		return handler(ctx, req)
@@ -105,8 +109,14 @@ func DeadlineUnary(max time.Duration) grpc.UnaryServerInterceptor {
 }
 
 // DeadlineStream caps streams at max: a Dump that takes longer is cut off.
+// A health Watch is meant to stay open (a load balancer holds one per
+// replica), and a reflection stream serves a tool's session: neither is
+// capped.
 func DeadlineStream(max time.Duration) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if auth.Public(info.FullMethod) {
+			return handler(srv, ss)
+		}
 		ctx, cancel := capDeadline(ss.Context(), max)
 		defer cancel()
 		return handler(srv, &auth.ContextStream{ServerStream: ss, Ctx: ctx})
@@ -157,9 +167,14 @@ func withDryRun(ctx context.Context) (context.Context, error) {
 }
 
 // DryRunUnary reads the dry-run metadata once per call, in one place,
-// refusing bad values before the handler runs.
+// refusing bad values before the handler runs. Health and reflection
+// ignore it: a tool sends its headers with every call, including the
+// reflection lookups before the one they were meant for.
 func DryRunUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if auth.Public(info.FullMethod) {
+			return handler(ctx, req)
+		}
 		ctx, err := withDryRun(ctx)
 		if err != nil {
 			return nil, err
@@ -172,6 +187,9 @@ func DryRunUnary() grpc.UnaryServerInterceptor {
 // method, even one (like Dump) that changes nothing.
 func DryRunStream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if auth.Public(info.FullMethod) {
+			return handler(srv, ss)
+		}
 		ctx, err := withDryRun(ss.Context())
 		if err != nil {
 			return err

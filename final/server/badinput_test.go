@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"grpcworkshop/final/cache"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/rpc"
@@ -88,9 +89,13 @@ func TestValuesUpToTheLimitAreStoredWhole(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, val, got)
 
-	// Over the value limit, and over the receive limit: refused, and the value is not touched.
+	// Just over the value limit, or far over it: the same InvalidArgument;
+	// only a message over the transport's limit is gRPC's ResourceExhausted.
+	// The value is not touched.
 	assert.Equal(t, codes.InvalidArgument, status.Code(store(ctx, c, key, val+"x")))
-	assert.Equal(t, codes.ResourceExhausted, status.Code(store(ctx, c, key, strings.Repeat("x", 1<<20+2048))))
+	assert.Equal(t, codes.InvalidArgument, status.Code(store(ctx, c, key, strings.Repeat("x", 1<<20+2048))))
+	assert.Equal(t, codes.InvalidArgument, status.Code(store(ctx, c, key, strings.Repeat("x", 4<<20))))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(store(ctx, c, key, strings.Repeat("x", server.TransportLimit(cache.DefaultLimits())))))
 	got, err = get(ctx, c, key)
 	require.NoError(t, err)
 	assert.Equal(t, val, got)
@@ -150,10 +155,10 @@ func TestBadRequestsLeaveEveryTenantsDataIntact(t *testing.T) {
 
 	bad := func(md ...string) context.Context { return metadata.AppendToOutgoingContext(ctx, md...) }
 	for name, err := range map[string]error{
-		"empty key":          store(ctx, mine, "", "x"),
-		"oversized key":      store(ctx, mine, strings.Repeat("k", 257), "x"),
-		"oversized value":    store(ctx, mine, "k0", strings.Repeat("x", 1<<20+1)),
-		"over receive limit": store(ctx, mine, "k0", strings.Repeat("x", 3<<20)),
+		"empty key":                   store(ctx, mine, "", "x"),
+		"oversized key":               store(ctx, mine, strings.Repeat("k", 257), "x"),
+		"oversized value":             store(ctx, mine, "k0", strings.Repeat("x", 1<<20+1)),
+		"three times the value limit": store(ctx, mine, "k0", strings.Repeat("x", 3<<20)),
 		"non-UTF-8 key": conn.Invoke(ctx, rpc.Cache_Store_FullMethodName,
 			rawRequest([]byte("k0\xff"), []byte("x")), new([]byte), grpc.ForceCodec(rawCodec{})),
 		"bad dry-run":   store(bad(interceptor.DryRunHeader, "yes"), mine, "k0", "x"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/cache"
+	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/ratelimit"
 	"grpcworkshop/final/rpc"
@@ -76,6 +78,17 @@ type CacheConfig struct {
 	// Web is the optional HTTP listener for browsers and REST (off when
 	// Web.Addr is empty).
 	Web WebConfig
+
+	// Peers is every replica, this one included, as clients dial them (a
+	// list of host:port or dns:///name:port): a keyed call for a key that
+	// another replica owns is forwarded to it, and a Dump gathers from every
+	// replica. "": this replica serves only what it holds. Self is this
+	// replica's address among them ("": found from the listening address);
+	// PeerTLS verifies the peers (nil: plaintext); PeerDialOptions are added
+	// to the connections to them (stats handlers).
+	Peers, Self     string
+	PeerTLS         *tls.Config
+	PeerDialOptions []grpc.DialOption
 }
 
 // DefaultCacheConfig is a replica's configuration when no flag is given.
@@ -114,7 +127,17 @@ func limit(r rate.Limit, burst int, seconds float64) (rate.Limit, int) {
 type CacheServer struct {
 	*Server
 	cache *cache.Cache
+	fwd   *forward.Forwarder
 	unary []grpc.UnaryServerInterceptor
+}
+
+// Forwarded is how many calls this replica has forwarded to the replica
+// owning their key (0 without Peers).
+func (s *CacheServer) Forwarded() int64 {
+	if s.fwd == nil {
+		return 0
+	}
+	return s.fwd.Count()
 }
 
 // Service is the cache's domain inside the server.
@@ -195,20 +218,45 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	tenantRate, tenantBurst := limit(cfg.TenantRate, cfg.TenantBurst, 0.2)
 	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
 
-	unary := append([]grpc.UnaryServerInterceptor{
+	var fwd *forward.Forwarder
+	if cfg.Peers != "" {
+		fc := forward.Config{Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions}
+		if cfg.Telemetry != nil {
+			// The hop is a span of its own, the owner's call its child.
+			fc.DialOptions = append(fc.DialOptions, cfg.Telemetry.DialOption())
+			fc.Traced = cfg.Telemetry.TracerProvider() != nil
+		}
+		f, err := forward.New(fc)
+		if err != nil {
+			for _, c := range closers {
+				c()
+			}
+			return nil, err
+		}
+		fwd, closers = f, append(closers, f.Close)
+	}
+	unary := []grpc.UnaryServerInterceptor{
 		telemetry.NoteUnary(),
 		interceptor.LogUnaryServer(log),
 		apierr.UnaryServerInterceptor(log),
 		interceptor.RecoverUnary(),
-		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DeadlineUnary(cfg.MaxDeadline),
 		// The token is judged first: a caller without one learns nothing else.
 		authn.UnaryInterceptor(),
 		noteUnary,
 		rejectMalformedUnary(),
+	}
+	// Forwarding comes after the deadline cap (the owner gets the capped
+	// deadline), the token and the message's form (a bad call costs no
+	// hop), and before the rest, which the owner does.
+	if fwd != nil {
+		unary = append(unary, fwd.Unary())
+	}
+	unary = append(append(unary,
+		interceptor.ReplicaUnary(cfg.ReplicaID),
 		interceptor.DryRunUnary(),
 		perTenant.Unary(),
-	}, cfg.Unary...)
+	), cfg.Unary...)
 	stream := append([]grpc.StreamServerInterceptor{
 		telemetry.NoteStream(),
 		interceptor.LogStreamServer(log),
@@ -231,8 +279,11 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
 		grpc.InTapHandle(metrics.CountTap(tap)),
-		// Messages larger than a maximal Store are refused before decoding.
-		grpc.MaxRecvMsgSize(limits.MaxValueBytes+limits.MaxKeyBytes+1024),
+		// gRPC refuses a message over this before decoding it, with a bare
+		// ResourceExhausted; well above the largest Store, so that a value
+		// up to four times too large still gets the domain's
+		// InvalidArgument with BadRequest.
+		grpc.MaxRecvMsgSize(TransportLimit(limits)),
 		// A key that is not UTF-8 reaches the domain's key check
 		// (InvalidArgument), not Internal.
 		grpc.ForceServerCodecV2(newRequestCodec()),
@@ -240,12 +291,15 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.ChainStreamInterceptor(stream...),
 	)
 	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
-		rpc.RegisterCacheServer(gs, &cacheService{cache: c, metrics: metrics})
+		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd, metrics: metrics})
 	})
 	if err := metrics.Observe(append(storeGauges(c.Data()), srv.drainingGauge())...); err != nil {
 		return nil, err
 	}
 	srv.closers = closers
+	if fwd != nil {
+		srv.listening = func(a net.Addr) { fwd.Listening(a); fwd.Start() }
+	}
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
 	// The HTTP path skips grpc's tap handles: it gets the same tap.
@@ -254,7 +308,13 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	srv.web = wl
-	return &CacheServer{Server: srv, cache: c, unary: unary}, nil
+	return &CacheServer{Server: srv, cache: c, fwd: fwd, unary: unary}, nil
+}
+
+// TransportLimit is the largest request message a replica reads: four
+// times the largest Store, plus room for the message's framing.
+func TransportLimit(l cache.Limits) int {
+	return 4*(l.MaxValueBytes+l.MaxKeyBytes) + 1024
 }
 
 // cacheService is the Cache service on the wire: it reads the tenant and
@@ -263,6 +323,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 type cacheService struct {
 	rpc.UnimplementedCacheServer
 	cache   *cache.Cache
+	fwd     *forward.Forwarder // nil: no peers
 	metrics *telemetry.Metrics
 }
 
@@ -297,14 +358,20 @@ func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error
 	item := &rpc.DumpItem{}
 	sent := 0
 	defer func() { s.metrics.Dumped(stream.Context(), sent) }()
-	return s.cache.Dump(tenant, func(key string, val []byte) error {
-		item.Key, item.Val = key, val
-		if err := stream.Send(item); err != nil {
-			return err // the client went away or the deadline passed
-		}
-		sent++
-		return nil
-	})
+	local := func() error {
+		return s.cache.Dump(tenant, func(key string, val []byte) error {
+			item.Key, item.Val = key, val
+			if err := stream.Send(item); err != nil {
+				return err // the client went away or the deadline passed
+			}
+			sent++
+			return nil
+		})
+	}
+	if s.fwd == nil {
+		return local()
+	}
+	return s.fwd.Dump(stream.Context(), req, local, stream.Send)
 }
 
 // tenantOf is the tenant authentication put in ctx; calls that need no

@@ -17,9 +17,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"grpcworkshop/final/cache"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
 )
 
@@ -195,7 +197,8 @@ func TestBadInputGetsAClearCodeAndTheServerKeepsServing(t *testing.T) {
 		{"empty key get", func() error { _, err := get(ctx, c, ""); return err }(), codes.InvalidArgument},
 		{"oversized key", store(ctx, c, strings.Repeat("k", 257), "v"), codes.InvalidArgument},
 		{"oversized value", store(ctx, c, "k", strings.Repeat("v", 1<<20+1)), codes.InvalidArgument},
-		{"message over the receive limit", store(ctx, c, "k", strings.Repeat("v", 3<<20)), codes.ResourceExhausted},
+		{"value three times the limit", store(ctx, c, "k", strings.Repeat("v", 3<<20)), codes.InvalidArgument},
+		{"message over the transport limit", store(ctx, c, "k", strings.Repeat("v", server.TransportLimit(cache.DefaultLimits()))), codes.ResourceExhausted},
 		{"bad dry-run value", store(metadata.AppendToOutgoingContext(ctx, interceptor.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument},
 	}
 	for _, tc := range cases {

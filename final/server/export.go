@@ -20,9 +20,9 @@ type exportLine struct {
 	Val []byte `json:"val"`
 }
 
-// Export is Dump for REST callers: the same items as newline-delimited
-// JSON, in chunks, so GET /v1/keys streams a download instead of holding
-// the tenant's data in memory.
+// Export is Dump for REST callers: the same items (from every replica) as
+// newline-delimited JSON, in chunks, so GET /v1/keys streams a download
+// instead of holding the tenant's data in memory.
 func (s *cacheService) Export(_ *rpc.ExportReq, stream rpc.Cache_ExportServer) error {
 	tenant, err := auth.TenantFrom(stream.Context())
 	if err != nil {
@@ -42,7 +42,7 @@ func (s *cacheService) Export(_ *rpc.ExportReq, stream rpc.Cache_ExportServer) e
 		buf.Reset()
 		return err
 	}
-	err = s.cache.Dump(tenant, func(key string, val []byte) error {
+	emit := func(key string, val []byte) error {
 		if err := enc.Encode(exportLine{Key: key, Val: val}); err != nil {
 			return err
 		}
@@ -50,7 +50,14 @@ func (s *cacheService) Export(_ *rpc.ExportReq, stream rpc.Cache_ExportServer) e
 			return flush()
 		}
 		return nil
-	})
+	}
+	local := func() error { return s.cache.Dump(tenant, emit) }
+	if s.fwd == nil {
+		err = local()
+	} else {
+		// Like Dump, from every replica (peers are asked with Dump).
+		err = s.fwd.Dump(stream.Context(), &rpc.DumpReq{}, local, func(it *rpc.DumpItem) error { return emit(it.Key, it.Val) })
+	}
 	if err != nil {
 		return err
 	}

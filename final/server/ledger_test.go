@@ -14,11 +14,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/fault"
+	"grpcworkshop/final/forward"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
@@ -65,7 +67,9 @@ func TestNewKeysAcrossThreeReplicasEndAtExactlyTheQuota(t *testing.T) {
 // certificate.
 func TestAReplicasCertificateCannotTouchAnotherReplicasLease(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 2})
-	ctx := testContext(t)
+	// Every key on replica 1: marked as forwarded, no call goes on to
+	// its key's owner.
+	ctx := metadata.AppendToOutgoingContext(testContext(t), forward.Header, "test")
 	victim := st.Caches[0].Service()
 	c := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[0], "small", client.Options{}))
 	for _, k := range []string{"a", "b", "c"} {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // accept (and answer) gzip-compressed calls
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -137,6 +138,8 @@ type Server struct {
 	closers []func() error
 	// web is the cache's HTTP listener, if configured (web.go).
 	web *webListener
+	// listening learns each address Serve serves on.
+	listening func(net.Addr)
 
 	mu       sync.Mutex
 	admin    *telemetry.Admin
@@ -189,6 +192,9 @@ func (s *Server) startBackground() {
 // listeners.
 func (s *Server) Serve(lis net.Listener) error {
 	lis = s.cfg.admit(lis)
+	if s.listening != nil {
+		s.listening(lis.Addr())
+	}
 	s.startBackground()
 	err := s.grpc.Serve(lis)
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {

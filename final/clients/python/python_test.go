@@ -3,16 +3,27 @@ package python
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
 
+	gclient "grpcworkshop/final/client"
 	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/forward"
+	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/server"
+	"grpcworkshop/final/tlsutil"
 )
 
 // pythonWithGRPC finds a Python that can import grpc: Debian's first (the
@@ -34,7 +45,7 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 	st, err := devstack.Start(devstack.Config{
 		CertDir:      t.TempDir(),
 		AccountsAddr: "127.0.0.1:0",
-		CacheAddrs:   []string{"127.0.0.1:0"},
+		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	require.NoError(t, err)
@@ -43,7 +54,7 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 	client := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, py, append([]string{"cachectl.py", "--addr", st.CacheAddrs[0], "--ca", st.CA}, args...)...)
+		cmd := exec.CommandContext(ctx, py, append([]string{"cachectl.py", "--addr", st.Target(), "--ca", st.CA}, args...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -55,8 +66,42 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 	assert.Equal(t, "con\n", out)
 	out, err = client("dump")
 	require.NoError(t, err, out)
-	assert.Equal(t, "gopher\tcon\n", out)
+	assert.Equal(t, "gopher\tcon\n", out, "one Dump gathers from every replica")
 
+	// Keys stored round robin over every replica are read back through
+	// each replica alone, by Python and by Go.
+	keys := []string{"a", "b", "c", "d", "e", "f"}
+	for _, k := range keys {
+		out, err := client("store", k, "v"+k)
+		require.NoError(t, err, out)
+	}
+	total := 0
+	for _, c := range st.Caches {
+		total += c.Service().Data().Len("inconshreveable")
+	}
+	assert.Equal(t, 1+len(keys), total, "each key stored once, on its owner")
+	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
+	require.NoError(t, err)
+	for _, addr := range st.CacheAddrs {
+		out, err := client("--addr", addr, "get", "e")
+		require.NoError(t, err, out)
+		assert.Equal(t, "ve\n", out, "through %s alone", addr)
+		conn, err := gclient.Dial(addr, gclient.Options{TLS: tlsCfg, Token: "inconshreveable"})
+		require.NoError(t, err)
+		for _, k := range keys {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp, err := rpc.NewCacheClient(conn).Get(ctx, &rpc.GetReq{Key: k})
+			cancel()
+			require.NoError(t, err, "key %s through %s", k, addr)
+			assert.Equal(t, "v"+k, string(resp.Val))
+		}
+		conn.Close()
+	}
+
+	out, err = client("--ca", "/nonexistent/ca.crt", "get", "gopher")
+	assert.Error(t, err)
+	assert.Contains(t, out, "CA certificate /nonexistent/ca.crt: No such file or directory")
+	assert.NotContains(t, out, "Traceback")
 	out, err = client("--token", "nobody", "get", "gopher")
 	assert.Error(t, err)
 	assert.Contains(t, out, "code = UNAUTHENTICATED")
@@ -64,3 +109,81 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 	assert.Error(t, err)
 	assert.Contains(t, out, "code = NOT_FOUND", "tenants are isolated for Python clients too")
 }
+
+// TestPythonClientSkipsAReplicaThatReportsNotServing drains one replica
+// (health NOT_SERVING, still accepting calls during its drain delay): the
+// Python client's client-side health checking sends it no call, and gzip
+// works on the others.
+func TestPythonClientSkipsAReplicaThatReportsNotServing(t *testing.T) {
+	py, ok := pythonWithGRPC()
+	if !ok {
+		t.Skip("skipping: no python3 with the grpc module (Debian: apt-get install python3-grpcio python3-protobuf)")
+	}
+	var mu sync.Mutex
+	direct := map[int]int{} // calls each replica received from a client, not from a peer
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      t.TempDir(),
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TuneCache: func(i int, c *server.CacheConfig) {
+			c.DrainDelay = time.Minute
+			c.ExtraServerOptions = append(c.ExtraServerOptions, grpc.StatsHandler(&countCalls{count: func(forwarded bool) {
+				if !forwarded {
+					mu.Lock()
+					direct[i]++
+					mu.Unlock()
+				}
+			}}))
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+
+	// Drain replica 3 and wait until it says so.
+	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
+	require.NoError(t, err)
+	conn, err := gclient.Dial(st.CacheAddrs[2], gclient.Options{TLS: tlsCfg})
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	require.NoError(t, err)
+	go func() { _ = st.Caches[2].Shutdown(ctx) }()
+	for {
+		r, err := w.Recv()
+		require.NoError(t, err)
+		if r.Status == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+	}
+
+	for i := range 9 {
+		args := []string{"cachectl.py", "--addr", st.Target(), "--ca", st.CA}
+		if i%2 == 1 {
+			args = append(args, "--gzip")
+		}
+		out, err := exec.CommandContext(ctx, py, append(args, "store", fmt.Sprint("k", i), "v")...).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Zero(t, direct[2], "the draining replica got no call from the client: %v", direct)
+	assert.Equal(t, 9, direct[0]+direct[1])
+}
+
+// countCalls reports each call of the Cache service as its headers arrive,
+// before any interceptor (forwarding included) runs.
+type countCalls struct{ count func(forwarded bool) }
+
+func (c *countCalls) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (c *countCalls) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if h, ok := s.(*stats.InHeader); ok && strings.HasPrefix(h.FullMethod, "/rpc.Cache/") {
+		c.count(len(h.Header.Get(forward.Header)) > 0)
+	}
+}
+func (c *countCalls) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (c *countCalls) HandleConn(context.Context, stats.ConnStats) {}

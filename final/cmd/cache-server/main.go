@@ -87,6 +87,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.ConsoleReplicas, "console-replicas", "comma-separated HTTP base URLs of every replica, for the web console (empty: this one)")
 	f.String(&c.LogFormat, "log-format", "text or json")
 	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
+	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
+	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
 }
 
 func run(args []string) error {
@@ -110,6 +112,11 @@ func run(args []string) error {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
 	if cfg.AccountsTLS, err = tlsutil.ClientConfig(cfg.CA, cfg.ClientCert, cfg.ClientKey); err != nil {
+		return err
+	}
+	// The peers' certificates are signed by the same CA; forwarded calls
+	// carry the caller's token, so no client certificate is needed.
+	if cfg.PeerTLS, err = tlsutil.ClientConfig(cfg.CA, "", ""); err != nil {
 		return err
 	}
 	cfg.Logger = log

@@ -1,0 +1,74 @@
+package keyaffinity
+
+import (
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Ring is the ring that grpc-go's ring_hash balancer builds over the same
+// addresses (each of weight 1, the default ring sizes, the address as the
+// endpoint's hash key), so Owner names the replica a ring-hash client sends
+// a key to when every replica is up. A replica uses it to tell whether it
+// owns a key. It mirrors grpc-go's balancer/ringhash (an experimental
+// package whose ring is not exported); TestRingAgreesWithGRPCRingHash in
+// final/server notices if grpc-go's ring changes.
+type Ring struct {
+	hashes []uint64
+	addrs  []string // addrs[i] owns the arc ending at hashes[i]
+}
+
+// ring_hash's defaults: minRingSize and maxRingSize.
+const minRingSize, maxRingSize = 1024, 4096
+
+// NewRing builds the ring over addrs (duplicates count once).
+func NewRing(addrs []string) *Ring {
+	keys := slices.Clone(addrs)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	r := &Ring{}
+	if len(keys) == 0 {
+		return r
+	}
+	// The same float arithmetic as grpc-go, so both rings have the same
+	// number of entries per address.
+	weight := 1 / float64(len(keys))
+	scale := math.Min(math.Ceil(weight*minRingSize)/weight, maxRingSize)
+	type entry struct {
+		hash uint64
+		addr string
+	}
+	entries := make([]entry, 0, int(math.Ceil(scale)))
+	var current, target float64
+	for _, k := range keys {
+		target += scale * weight
+		for i := 0; current < target; i++ {
+			entries = append(entries, entry{xxhash.Sum64String(k + "_" + strconv.Itoa(i)), k})
+			current++
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].hash < entries[j].hash })
+	r.hashes = make([]uint64, len(entries))
+	r.addrs = make([]string, len(entries))
+	for i, e := range entries {
+		r.hashes[i], r.addrs[i] = e.hash, e.addr
+	}
+	return r
+}
+
+// Owner is the address that owns key ("" for an empty ring): the first
+// ring entry at or after the hash of key's header value.
+func (r *Ring) Owner(key string) string {
+	if len(r.hashes) == 0 {
+		return ""
+	}
+	h := xxhash.Sum64String(Value(key))
+	i := sort.Search(len(r.hashes), func(i int) bool { return r.hashes[i] >= h })
+	if i == len(r.hashes) {
+		i = 0
+	}
+	return r.addrs[i]
+}
