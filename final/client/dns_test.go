@@ -175,6 +175,9 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 				c.AccountsAddr = "dns://" + ns.addr + "/accounts.test:" + accPort
 			}
 			c.MaxConnectionAge = maxAge
+			// Peers by name too, as in a deployment: the certificates
+			// name the service, not the addresses.
+			c.Peers = "dns://" + ns.addr + "/cache.test:" + strconv.Itoa(port)
 		},
 	})
 	require.NoError(t, err)
