@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -89,7 +88,7 @@ func startFull(b *testing.B, useTLS bool) (*devstack.Stack, credentials.Transpor
 func startEmpty(b *testing.B, st *devstack.Stack, useTLS bool) string {
 	b.Helper()
 	// The same transport settings as the stack (workers, keepalive, streams).
-	opts := []grpc.ServerOption{grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))), grpc.MaxConcurrentStreams(64)}
+	opts := []grpc.ServerOption{grpc.NumStreamWorkers(64), grpc.MaxConcurrentStreams(64)}
 	if useTLS {
 		cfg, err := tlsutil.Dir(st.CA[:len(st.CA)-len(tlsutil.CAFile)]).Server(false)
 		if err != nil {

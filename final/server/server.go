@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"time"
 
@@ -114,7 +113,7 @@ func (c *Common) options() []grpc.ServerOption {
 		// Clients may ping idle connections (they do, to notice dead
 		// replicas), but not more often than every 10s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(64),
 	}
 	if c.MaxConcurrentStreams > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(c.MaxConcurrentStreams))

@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
@@ -96,7 +97,15 @@ func New(ctx context.Context, opts Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
-	t.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	mopts := []sdkmetric.Option{sdkmetric.WithReader(exp), sdkmetric.WithResource(res)}
+	// The Prometheus text format that /metrics serves carries no
+	// exemplars, so offering every measurement to an exemplar reservoir
+	// (the SDK's default when a span is sampled) is work for nothing.
+	// OTEL_METRICS_EXEMPLAR_FILTER, when set, still decides.
+	if os.Getenv("OTEL_METRICS_EXEMPLAR_FILTER") == "" {
+		mopts = append(mopts, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
+	}
+	t.meters = sdkmetric.NewMeterProvider(mopts...)
 	t.shutdown = append(t.shutdown, t.meters.Shutdown)
 	if t.Metrics, err = newMetrics(t.meters.Meter("grpcworkshop/final"), opts.Service); err != nil {
 		return nil, err
