@@ -113,6 +113,10 @@ func (c *Common) options() []grpc.ServerOption {
 		// Clients may ping idle connections (they do, to notice dead
 		// replicas), but not more often than every 10s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Enough long-lived workers for the calls usually in flight: a
+		// call on a fresh goroutine grows its stack (copied) on the way
+		// through interceptors and stats handlers; a worker's stack has
+		// grown already. Calls beyond them still get a goroutine each.
 		grpc.NumStreamWorkers(64),
 	}
 	if c.MaxConcurrentStreams > 0 {
