@@ -238,6 +238,12 @@ func (a *Authenticator) fetch(ctx context.Context, token string) (*accounts.Acco
 		a.mu.Lock()
 		f, ok := a.flights[token]
 		if !ok {
+			// A lookup may have finished since the caller found the entry
+			// stale: it stores the entry before it leaves flights.
+			if e, cached := a.cached(token); cached && a.cfg.TTL > 0 && a.now().Sub(e.fetched) < a.cfg.TTL {
+				a.mu.Unlock()
+				return e.acct, nil
+			}
 			f = &flight[*accounts.Account]{done: make(chan struct{})}
 			a.flights[token] = f
 			limit, own := a.now().Add(a.cfg.LookupTimeout), true
