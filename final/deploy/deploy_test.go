@@ -121,19 +121,27 @@ func (m *manifests) running(t *testing.T, binary string) (workload, *corev1.Cont
 	return workload{}, nil
 }
 
+// podIP is a made-up IP for pod podName, distinct per pod, as a cluster
+// gives each pod its own.
+func (w workload) podIP(podName string) string {
+	return fmt.Sprintf("10.244.0.%d", 10+slices.Index(w.podNames(), podName))
+}
+
 // podEnv is a container's environment as the kubelet gives it to the pod
-// podName: the pod's name where the manifest asks for metadata.name, and
-// $(VAR) references expanded.
-func podEnv(t *testing.T, w workload, c *corev1.Container, podName string) []corev1.EnvVar {
+// podName with IP podIP: the pod's name and IP where the manifest asks for
+// metadata.name and status.podIP, and $(VAR) references expanded.
+func podEnv(t *testing.T, w workload, c *corev1.Container, podName, podIP string) []corev1.EnvVar {
 	t.Helper()
+	fields := map[string]string{"metadata.name": podName, "status.podIP": podIP}
 	defined := map[string]string{}
 	var out []corev1.EnvVar
 	for _, e := range c.Env {
 		v := expand(e.Value, defined)
 		if e.ValueFrom != nil {
-			require.True(t, e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name",
-				"%s: $%s comes from something this test does not know", w.name, e.Name)
-			v = podName
+			require.NotNil(t, e.ValueFrom.FieldRef, "%s: $%s comes from something this test does not know", w.name, e.Name)
+			f, ok := fields[e.ValueFrom.FieldRef.FieldPath]
+			require.True(t, ok, "%s: $%s comes from field %s, which this test does not know", w.name, e.Name, e.ValueFrom.FieldRef.FieldPath)
+			v = f
 		}
 		require.NotContains(t, v, "$(", "%s: $%s=%q refers to a variable not defined before it (the kubelet would pass it on unexpanded)", w.name, e.Name, e.Value)
 		defined[e.Name] = v
@@ -416,16 +424,24 @@ func TestDockerfileBuildsTheCommandsTheManifestsRun(t *testing.T) {
 }
 
 // TestEveryEnvVarIsAFlagOfItsBinary: a misspelt variable is silently
-// ignored by the binary, so each one must be bound to one of its flags.
+// ignored by the binary, so each one must be bound to one of its flags,
+// or be a helper that a later variable refers to as $(NAME) (POD_IP).
 func TestEveryEnvVarIsAFlagOfItsBinary(t *testing.T) {
 	m := load(t)
 	for _, w := range m.workloads() {
 		for _, c := range w.template.Spec.Containers {
 			b := describe(t, binaryOf(t, &c))
-			for _, e := range c.Env {
+			for i, e := range c.Env {
 				t.Run(w.name+"/"+e.Name, func(t *testing.T) {
-					_, ok := b.flagOf(e.Name)
-					assert.True(t, ok, "%s: %s has no flag bound to $%s; its -h lists %v", w.name, b.name, e.Name, slices.Sorted(maps.Values(b.flagEnv)))
+					if _, ok := b.flagOf(e.Name); ok {
+						return
+					}
+					for _, later := range c.Env[i+1:] {
+						if strings.Contains(later.Value, "$("+e.Name+")") {
+							return
+						}
+					}
+					t.Errorf("%s: %s has no flag bound to $%s, and no later variable refers to it; its -h lists %v", w.name, b.name, e.Name, slices.Sorted(maps.Values(b.flagEnv)))
 				})
 			}
 		}
@@ -598,6 +614,69 @@ func TestCacheReplicasAreFoundThroughAHeadlessService(t *testing.T) {
 	assert.True(t, selects(pdb.Spec.Selector.MatchLabels, &sts.Spec.Template), "the PodDisruptionBudget covers the replicas")
 	require.NotNil(t, pdb.Spec.MaxUnavailable)
 	assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
+}
+
+// TestReplicasForwardToTheirPeersThroughTheHeadlessService: forwarding
+// needs -peers to be what clients dial, the headless Service at the
+// container's port (ring hash hashes the addresses, so replicas agree with
+// the clients on every key's owner only if they see the same ones); each
+// pod's -self to be its own IP at that port (every pod listens on the same
+// port, so the port alone cannot tell); and the certificate every replica
+// serves to verify, with the CA the replicas trust, for the name the
+// forwarder checks: the Service's, since the resolved addresses are IPs.
+func TestReplicasForwardToTheirPeersThroughTheHeadlessService(t *testing.T) {
+	m := load(t)
+	w, c := m.running(t, "cache-server")
+	require.NotNil(t, w.sts, "%s: a StatefulSet behind a headless Service", w.name)
+	var headless *corev1.Service
+	for _, s := range m.services {
+		if s.Name == w.sts.Spec.ServiceName {
+			headless = s
+		}
+	}
+	require.NotNil(t, headless, "the StatefulSet's serviceName %q is a Service here", w.sts.Spec.ServiceName)
+	public, ok := containerPort(c, intstr.FromString("grpc"))
+	require.True(t, ok, "%s: container port named grpc", w.name)
+
+	peers := env(t, c, "CACHE_", "peers", describe(t, "cache-server"))
+	endpoint, ok := strings.CutPrefix(peers, "dns:///")
+	require.True(t, ok, "CACHE_PEERS=%q: dns:///name:port, the cluster's DNS, which lists every ready replica (empty: no forwarding)", peers)
+	host, p, err := net.SplitHostPort(endpoint)
+	require.NoError(t, err, "CACHE_PEERS=%q", peers)
+	assert.Equal(t, headless.Name, host, "the peers are the headless Service: its DNS name lists every replica")
+	assert.Equal(t, strconv.Itoa(int(public)), p, "the peers' port is the container port: DNS gives pod IPs, which the Service's port mapping does not apply to")
+
+	selves := map[string]string{} // -self -> pod
+	envs := map[string]map[string]string{}
+	for _, pod := range w.podNames() {
+		env := map[string]string{}
+		for _, e := range podEnv(t, w, c, pod, w.podIP(pod)) {
+			env[e.Name] = e.Value
+		}
+		envs[pod] = env
+		self := env["CACHE_SELF"]
+		require.NotEmpty(t, self, "pod %s: CACHE_SELF (empty: found by the listening port, which every pod shares)", pod)
+		h, p, err := net.SplitHostPort(self)
+		require.NoError(t, err, "pod %s: CACHE_SELF=%q", pod, self)
+		assert.Equal(t, w.podIP(pod), h, "pod %s: -self is the pod's IP, which the DNS answer lists for it", pod)
+		assert.Equal(t, strconv.Itoa(int(public)), p, "pod %s: -self's port is the container port", pod)
+		if other, ok := selves[self]; ok {
+			t.Errorf("pods %s and %s both call themselves %s", other, pod, self)
+		}
+		selves[self] = pod
+	}
+
+	files := generatedFiles(m, filepath.Join(t.TempDir(), "secrets"))
+	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-dir", filepath.Dir(files["cache-tls/tls.crt"])).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for pod, env := range envs {
+		pair, err := tls.LoadX509KeyPair(files[mountedFile(t, w, c, env["CACHE_CERT"])], files[mountedFile(t, w, c, env["CACHE_KEY"])])
+		require.NoError(t, err, "pod %s: its server certificate and key", pod)
+		pool, err := tlsutil.CertPool(files[mountedFile(t, w, c, env["CACHE_CA"])])
+		require.NoError(t, err)
+		_, err = pair.Leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		assert.NoError(t, err, "pod %s: a peer's certificate verifies, with the CA the replicas trust (CACHE_CA), for %q, the name in CACHE_PEERS", pod, host)
+	}
 }
 
 // TestShutdownFitsInTheGracePeriod: the kubelet kills a pod
@@ -779,7 +858,7 @@ func TestEachReplicaPresentsItsOwnClientCertificate(t *testing.T) {
 	identities := map[string]string{} // identity -> pod
 	for _, pod := range w.podNames() {
 		env := map[string]string{}
-		for _, e := range podEnv(t, w, c, pod) {
+		for _, e := range podEnv(t, w, c, pod, w.podIP(pod)) {
 			env[e.Name] = e.Value
 		}
 		certPath, keyPath := env["CACHE_CLIENT_CERT"], env["CACHE_CLIENT_KEY"]
@@ -825,7 +904,7 @@ func TestSecretsHoldTheFilesTheServersRead(t *testing.T) {
 			// Each pod: a path may name the pod ($(CACHE_ID)).
 			for _, pod := range w.podNames() {
 				used := 0
-				for _, e := range podEnv(t, w, &c, pod) {
+				for _, e := range podEnv(t, w, &c, pod, w.podIP(pod)) {
 					if !strings.HasPrefix(e.Value, "/etc/") {
 						continue
 					}
@@ -934,7 +1013,7 @@ func TestRenderedManifests(t *testing.T) {
 				mounts[filepath.Clean(vm.MountPath)] = vols[vm.Name]
 			}
 			for _, pod := range w.podNames() {
-				for _, e := range podEnv(t, w, &c, pod) {
+				for _, e := range podEnv(t, w, &c, pod, w.podIP(pod)) {
 					if !strings.HasPrefix(e.Value, "/etc/") {
 						continue
 					}

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -13,10 +15,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -24,12 +28,16 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/fault"
+	"grpcworkshop/final/forward"
+	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/keyaffinity"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/tlsutil"
 )
@@ -59,14 +67,15 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// podFor prepares pod podName of the workload that runs binary, with the
-// files gensecrets wrote into secrets. Its claimed volumes are fresh
-// directories that outlive its restarts.
-func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName string) *pod {
+// podFor prepares pod podName of the workload that runs binary, with IP
+// podIP and its public port on public, with the files gensecrets wrote
+// into secrets. Its claimed volumes are fresh directories that outlive its
+// restarts.
+func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName, podIP, public string) *pod {
 	t.Helper()
 	w, c := m.running(t, binary)
 	require.Contains(t, w.podNames(), podName)
-	p := &pod{name: podName, w: w, c: c, env: map[string]string{}, public: freeAddr(t), admin: freeAddr(t), done: make(chan struct{})}
+	p := &pod{name: podName, w: w, c: c, env: map[string]string{}, public: public, admin: freeAddr(t), done: make(chan struct{})}
 	files := generatedFiles(m, secrets)
 	claims := map[string]string{} // volume name -> directory
 	if w.sts != nil {
@@ -74,7 +83,7 @@ func podFor(t *testing.T, m *manifests, binary, prefix, secrets, podName string)
 			claims[vc.Name] = t.TempDir()
 		}
 	}
-	for _, e := range podEnv(t, w, c, podName) {
+	for _, e := range podEnv(t, w, c, podName, podIP) {
 		v := e.Value
 		switch {
 		case e.Name == prefix+"ADDR":
@@ -213,12 +222,19 @@ func (p *pod) awaitReady(t *testing.T) {
 }
 
 // stack is Accounts and cache replicas run from the manifests, the
-// replicas pointed at Accounts' process instead of its Service.
+// replicas pointed at Accounts' process instead of its Service. Each
+// replica has a loopback IP of its own (127.0.0.2 for cache-0, …) and they
+// share one port, as pods behind a headless Service do; a DNS server in
+// the test answers for the Service's name, so the replicas find their
+// peers by that name and check it against their certificates.
 type stack struct {
 	m       *manifests
 	secrets string
 	token   string
 	acc     *pod
+	ns      *nameServer
+	ips     map[string]string // pod -> IP
+	port    string            // the replicas' public port, on each IP
 }
 
 // newStack writes secrets for a tenant with maxKeys and starts Accounts.
@@ -234,19 +250,46 @@ func newStack(t *testing.T, maxKeys int) *stack {
 	require.Len(t, accts, 1)
 	s.token = slices.Collect(maps.Keys(accts))[0]
 
-	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, "accounts-0")
+	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, "accounts-0", "127.0.0.1", freeAddr(t))
 	s.acc.start(t)
 	s.acc.awaitReady(t)
+
+	w, _ := s.m.running(t, "cache-server")
+	s.ips = map[string]string{}
+	var ips []string
+	for i, name := range w.podNames() {
+		s.ips[name] = fmt.Sprintf("127.0.0.%d", 2+i)
+		ips = append(ips, s.ips[name])
+	}
+	s.port = strconv.Itoa(freePortOn(t, ips...))
+	s.ns = startNameServer(t)
 	return s
 }
 
-// replica starts the StatefulSet's pod podName.
+// replica starts the StatefulSet's pod podName, after adding it to the
+// Service's DNS answer. (In a cluster a pod joins the answer once ready,
+// and its forwarder sees itself at its next resolution; here its first
+// resolution finds it.)
 func (s *stack) replica(t *testing.T, podName string) *pod {
 	t.Helper()
-	r := podFor(t, s.m, "cache-server", "CACHE_", s.secrets, podName)
+	ip := s.ips[podName]
+	r := podFor(t, s.m, "cache-server", "CACHE_", s.secrets, podName, ip, net.JoinHostPort(ip, s.port))
 	// In the cluster "accounts" is the Service; here it is the process.
 	require.Contains(t, r.env["CACHE_ACCOUNTS"], "accounts:")
 	r.env["CACHE_ACCOUNTS"] = s.acc.public
+	// The peers keep the Service's name (the certificate must carry it);
+	// only the DNS server and the shared port are the test's.
+	endpoint, ok := strings.CutPrefix(r.env["CACHE_PEERS"], "dns:///")
+	require.True(t, ok, "CACHE_PEERS=%q", r.env["CACHE_PEERS"])
+	host, _, err := net.SplitHostPort(endpoint)
+	require.NoError(t, err)
+	r.env["CACHE_PEERS"] = "dns://" + s.ns.addr + "/" + net.JoinHostPort(host, s.port)
+	// $(POD_IP) expanded to this pod's loopback IP; the port is the shared one.
+	selfHost, _, err := net.SplitHostPort(r.env["CACHE_SELF"])
+	require.NoError(t, err, "CACHE_SELF=%q", r.env["CACHE_SELF"])
+	require.Equal(t, ip, selfHost, "CACHE_SELF is the pod's IP")
+	r.env["CACHE_SELF"] = r.public
+	s.ns.add(host, ip)
 	r.start(t)
 	r.awaitReady(t)
 	return r
@@ -262,19 +305,27 @@ func (s *stack) clientTLS() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// store makes one attempt (no retries, unlike client.Dial's channel) to
-// store key on replica r.
-func (s *stack) store(t *testing.T, r *pod, key string) error {
+// conn is a connection to replica r alone, with the tenant's token.
+func (s *stack) conn(t *testing.T, r *pod) rpc.CacheClient {
 	t.Helper()
 	cfg, err := s.clientTLS()
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(r.public, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: s.token}))
 	require.NoError(t, err)
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return rpc.NewCacheClient(conn)
+}
+
+// store makes one attempt (no retries, unlike client.Dial's channel) to
+// store key on replica r itself: the x-forwarded-by header opts out of
+// forwarding, so r's own certificate and ledger slots are what is tested.
+func (s *stack) store(t *testing.T, r *pod, key string) error {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = rpc.NewCacheClient(conn).Store(ctx, &rpc.StoreReq{Key: key, Val: []byte("v")})
+	ctx = metadata.AppendToOutgoingContext(ctx, forward.Header, "test")
+	_, err := s.conn(t, r).Store(ctx, &rpc.StoreReq{Key: key, Val: []byte("v")})
 	return err
 }
 
@@ -346,4 +397,148 @@ func TestManifestsReplicaDrainsWithinItsGracePeriod(t *testing.T) {
 	case <-time.After(left):
 		t.Fatalf("cache-server still runs %s after SIGTERM: the kubelet would kill it", left)
 	}
+}
+
+// TestManifestsReplicasForwardToTheKeysOwner: with the manifests'
+// CACHE_PEERS (the headless Service's name) and CACHE_SELF ($(POD_IP)), a
+// replica forwards a call for a key its peer owns to that peer, over TLS
+// checked against the Service's name in the certificate gensecrets wrote,
+// and a Dump on either replica gathers both replicas' keys.
+func TestManifestsReplicasForwardToTheKeysOwner(t *testing.T) {
+	s := newStack(t, 100)
+	r0 := s.replica(t, "cache-0")
+	r1 := s.replica(t, "cache-1")
+
+	// cache-1 resolved both replicas (cache-0 started alone, so until it
+	// resolves again its ring is itself). Keys that cache-1's ring gives
+	// to cache-0, stored through cache-1:
+	ring := keyaffinity.NewRing([]string{r0.public, r1.public})
+	var keys []string
+	for i := 0; len(keys) < 3; i++ {
+		if k := fmt.Sprintf("k%d", i); ring.Owner(k) == r0.public {
+			keys = append(keys, k)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c0, c1 := s.conn(t, r0), s.conn(t, r1)
+	for _, k := range keys {
+		var hdr metadata.MD
+		_, err := c1.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte("v-" + k)}, grpc.Header(&hdr))
+		require.NoError(t, err, "store %s through cache-1", k)
+		assert.Equal(t, []string{"cache-1"}, hdr.Get(forward.Header), "%s: forwarded by cache-1", k)
+		assert.Equal(t, []string{"cache-0"}, hdr.Get(interceptor.ReplicaHeader), "%s: served by its owner", k)
+		// On cache-0 itself (opting out of forwarding): the key is there.
+		resp, err := c0.Get(metadata.AppendToOutgoingContext(ctx, forward.Header, "test"), &rpc.GetReq{Key: k})
+		require.NoError(t, err, "get %s on cache-0", k)
+		assert.Equal(t, "v-"+k, string(resp.Val))
+	}
+	require.NoError(t, s.store(t, r1, "own-1"), "a key stored on cache-1 itself")
+
+	// A Dump through cache-1 relays cache-0's items over a connection to
+	// cache-0's IP, checked against the Service's name.
+	stream, err := c1.Dump(ctx, &rpc.DumpReq{})
+	require.NoError(t, err)
+	var got []string
+	for {
+		item, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err, "dump through cache-1")
+		got = append(got, item.Key)
+	}
+	assert.ElementsMatch(t, append(slices.Clone(keys), "own-1"), got)
+}
+
+// nameServer answers A queries for the names the test adds, as a
+// cluster's DNS does for a headless Service.
+type nameServer struct {
+	addr string
+	mu   sync.Mutex
+	a    map[string][]string // fully qualified name -> IPv4 addresses
+}
+
+func startNameServer(t *testing.T) *nameServer {
+	t.Helper()
+	ns := &nameServer{a: map[string][]string{}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ns.addr = pc.LocalAddr().String()
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: ns, NotifyStartedFunc: func() { close(started) }}
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return ns
+}
+
+func (ns *nameServer) add(name, ip string) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	ns.a[dns.Fqdn(name)] = append(ns.a[dns.Fqdn(name)], ip)
+}
+
+func (ns *nameServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.Authoritative = true
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, q := range req.Question {
+		ips, ok := ns.a[q.Name]
+		if !ok {
+			resp.Rcode = dns.RcodeNameError
+			continue
+		}
+		if q.Qtype != dns.TypeA {
+			continue // no AAAA, no TXT service config: an empty answer
+		}
+		for _, ip := range ips {
+			resp.Answer = append(resp.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+				A:   net.ParseIP(ip),
+			})
+		}
+	}
+	_ = w.WriteMsg(resp)
+}
+
+// freePortOn finds a port free on every one of ips: pods behind a
+// headless Service share their port.
+func freePortOn(t *testing.T, ips ...string) int {
+	t.Helper()
+	for _, ip := range ips {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			// Linux routes all of 127/8 to loopback; macOS only 127.0.0.1.
+			t.Skipf("needs loopback address %s (on macOS: sudo ifconfig lo0 alias %s): %v", ip, ip, err)
+		}
+		l.Close()
+	}
+	for range 20 {
+		var ls []net.Listener
+		l, err := net.Listen("tcp", ips[0]+":0")
+		require.NoError(t, err)
+		ls = append(ls, l)
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		free := true
+		for _, ip := range ips[1:] {
+			l2, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+			if err != nil {
+				free = false
+				break
+			}
+			ls = append(ls, l2)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if free {
+			p, _ := strconv.Atoi(port)
+			return p
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return 0
 }

@@ -112,9 +112,12 @@ func New(cfg Config) (*Forwarder, error) {
 		}
 		// Watch what the resolver returns: the ring needs the addresses.
 		o.Extra = append(o.Extra, grpc.WithResolvers(watchBuilder{b, f.setAddrs}))
-		host, _, err := net.SplitHostPort(strings.TrimPrefix(rest, "/"))
-		if err == nil {
-			f.serverName = host
+		// scheme://[authority]/name:port: the authority (a DNS server to
+		// ask) is not the name the certificates carry.
+		if _, endpoint, ok := strings.Cut(rest, "/"); ok {
+			if host, _, err := net.SplitHostPort(endpoint); err == nil {
+				f.serverName = host
+			}
 		}
 	} else {
 		var addrs []string

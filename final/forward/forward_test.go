@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -30,4 +31,17 @@ func TestAReplicaFindsItselfAmongItsPeersByItsListeningPort(t *testing.T) {
 	assert.True(t, isLocal("127.0.0.1:5051", any), "listening on every address")
 	assert.False(t, isLocal("192.0.2.1:5051", any), "an address no interface has")
 	assert.False(t, isLocal("not an address", lo))
+}
+
+func TestPeersConnectionsCheckTheNameTheTargetResolves(t *testing.T) {
+	for target, want := range map[string]string{
+		"dns:///cache:5051":                  "cache",
+		"dns://127.0.0.1:53/cache.test:5051": "cache.test", // the DNS server is not the name
+		"127.0.0.1:5051,127.0.0.1:5052":      "",           // each address its own name
+	} {
+		f, err := New(Config{Peers: target})
+		require.NoError(t, err, target)
+		assert.Equal(t, want, f.serverName, target)
+		require.NoError(t, f.Close())
+	}
 }
