@@ -137,41 +137,6 @@ for k in smoke-01 smoke-02 smoke-03 smoke-04 smoke-05 smoke-06; do
 done
 echo "ok: $n Gets through a replica that does not own the key were forwarded across hosts and returned the value"
 
-echo "== pull cache-2's cable (its switch port down): packets to it vanish, nothing is refused"
-ip -n "$P-sw" link set p-c2 down
-for k in "${!OWNER[@]}"; do
-  [ "${OWNER[$k]}" = cache-2 ] && continue
-  [ "$(ctl get "$k")" = "v-$k" ] || { echo "FAIL: get $k (on ${OWNER[$k]}) after cache-2 was cut off"; exit 1; }
-done
-echo "ok: the other replicas keep serving their keys"
-# A new client gives up connecting to cache-2 after the client's connect
-# timeout, and ring hash sends cache-2's keys to the next replica: reads
-# miss, writes land there. Within the call's deadline, not after it.
-CUT=()
-for k in "${!OWNER[@]}"; do [ "${OWNER[$k]}" = cache-2 ] && CUT+=("$k"); done
-for k in "${CUT[@]:0:2}"; do
-  start=$(date +%s%N)
-  if out=$(ctl get "$k" 2>&1); then echo "FAIL: get $k (on the cut-off cache-2) succeeded: $out"; exit 1; fi
-  ms=$((($(date +%s%N) - start) / 1000000))
-  grep -qF "code = NotFound" <<<"$out" || { echo "FAIL: get $k (on the cut-off cache-2) after ${ms}ms: $out (want NotFound from the next replica)"; exit 1; }
-  echo "ok: get $k (on the cut-off cache-2) misses on the next replica after ${ms}ms: $out"
-done
-k=${CUT[0]}
-out=$(ctl store "$k" during-the-cut)
-[[ $out =~ \(replica\ cache-[13]\)$ ]] || { echo "FAIL: store $k during the cut: $out"; exit 1; }
-echo "ok: store $k during the cut: $out"
-
-echo "== plug cache-2 back in"
-ip -n "$P-sw" link set p-c2 up
-# Its keys go back to it (same ring), with the values it held: the Store
-# made elsewhere during the cut is not seen (README, failure modes).
-for _ in $(seq 50); do out=$(ctl get "$k" 2>&1) && break; sleep 0.2; done
-[ "$out" = "v-$k" ] || { echo "FAIL: get $k after the cable is back: $out (want v-$k, cache-2's own value)"; exit 1; }
-for k in "${CUT[@]}"; do
-  [ "$(ctl get "$k")" = "v-$k" ] || { echo "FAIL: get $k after the cable is back"; exit 1; }
-done
-echo "ok: cache-2 serves its ${#CUT[@]} keys again, with the values it held"
-
 echo "== partition cache-3 from Accounts only (blackhole routes both ways: packets vanish, nothing is refused)"
 # New keys that cache-3 owns (and one that cache-1 owns), found by dry run
 # while Accounts is still reachable: a dry run stores nothing.
@@ -250,4 +215,40 @@ for k in "${STORED[@]:-}"; do
   [ -z "$k" ] || [ "$(ctl get "$k")" = new ] || { echo "FAIL: get $k (stored during the partition) after the heal"; exit 1; }
 done
 echo "ok: nothing cache-3 acknowledged was lost"
+ctl store "${ON3[0]}" "v-${ON3[0]}" >/dev/null # the value the checks below expect
+echo "== pull cache-2's cable (its switch port down): packets to it vanish, nothing is refused"
+ip -n "$P-sw" link set p-c2 down
+for k in "${!OWNER[@]}"; do
+  [ "${OWNER[$k]}" = cache-2 ] && continue
+  [ "$(ctl get "$k")" = "v-$k" ] || { echo "FAIL: get $k (on ${OWNER[$k]}) after cache-2 was cut off"; exit 1; }
+done
+echo "ok: the other replicas keep serving their keys"
+# A new client gives up connecting to cache-2 after the client's connect
+# timeout, and ring hash sends cache-2's keys to the next replica: reads
+# miss, writes land there. Within the call's deadline, not after it.
+CUT=()
+for k in "${!OWNER[@]}"; do [ "${OWNER[$k]}" = cache-2 ] && CUT+=("$k"); done
+for k in "${CUT[@]:0:2}"; do
+  start=$(date +%s%N)
+  if out=$(ctl get "$k" 2>&1); then echo "FAIL: get $k (on the cut-off cache-2) succeeded: $out"; exit 1; fi
+  ms=$((($(date +%s%N) - start) / 1000000))
+  grep -qF "code = NotFound" <<<"$out" || { echo "FAIL: get $k (on the cut-off cache-2) after ${ms}ms: $out (want NotFound from the next replica)"; exit 1; }
+  echo "ok: get $k (on the cut-off cache-2) misses on the next replica after ${ms}ms: $out"
+done
+k=${CUT[0]}
+out=$(ctl store "$k" during-the-cut)
+[[ $out =~ \(replica\ cache-[13]\)$ ]] || { echo "FAIL: store $k during the cut: $out"; exit 1; }
+echo "ok: store $k during the cut: $out"
+
+echo "== plug cache-2 back in"
+ip -n "$P-sw" link set p-c2 up
+# Its keys go back to it (same ring), with the values it held: the Store
+# made elsewhere during the cut is not seen (README, failure modes).
+for _ in $(seq 50); do out=$(ctl get "$k" 2>&1) && break; sleep 0.2; done
+[ "$out" = "v-$k" ] || { echo "FAIL: get $k after the cable is back: $out (want v-$k, cache-2's own value)"; exit 1; }
+for k in "${CUT[@]}"; do
+  [ "$(ctl get "$k")" = "v-$k" ] || { echo "FAIL: get $k after the cable is back"; exit 1; }
+done
+echo "ok: cache-2 serves its ${#CUT[@]} keys again, with the values it held"
+
 echo "netns: passed"
