@@ -290,3 +290,51 @@ func TestATenantsDumpsInProgressAreBounded(t *testing.T) {
 	}
 	require.NoError(t, c.Dump("t", func(string, []byte) error { return nil }), "finished Dumps free their places")
 }
+
+// hungLease holds every Lease while hang is set, until open is closed, as
+// an Accounts behind a network partition would.
+type hungLease struct {
+	accounts.Local
+	hang    atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (h *hungLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+	if h.hang.Load() {
+		h.entered <- struct{}{}
+		<-h.open
+	}
+	return h.Local.Lease(ctx, leaseID, holdings, resolved)
+}
+
+func TestANewKeyDoesNotWaitForAHungLeaseReport(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 10}}), time.Hour)
+	h := &hungLease{Local: accounts.Local{Service: acc}, entered: make(chan struct{}, 1), open: make(chan struct{})}
+	c := New(h, "r", Limits{}, quiet)
+	require.NoError(t, c.Store(ctxT(t), "t", "old", nil, false))
+	// The spare slots go back, so the next new key reserves.
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.NoError(t, c.Quota().Report(ctxT(t)))
+	require.Zero(t, c.Data().Spare("t"))
+
+	h.hang.Store(true)
+	reported := make(chan error, 1)
+	go func() { reported <- c.Quota().Report(ctxT(t)) }()
+	<-h.entered // the periodic report is stuck at Accounts, holding its lock
+	// Before the fix the Store waited on the report's lock, which no
+	// context ends; the guard turns that hang into a failure.
+	ctx := ctxT(t)
+	stored := make(chan error, 1)
+	go func() { stored <- c.Store(ctx, "t", "new", nil, false) }()
+	select {
+	case err := <-stored:
+		require.NoError(t, err, "the lease is registered: the reservation goes ahead")
+	case <-ctx.Done():
+		close(h.open)
+		t.Fatal("a new key waited for the hung report")
+	}
+	close(h.open)
+	require.NoError(t, <-reported)
+	assert.Equal(t, 2, c.Data().Len("t"))
+}

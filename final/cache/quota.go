@@ -33,8 +33,11 @@ type Quota struct {
 	store    *Store
 	log      *slog.Logger
 
-	reportMu   sync.Mutex
-	registered bool // guarded by reportMu
+	reportMu sync.Mutex
+	// registered is written under reportMu but read without it: a report
+	// hung on an unreachable Accounts holds reportMu for up to an interval,
+	// and a new key must not wait for it when the lease is registered.
+	registered atomic.Bool
 	// reports counts successful reports, so the Stores that all learn at
 	// once that the lease lapsed re-register it once, not each.
 	reports atomic.Int64
@@ -136,9 +139,12 @@ func (q *Quota) check(ctx context.Context, tenant string) error {
 
 // register reports holdings unless the lease is registered already.
 func (q *Quota) register(ctx context.Context) error {
+	if q.registered.Load() {
+		return nil
+	}
 	q.reportMu.Lock()
 	defer q.reportMu.Unlock()
-	if q.registered {
+	if q.registered.Load() {
 		return nil
 	}
 	return q.reportLocked(ctx)
@@ -169,7 +175,7 @@ func (q *Quota) reportLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	q.registered = true
+	q.registered.Store(true)
 	q.reports.Add(1)
 	if n := q.store.trim(holdings, admitted); n > 0 {
 		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots of", "dropped", n)
@@ -182,10 +188,10 @@ func (q *Quota) reportLocked(ctx context.Context) error {
 func (q *Quota) release(ctx context.Context) error {
 	q.reportMu.Lock()
 	defer q.reportMu.Unlock()
-	if !q.registered {
+	if !q.registered.Load() {
 		return nil
 	}
-	q.registered = false
+	q.registered.Store(false)
 	return q.accounts.Release(ctx, q.id)
 }
 
