@@ -9,11 +9,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -23,101 +21,11 @@ import (
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/devstack"
 	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/internal/dnstest"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
 )
-
-// nameServer answers A queries from a table that the test changes, as a
-// cluster's DNS does for a headless Service while pods come and go.
-type nameServer struct {
-	addr string
-	mu   sync.Mutex
-	a    map[string][]string // fully qualified name -> IPv4 addresses
-}
-
-func startNameServer(t *testing.T) *nameServer {
-	t.Helper()
-	ns := &nameServer{a: map[string][]string{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ns.addr = pc.LocalAddr().String()
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: ns, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return ns
-}
-
-func (ns *nameServer) set(name string, ips ...string) {
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	ns.a[dns.Fqdn(name)] = ips
-}
-
-func (ns *nameServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.Authoritative = true
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	for _, q := range req.Question {
-		ips, ok := ns.a[q.Name]
-		if !ok {
-			resp.Rcode = dns.RcodeNameError
-			continue
-		}
-		if q.Qtype != dns.TypeA {
-			continue // no AAAA, no TXT service config: an empty answer
-		}
-		for _, ip := range ips {
-			resp.Answer = append(resp.Answer, &dns.A{
-				// TTL 0: nothing may cache the answer the test is about to change.
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
-				A:   net.ParseIP(ip),
-			})
-		}
-	}
-	_ = w.WriteMsg(resp)
-}
-
-// freePortOn finds a port that is free on every one of ips: replicas
-// behind one DNS name share a port, as pods behind a headless Service do.
-func freePortOn(t *testing.T, ips ...string) int {
-	t.Helper()
-	for _, ip := range ips {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			// Linux routes all of 127/8 to loopback; macOS only 127.0.0.1.
-			t.Skipf("needs loopback address %s (on macOS: sudo ifconfig lo0 alias %s): %v", ip, ip, err)
-		}
-		l.Close()
-	}
-	for range 20 {
-		l, err := net.Listen("tcp", ips[0]+":0")
-		require.NoError(t, err)
-		port := l.Addr().(*net.TCPAddr).Port
-		free := true
-		var ls []net.Listener
-		for _, ip := range ips[1:] {
-			l2, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				free = false
-				break
-			}
-			ls = append(ls, l2)
-		}
-		for _, l2 := range append(ls, l) {
-			l2.Close()
-		}
-		if free {
-			return port
-		}
-	}
-	t.Fatalf("no port free on all of %v", ips)
-	return 0
-}
 
 // storeAll stores every key and reports which replica took each.
 func storeAll(ctx context.Context, c rpc.CacheClient, keys []string, val string) (map[string]string, error) {
@@ -150,9 +58,9 @@ func replicasOf(owner map[string]string) []string {
 // connections reach their maximum age. The replicas reach Accounts
 // through DNS too, and every name is checked against the certificates.
 func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
-	ns := startNameServer(t)
+	ns := dnstest.Start(t)
 	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
-	port := freePortOn(t, append(ips, "127.0.0.6")...) // .6: Accounts
+	port := dnstest.FreePortOn(t, append(ips, "127.0.0.6")...) // .6: Accounts
 	var addrs []string
 	for _, ip := range ips {
 		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(port)))
@@ -172,22 +80,22 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		TuneCache: func(_ int, c *server.CacheConfig) {
 			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
 			if err == nil {
-				c.AccountsAddr = "dns://" + ns.addr + "/accounts.test:" + accPort
+				c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + accPort
 			}
 			c.MaxConnectionAge = maxAge
 			// Peers by name too, as in a deployment: the certificates
 			// name the service, not the addresses.
-			c.Peers = "dns://" + ns.addr + "/cache.test:" + strconv.Itoa(port)
+			c.Peers = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
 		},
 	})
 	require.NoError(t, err)
 	t.Cleanup(st.Stop)
-	ns.set("accounts.test", "127.0.0.6")
-	ns.set("cache.test", ips[:3]...) // cache-4 runs, but DNS does not name it yet
+	ns.Set("accounts.test", "127.0.0.6")
+	ns.Set("cache.test", ips[:3]...) // cache-4 runs, but DNS does not name it yet
 
 	tlsCfg, err := tlsutil.ClientConfig(filepath.Join(certs, tlsutil.CAFile), "", "")
 	require.NoError(t, err)
-	target := "dns://" + ns.addr + "/cache.test:" + strconv.Itoa(port)
+	target := "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
 	conn, err := client.Dial(target, client.Options{TLS: tlsCfg, Token: "tok"})
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
@@ -219,7 +127,7 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 	// Scale: cache-1 leaves DNS (it keeps running, as a pod does while it
 	// drains), cache-4 joins. Nothing tells the client but its connections
 	// ending at their maximum age, after which it resolves again.
-	ns.set("cache.test", ips[1:]...)
+	ns.Set("cache.test", ips[1:]...)
 	changed := time.Now()
 	var after map[string]string
 	require.Eventually(t, func() bool {

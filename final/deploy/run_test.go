@@ -15,12 +15,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -37,6 +35,7 @@ import (
 	"grpcworkshop/final/fault"
 	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/internal/dnstest"
 	"grpcworkshop/final/keyaffinity"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/tlsutil"
@@ -232,7 +231,7 @@ type stack struct {
 	secrets string
 	token   string
 	acc     *pod
-	ns      *nameServer
+	ns      *dnstest.Server
 	ips     map[string]string // pod -> IP
 	port    string            // the replicas' public port, on each IP
 }
@@ -261,8 +260,8 @@ func newStack(t *testing.T, maxKeys int) *stack {
 		s.ips[name] = fmt.Sprintf("127.0.0.%d", 2+i)
 		ips = append(ips, s.ips[name])
 	}
-	s.port = strconv.Itoa(freePortOn(t, ips...))
-	s.ns = startNameServer(t)
+	s.port = strconv.Itoa(dnstest.FreePortOn(t, ips...))
+	s.ns = dnstest.Start(t)
 	return s
 }
 
@@ -283,13 +282,13 @@ func (s *stack) replica(t *testing.T, podName string) *pod {
 	require.True(t, ok, "CACHE_PEERS=%q", r.env["CACHE_PEERS"])
 	host, _, err := net.SplitHostPort(endpoint)
 	require.NoError(t, err)
-	r.env["CACHE_PEERS"] = "dns://" + s.ns.addr + "/" + net.JoinHostPort(host, s.port)
+	r.env["CACHE_PEERS"] = "dns://" + s.ns.Addr + "/" + net.JoinHostPort(host, s.port)
 	// $(POD_IP) expanded to this pod's loopback IP; the port is the shared one.
 	selfHost, _, err := net.SplitHostPort(r.env["CACHE_SELF"])
 	require.NoError(t, err, "CACHE_SELF=%q", r.env["CACHE_SELF"])
 	require.Equal(t, ip, selfHost, "CACHE_SELF is the pod's IP")
 	r.env["CACHE_SELF"] = r.public
-	s.ns.add(host, ip)
+	s.ns.Add(host, ip)
 	r.start(t)
 	r.awaitReady(t)
 	return r
@@ -449,96 +448,4 @@ func TestManifestsReplicasForwardToTheKeysOwner(t *testing.T) {
 		got = append(got, item.Key)
 	}
 	assert.ElementsMatch(t, append(slices.Clone(keys), "own-1"), got)
-}
-
-// nameServer answers A queries for the names the test adds, as a
-// cluster's DNS does for a headless Service.
-type nameServer struct {
-	addr string
-	mu   sync.Mutex
-	a    map[string][]string // fully qualified name -> IPv4 addresses
-}
-
-func startNameServer(t *testing.T) *nameServer {
-	t.Helper()
-	ns := &nameServer{a: map[string][]string{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ns.addr = pc.LocalAddr().String()
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: ns, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return ns
-}
-
-func (ns *nameServer) add(name, ip string) {
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	ns.a[dns.Fqdn(name)] = append(ns.a[dns.Fqdn(name)], ip)
-}
-
-func (ns *nameServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.Authoritative = true
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	for _, q := range req.Question {
-		ips, ok := ns.a[q.Name]
-		if !ok {
-			resp.Rcode = dns.RcodeNameError
-			continue
-		}
-		if q.Qtype != dns.TypeA {
-			continue // no AAAA, no TXT service config: an empty answer
-		}
-		for _, ip := range ips {
-			resp.Answer = append(resp.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
-				A:   net.ParseIP(ip),
-			})
-		}
-	}
-	_ = w.WriteMsg(resp)
-}
-
-// freePortOn finds a port free on every one of ips: pods behind a
-// headless Service share their port.
-func freePortOn(t *testing.T, ips ...string) int {
-	t.Helper()
-	for _, ip := range ips {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			// Linux routes all of 127/8 to loopback; macOS only 127.0.0.1.
-			t.Skipf("needs loopback address %s (on macOS: sudo ifconfig lo0 alias %s): %v", ip, ip, err)
-		}
-		l.Close()
-	}
-	for range 20 {
-		var ls []net.Listener
-		l, err := net.Listen("tcp", ips[0]+":0")
-		require.NoError(t, err)
-		ls = append(ls, l)
-		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		free := true
-		for _, ip := range ips[1:] {
-			l2, err := net.Listen("tcp", net.JoinHostPort(ip, port))
-			if err != nil {
-				free = false
-				break
-			}
-			ls = append(ls, l2)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if free {
-			p, _ := strconv.Atoi(port)
-			return p
-		}
-	}
-	t.Fatalf("no port free on all of %v", ips)
-	return 0
 }
