@@ -129,9 +129,34 @@ type Options struct {
 	// sends its keys to the next replica instead of holding calls until
 	// their deadline. Default 2s.
 	ConnectTimeout time.Duration
+	// KeepaliveTime and KeepaliveTimeout notice a replica that stopped
+	// answering over an open connection (cut off by the network: nothing
+	// is refused, calls just wait): after KeepaliveTime without a frame
+	// from it, a ping; no answer within KeepaliveTimeout and the
+	// connection is closed, its calls fail UNAVAILABLE (retried) and ring
+	// hash sends its keys to the next replica. grpc-go also sets the
+	// socket's TCP_USER_TIMEOUT to KeepaliveTimeout, so a call or ping
+	// sent into the cut closes the connection after that long, without
+	// waiting for KeepaliveTime. Defaults DefaultKeepaliveTime and
+	// DefaultKeepaliveTimeout; KeepaliveTime below MinKeepaliveTime is an
+	// error (grpc-go would raise it silently). The replicas must permit
+	// pings this often (server.Common.KeepaliveMinTime).
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Extra are appended to the dial options.
 	Extra []grpc.DialOption
 }
+
+const (
+	// MinKeepaliveTime is grpc-go's floor for a client's keepalive time.
+	MinKeepaliveTime = 10 * time.Second
+	// DefaultKeepaliveTime is the floor: a ping per idle connection every
+	// 10s costs next to nothing, and a cut replica is noticed soonest.
+	DefaultKeepaliveTime = MinKeepaliveTime
+	// DefaultKeepaliveTimeout: a replica that does not acknowledge a ping
+	// (or, by TCP_USER_TIMEOUT, any bytes sent) within 2s counts as gone,
+	// as one that does not accept a connection within ConnectTimeout.
+	DefaultKeepaliveTimeout = 2 * time.Second
+)
 
 // Dial connects to target: "dns:///name:port" (or any other gRPC target with
 // a scheme), or a comma-separated list of host:port, resolved once with
@@ -149,6 +174,19 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	if connectTimeout <= 0 {
 		connectTimeout = 2 * time.Second
 	}
+	ka := keepalive.ClientParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout, PermitWithoutStream: true}
+	if ka.Time == 0 {
+		ka.Time = DefaultKeepaliveTime
+	}
+	if ka.Timeout == 0 {
+		ka.Timeout = DefaultKeepaliveTimeout
+	}
+	if ka.Time < MinKeepaliveTime {
+		return nil, fmt.Errorf("dial: keepalive time %s is below gRPC's minimum of %s", ka.Time, MinKeepaliveTime)
+	}
+	if ka.Timeout < 0 {
+		return nil, fmt.Errorf("dial: negative keepalive timeout %s", ka.Timeout)
+	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(ServiceConfig(o.Retry)),
@@ -156,7 +194,7 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 		// the resolver skips that lookup).
 		grpc.WithDisableServiceConfig(),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(ka),
 		grpc.WithChainUnaryInterceptor(
 			interceptor.KeyAffinityUnary(),
 			interceptor.RetryOnRetryInfo(retryable, o.Retry.withDefaults().MaxAttempts),

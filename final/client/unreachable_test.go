@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,10 @@ import (
 	"grpcworkshop/final/accounts"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/faulttest"
+	"grpcworkshop/final/keyaffinity"
 	"grpcworkshop/final/rpc"
+	"grpcworkshop/final/server"
 	"grpcworkshop/final/tlsutil"
 )
 
@@ -82,4 +86,71 @@ func TestUnreachableReplicasKeysMoveToTheNextReplica(t *testing.T) {
 		owners[owner[k]]++
 	}
 	assert.Len(t, owners, 2, "every key is on one of the two live replicas: %v", owners)
+}
+
+// TestKeysOfAReplicaCutOffOverAnOpenConnectionMoveWithinTheKeepalive: a
+// replica the client already talks to is cut off (its cable pulled: the
+// connection stays open, nothing arrives, nothing is refused). The
+// client's keepalive notices within its time and timeout, the connection
+// is closed, and ring hash sends the replica's keys to the next one: a Get
+// misses there, a Store lands there, instead of every call for those keys
+// waiting out its deadline. With the former keepalive (30s, 10s) this
+// took up to 40s.
+func TestKeysOfAReplicaCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a keepalive to notice the cut: about 12s")
+	}
+	t.Parallel()
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      t.TempDir(),
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0"},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Directory:    accounts.Accounts(map[string]accounts.Account{"tok": {Tenant: "t", MaxCacheKeys: 1000}}),
+		// No forwarding: the next replica answers for itself.
+		TuneCache: func(_ int, c *server.CacheConfig) { c.Peers = "" },
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
+	require.NoError(t, err)
+	cable := faulttest.NewCable(t, st.CacheAddrs[1])
+	target := []string{st.CacheAddrs[0], cable.Addr()}
+	// gRPC's first reconnect backoff (1s) is the shortest attempt anyway.
+	const connectTimeout = time.Second
+	conn, err := client.Dial(strings.Join(target, ","), client.Options{TLS: tlsCfg, Token: "tok", ConnectTimeout: connectTimeout})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := rpc.NewCacheClient(conn)
+
+	ring := keyaffinity.NewRing(target)
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("key-", i); ring.Owner(k) == cable.Addr() {
+			key = k
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	owner, err := storeAll(ctx, c, []string{key}, "v")
+	require.NoError(t, err)
+	require.Equal(t, "cache-2", owner[key], "the key's owner is behind the cable")
+
+	cut := time.Now()
+	cable.Cut()
+	// The connection goes quiet now: a ping after KeepaliveTime, closed
+	// KeepaliveTimeout later; then a connection attempt fails after
+	// connectTimeout and ring hash walks on. Two seconds more for the
+	// retry's backoff and a busy machine.
+	bound := client.DefaultKeepaliveTime + client.DefaultKeepaliveTimeout + connectTimeout + 2*time.Second
+	took := faulttest.AwaitMiss(t, cut, bound, func(ctx context.Context) error {
+		_, err := c.Get(ctx, &rpc.GetReq{Key: key})
+		return err
+	})
+	t.Logf("a Get of the cut replica's key missed on the next replica %s after the cut (bound %s)", took.Round(time.Millisecond), bound)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	owner, err = storeAll(ctx, c, []string{key}, "v2")
+	require.NoError(t, err)
+	assert.Equal(t, "cache-1", owner[key], "a Store of the cut replica's key lands on the next replica")
 }

@@ -86,7 +86,7 @@ func (f *Forwarder) peer(addr string) (*grpc.ClientConn, error) {
 	if c, ok := f.peerConn[addr]; ok {
 		return c, nil
 	}
-	o := client.Options{TLS: f.cfg.TLS, Retry: client.RetryPolicy{MaxAttempts: 1}, Extra: slices.Clone(f.cfg.DialOptions)}
+	o := f.dialOptions()
 	if o.TLS != nil && f.serverName != "" {
 		o.TLS = o.TLS.Clone()
 		o.TLS.ServerName = f.serverName // resolved addresses are IPs; the certificate names the service

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -60,6 +61,11 @@ type Config struct {
 	TLS *tls.Config
 	// Logger: nil means slog.Default().
 	Logger *slog.Logger
+	// KeepaliveTime and KeepaliveTimeout notice a peer cut off by the
+	// network over a connection opened before the cut (client.Options;
+	// 0: its defaults), so calls forwarded to it fail over to the next
+	// replica instead of waiting out their deadline.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// DialOptions are added to the connections to the peers (stats
 	// handlers for metrics and tracing).
 	DialOptions []grpc.DialOption
@@ -100,11 +106,7 @@ func New(cfg Config) (*Forwarder, error) {
 	if f.log == nil {
 		f.log = slog.Default()
 	}
-	o := client.Options{
-		TLS:   cfg.TLS,
-		Retry: client.RetryPolicy{MaxAttempts: 1}, // the caller retries, not each hop
-		Extra: slices.Clone(cfg.DialOptions),
-	}
+	o := f.dialOptions()
 	if scheme, rest, ok := strings.Cut(cfg.Peers, "://"); ok {
 		b := resolver.Get(scheme)
 		if b == nil {
@@ -134,6 +136,17 @@ func New(cfg Config) (*Forwarder, error) {
 	}
 	f.conn = conn
 	return f, nil
+}
+
+// dialOptions are the options of every connection to the peers.
+func (f *Forwarder) dialOptions() client.Options {
+	return client.Options{
+		TLS:              f.cfg.TLS,
+		Retry:            client.RetryPolicy{MaxAttempts: 1}, // the caller retries, not each hop
+		KeepaliveTime:    f.cfg.KeepaliveTime,
+		KeepaliveTimeout: f.cfg.KeepaliveTimeout,
+		Extra:            slices.Clone(f.cfg.DialOptions),
+	}
 }
 
 // Listening tells the Forwarder where this replica listens, to find

@@ -18,6 +18,7 @@ import (
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/cache"
+	"grpcworkshop/final/client"
 	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/ratelimit"
@@ -89,6 +90,12 @@ type CacheConfig struct {
 	Peers, Self     string
 	PeerTLS         *tls.Config
 	PeerDialOptions []grpc.DialOption
+	// PeerKeepaliveTime and PeerKeepaliveTimeout notice a peer cut off by
+	// the network over an open connection, so calls forwarded to it move
+	// to the next replica in seconds (client.Options' KeepaliveTime and
+	// KeepaliveTimeout). 0: the client's defaults; keepalive to peers is
+	// never off, a cut peer must be noticed.
+	PeerKeepaliveTime, PeerKeepaliveTimeout time.Duration
 }
 
 // DefaultCacheConfig is a replica's configuration when no flag is given.
@@ -103,11 +110,13 @@ func DefaultCacheConfig() CacheConfig {
 		TenantRate:    1000,
 		// Accounts trouble degrades a replica, see "Admission and Accounts
 		// trouble" in final/README.md.
-		AuthStale:          5 * time.Minute,
-		AuthNegativeTTL:    time.Second,
-		AccountsTimeout:    time.Second,
-		AccountsRetryAfter: 500 * time.Millisecond,
-		UnauthRate:         500,
+		AuthStale:            5 * time.Minute,
+		AuthNegativeTTL:      time.Second,
+		AccountsTimeout:      time.Second,
+		AccountsRetryAfter:   500 * time.Millisecond,
+		UnauthRate:           500,
+		PeerKeepaliveTime:    client.DefaultKeepaliveTime,
+		PeerKeepaliveTimeout: client.DefaultKeepaliveTimeout,
 	}
 }
 
@@ -220,7 +229,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 
 	var fwd *forward.Forwarder
 	if cfg.Peers != "" {
-		fc := forward.Config{Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions}
+		fc := forward.Config{
+			Peers: cfg.Peers, Self: cfg.Self, ID: cfg.ReplicaID, TLS: cfg.PeerTLS, Logger: log, DialOptions: cfg.PeerDialOptions,
+			KeepaliveTime: cfg.PeerKeepaliveTime, KeepaliveTimeout: cfg.PeerKeepaliveTimeout,
+		}
 		if cfg.Telemetry != nil {
 			// The hop is a span of its own, the owner's call its child.
 			fc.DialOptions = append(fc.DialOptions, cfg.Telemetry.DialOption())

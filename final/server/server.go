@@ -51,6 +51,11 @@ type Common struct {
 	// KeepaliveTime pings idle connections and drops those that do not
 	// answer within KeepaliveTimeout; 0: gRPC's defaults (2h, 20s).
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is how often clients may ping (to notice a replica
+	// cut off by the network); a client that pings more often is sent
+	// GOAWAY too_many_pings. Half of client.DefaultKeepaliveTime, so our
+	// own clients and replicas never come near it; 0: no limit.
+	KeepaliveMinTime time.Duration
 	// MaxConnectionAge closes connections after this long, with
 	// MaxConnectionAgeGrace for calls in flight, so clients re-resolve and
 	// spread over new replicas; 0: never.
@@ -87,6 +92,7 @@ func defaultCommon(addr, admin string) Common {
 		Admission:             defaultAdmission(),
 		KeepaliveTime:         30 * time.Second,
 		KeepaliveTimeout:      10 * time.Second,
+		KeepaliveMinTime:      5 * time.Second,
 		MaxConnectionAge:      5 * time.Minute,
 		MaxConnectionAgeGrace: 30 * time.Second,
 	}
@@ -111,8 +117,8 @@ func (c *Common) options() []grpc.ServerOption {
 			MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
 		}),
 		// Clients may ping idle connections (they do, to notice dead
-		// replicas), but not more often than every 10s.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// replicas), but not more often than KeepaliveMinTime.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: max(c.KeepaliveMinTime, time.Nanosecond), PermitWithoutStream: true}),
 		// Enough long-lived workers for the calls usually in flight: a
 		// call on a fresh goroutine grows its stack (copied) on the way
 		// through interceptors and stats handlers; a worker's stack has

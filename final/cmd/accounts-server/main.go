@@ -67,6 +67,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Int(&c.MaxPendingConns, "max-pending-conns", "connections still in their handshake at once; 0: no limit")
 	f.Int(&c.MaxConnsPerAddr, "max-conns-per-addr", "connections from one client IP address; 0: no limit")
 	f.Uint32(&c.MaxHeaderBytes, "max-header-bytes", "largest header list of a call; 0: gRPC's 16 MB")
+	f.Duration(&c.KeepaliveMinTime, "keepalive-min-time", "clients may ping this often; more often gets GOAWAY too_many_pings; 0: no limit")
 	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", "text or json")

@@ -89,6 +89,9 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
 	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
 	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
+	f.Duration(&c.PeerKeepaliveTime, "peer-keepalive-time", "after this long without a frame from a peer, ping it (at least 10s, gRPC's floor; 0: 10s)")
+	f.Duration(&c.PeerKeepaliveTimeout, "peer-keepalive-timeout", "a peer that does not answer a ping, or acknowledge bytes sent, within this long is dropped and its keys go to the next replica (0: 2s)")
+	f.Duration(&c.KeepaliveMinTime, "keepalive-min-time", "clients (and peers) may ping this often; more often gets GOAWAY too_many_pings; keep it below every client's keepalive time; 0: no limit")
 }
 
 func run(args []string) error {
