@@ -29,6 +29,7 @@ import (
 	"grpcworkshop/final/apierr"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/devstack"
+	"grpcworkshop/final/faulttest"
 	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
 	"grpcworkshop/final/keyaffinity"
@@ -450,4 +451,62 @@ func TestAForwardedCallStaysInTheCallersTrace(t *testing.T) {
 	assert.Equal(t, caller.SpanContext().SpanID(), received.Parent().SpanID())
 	assert.Equal(t, hop.SpanContext().SpanID(), served.Parent().SpanID(), "the owner's span is the hop's child")
 	assert.True(t, served.Parent().IsRemote())
+}
+
+// TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive:
+// a replica forwards a key to its owner over a connection opened before
+// the owner was cut off (its cable pulled: nothing arrives, nothing is
+// refused). The forwarder's keepalive to its peers notices within its
+// time and timeout; then its ring walks on to the next replica, itself:
+// a Get through it misses, a Store lands on it, instead of every call
+// for the cut replica's keys ending DeadlineExceeded. With the former
+// keepalive (30s, 10s) this took up to 40s.
+func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a keepalive to notice the cut: about 14s")
+	}
+	t.Parallel()
+	// cache-2 is reached through the cable, by everyone: the peers are
+	// cache-1 and the cable's end.
+	cable := faulttest.NewCable(t, "")
+	var peers string
+	st := startStack(t, stackOpts{replicas: 2, tuneCache: func(i int, c *server.CacheConfig) {
+		if i == 0 {
+			peers = c.Self + "," + cable.Addr()
+		} else {
+			cable.Connect(c.Self)
+			c.Self = cable.Addr()
+		}
+		c.Peers = peers
+	}})
+	ring := keyaffinity.NewRing(strings.Split(peers, ","))
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); ring.Owner(k) == cable.Addr() {
+			key = k
+		}
+	}
+	// A client of cache-1 alone, as a round-robin client that reached it.
+	one := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{}))
+	ctx := testContext(t)
+	require.Equal(t, "cache-2", replicaOf(t, func(opt grpc.CallOption) error { return store(interceptor.AskReplica(ctx), one, key, "v", opt) }),
+		"forwarded to its owner, through the cable")
+
+	cut := time.Now()
+	cable.Cut()
+	// The hop's connection goes quiet now: a ping after the keepalive
+	// time, closed its timeout later; the caller retries (the hop does
+	// not), and the forwarder's attempt to reconnect fails after the
+	// client's connect timeout (2s) before its ring walks on. Two seconds
+	// more for the retry's backoff and a busy machine.
+	cfg := server.DefaultCacheConfig()
+	bound := cfg.PeerKeepaliveTime + cfg.PeerKeepaliveTimeout + 2*time.Second + 2*time.Second
+	took := faulttest.AwaitMiss(t, cut, bound, func(ctx context.Context) error {
+		_, err := get(ctx, one, key)
+		return err
+	})
+	t.Logf("a Get through cache-1 of the cut replica's key missed %s after the cut (bound %s)", took.Round(time.Millisecond), bound)
+	ctx = testContext(t)
+	assert.Equal(t, "cache-1", replicaOf(t, func(opt grpc.CallOption) error { return store(interceptor.AskReplica(ctx), one, key, "v2", opt) }),
+		"a Store of the cut replica's key lands on the next replica")
 }
