@@ -109,3 +109,13 @@ func TestServiceConfigWithoutRetries(t *testing.T) {
 	assert.NotContains(t, ServiceConfig(RetryPolicy{MaxAttempts: 1}), "retryPolicy")
 	assert.Contains(t, ServiceConfig(RetryPolicy{}), `"maxAttempts":4`)
 }
+
+func TestAKeepaliveBelowGRPCsFloorIsRefused(t *testing.T) {
+	_, err := Dial("127.0.0.1:1", Options{KeepaliveTime: 5 * time.Second})
+	require.ErrorContains(t, err, "keepalive time 5s is below gRPC's minimum of 10s")
+	_, err = Dial("127.0.0.1:1", Options{KeepaliveTimeout: -time.Second})
+	require.ErrorContains(t, err, "negative keepalive timeout")
+	conn, err := Dial("127.0.0.1:1", Options{KeepaliveTime: MinKeepaliveTime, KeepaliveTimeout: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+}

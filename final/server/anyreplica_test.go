@@ -510,3 +510,15 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 	assert.Equal(t, "cache-1", replicaOf(t, func(opt grpc.CallOption) error { return store(interceptor.AskReplica(ctx), one, key, "v2", opt) }),
 		"a Store of the cut replica's key lands on the next replica")
 }
+
+// TestServersPermitTheKeepaliveOfOurClientsAndPeers: a client that pings
+// more often than the server's KeepaliveMinTime is sent GOAWAY
+// too_many_pings after a few pings; ours (and the replicas' connections
+// to their peers) ping at most every client.DefaultKeepaliveTime.
+func TestServersPermitTheKeepaliveOfOurClientsAndPeers(t *testing.T) {
+	cc, ac := server.DefaultCacheConfig(), server.DefaultAccountsConfig()
+	for _, every := range []time.Duration{client.DefaultKeepaliveTime, client.MinKeepaliveTime, cc.PeerKeepaliveTime} {
+		assert.Less(t, cc.KeepaliveMinTime, every)
+		assert.Less(t, ac.KeepaliveMinTime, every)
+	}
+}
