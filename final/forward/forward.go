@@ -10,6 +10,7 @@ package forward
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -128,7 +129,7 @@ func New(cfg Config) (*Forwarder, error) {
 				addrs = append(addrs, a)
 			}
 		}
-		f.setAddrs(addrs)
+		_ = f.setAddrs(addrs) // a static list does not change: nothing to ask again
 	}
 	conn, err := client.Dial(cfg.Peers, o)
 	if err != nil {
@@ -177,13 +178,16 @@ func (f *Forwarder) Close() error {
 	return f.conn.Close()
 }
 
-func (f *Forwarder) setAddrs(addrs []string) {
+// setAddrs takes the peers' addresses and reports whether this replica
+// is among them.
+func (f *Forwarder) setAddrs(addrs []string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.addrs = addrs
 	f.ring = keyaffinity.NewRing(addrs)
 	f.findSelf()
 	f.dropPeers(addrs)
+	return f.self != ""
 }
 
 type ownership struct {
@@ -346,10 +350,10 @@ func (f *Forwarder) newReply(method string) (proto.Message, error) {
 }
 
 // watchBuilder builds its scheme's resolver, reporting every address list
-// it resolves.
+// it resolves; report says whether this replica is among them.
 type watchBuilder struct {
 	resolver.Builder
-	report func([]string)
+	report func([]string) bool
 }
 
 func (b watchBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
@@ -358,8 +362,13 @@ func (b watchBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolve
 
 type watchConn struct {
 	resolver.ClientConn
-	report func([]string)
+	report func([]string) bool
 }
+
+// errNotAmongPeers makes the resolver ask again soon (grpc-go's dns
+// resolver polls with backoff after an error: about 1s, 1.6s, 2.6s, ...);
+// after a success it would wait for a connection to end.
+var errNotAmongPeers = errors.New("forward: this replica is not among the peers yet")
 
 func (c watchConn) UpdateState(s resolver.State) error {
 	var addrs []string
@@ -373,6 +382,12 @@ func (c watchConn) UpdateState(s resolver.State) error {
 			addrs = append(addrs, a.Addr)
 		}
 	}
-	c.report(addrs)
-	return c.ClientConn.UpdateState(s)
+	found := c.report(addrs)
+	if err := c.ClientConn.UpdateState(s); err != nil || found {
+		return err
+	}
+	// A new replica resolves its peers before DNS lists it (it is not
+	// ready yet): until it finds itself it forwards even its own keys, so
+	// the resolver polls again (the channel has the addresses already).
+	return errNotAmongPeers
 }

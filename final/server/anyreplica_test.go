@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,10 +34,12 @@ import (
 	"grpcworkshop/final/faulttest"
 	"grpcworkshop/final/forward"
 	"grpcworkshop/final/interceptor"
+	"grpcworkshop/final/internal/dnstest"
 	"grpcworkshop/final/keyaffinity"
 	"grpcworkshop/final/rpc"
 	"grpcworkshop/final/server"
 	"grpcworkshop/final/telemetry"
+	"grpcworkshop/final/tlsutil"
 )
 
 const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
@@ -521,4 +525,73 @@ func TestServersPermitTheKeepaliveOfOurClientsAndPeers(t *testing.T) {
 		assert.Less(t, cc.KeepaliveMinTime, every)
 		assert.Less(t, ac.KeepaliveMinTime, every)
 	}
+}
+
+// TestANewReplicaFindsItselfAmongItsPeersSoonAfterDNSListsIt: a replica
+// that starts before DNS lists it (a new pod, not ready yet) resolves its
+// peers without itself and forwards even its own keys. It asks DNS again
+// until it finds itself, within seconds of being listed, rather than when
+// a connection to a peer reaches its maximum age (5m by default).
+func TestANewReplicaFindsItselfAmongItsPeersSoonAfterDNSListsIt(t *testing.T) {
+	ns := dnstest.Start(t)
+	ips := []string{"127.0.0.2", "127.0.0.3"}
+	port := dnstest.FreePortOn(t, append(ips, "127.0.0.4")...) // .4: Accounts
+	var addrs []string
+	for _, ip := range ips {
+		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	ns.Set("accounts.test", "127.0.0.4")
+	ns.Set("cache.test", ips[0]) // cache-2 runs, but DNS does not name it yet
+	certs := t.TempDir()
+	require.NoError(t, tlsutil.WriteDevCerts(certs, []string{"cache.test", "accounts.test"}))
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      certs,
+		AccountsAddr: "127.0.0.4:0",
+		CacheAddrs:   addrs,
+		Logger:       quiet,
+		Directory:    testDirectory(),
+		TuneCache: func(_ int, c *server.CacheConfig) {
+			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
+			if err == nil {
+				c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + accPort
+			}
+			c.Peers = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+
+	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
+	require.NoError(t, err)
+	tlsCfg.ServerName = "cache.test"
+	conn, err := client.Dial(addrs[1], client.Options{TLS: tlsCfg, Token: tok})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	two := rpc.NewCacheClient(conn) // cache-2 alone
+
+	ring := keyaffinity.NewRing(addrs)
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); ring.Owner(k) == addrs[1] {
+			key = k
+		}
+	}
+	// The replica that served a Store through cache-2 ("" on an error).
+	servedBy := func() string {
+		ctx, cancel := context.WithTimeout(interceptor.AskReplica(context.Background()), 5*time.Second)
+		defer cancel()
+		var md metadata.MD
+		if err := store(ctx, two, key, "v", grpc.Header(&md)); err != nil {
+			t.Logf("store %s through cache-2: %v", key, err)
+			return ""
+		}
+		return strings.Join(md.Get(interceptor.ReplicaHeader), ",")
+	}
+	require.Equal(t, "cache-1", servedBy(), "unlisted, cache-2 forwards its own key to the only peer DNS names")
+
+	ns.Set("cache.test", ips...)
+	listed := time.Now()
+	require.Eventually(t, func() bool { return servedBy() == "cache-2" }, 20*time.Second, 50*time.Millisecond,
+		"cache-2 finds itself among its peers once DNS lists it")
+	t.Logf("cache-2 served its own key %s after DNS listed it", time.Since(listed).Round(10*time.Millisecond))
 }
