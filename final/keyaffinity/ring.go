@@ -65,7 +65,8 @@ func (r *Ring) Owner(key string) string {
 	if len(r.hashes) == 0 {
 		return ""
 	}
-	h := xxhash.Sum64String(Value(key))
+	var buf [16]byte // a uint64 in hex
+	h := xxhash.Sum64(appendValue(buf[:0], key))
 	i := sort.Search(len(r.hashes), func(i int) bool { return r.hashes[i] >= h })
 	if i == len(r.hashes) {
 		i = 0

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -66,10 +66,19 @@ func (h contextHandler) WithGroup(name string) slog.Handler {
 // note in the context (WithCallNote), the step after authentication fills
 // it in (NoteTenant), and the log line reads it (TenantOf).
 type callNote struct {
-	tenant atomic.Pointer[string]
+	context.Context // the call's: the note is its context, one allocation
+	mu              sync.Mutex
+	tenant          string
 }
 
 type callNoteKey struct{}
+
+func (n *callNote) Value(key any) any {
+	if key == (callNoteKey{}) {
+		return n
+	}
+	return n.Context.Value(key)
+}
 
 func noteOf(ctx context.Context) *callNote {
 	n, _ := ctx.Value(callNoteKey{}).(*callNote)
@@ -81,7 +90,7 @@ func WithCallNote(ctx context.Context) context.Context {
 	if noteOf(ctx) != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, callNoteKey{}, &callNote{})
+	return &callNote{Context: ctx}
 }
 
 // NoteTenant records the call's tenant in the note ctx carries, and as an
@@ -89,7 +98,9 @@ func WithCallNote(ctx context.Context) context.Context {
 // on metrics (unbounded).
 func NoteTenant(ctx context.Context, tenant string) {
 	if n := noteOf(ctx); n != nil {
-		n.tenant.Store(&tenant)
+		n.mu.Lock()
+		n.tenant = tenant
+		n.mu.Unlock()
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(tenantKey.String(tenant))
@@ -99,9 +110,9 @@ func NoteTenant(ctx context.Context, tenant string) {
 // TenantOf is the tenant noted for the call, or "".
 func TenantOf(ctx context.Context) string {
 	if n := noteOf(ctx); n != nil {
-		if p := n.tenant.Load(); p != nil {
-			return *p
-		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.tenant
 	}
 	return ""
 }
