@@ -54,20 +54,29 @@ func blackHole(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-// TestUnreachableReplicasKeysMoveToTheNextReplica: a replica that never
-// answers holds its keys' calls only for the connect timeout; then ring
-// hash sends them to the next replica, well within the calls' deadline.
-// (With grpc-go's default of 20s every such call would time out.)
-func TestUnreachableReplicasKeysMoveToTheNextReplica(t *testing.T) {
+// startTwoReplicas runs Accounts and two replicas on loopback, for the
+// token "tok".
+func startTwoReplicas(t *testing.T, tune func(int, *server.CacheConfig)) *devstack.Stack {
+	t.Helper()
 	st, err := devstack.Start(devstack.Config{
 		CertDir:      t.TempDir(),
 		AccountsAddr: "127.0.0.1:0",
 		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0"},
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Directory:    accounts.Accounts(map[string]accounts.Account{"tok": {Tenant: "t", MaxCacheKeys: 1000}}),
+		TuneCache:    tune,
 	})
 	require.NoError(t, err)
 	t.Cleanup(st.Stop)
+	return st
+}
+
+// TestUnreachableReplicasKeysMoveToTheNextReplica: a replica that never
+// answers holds its keys' calls only for the connect timeout; then ring
+// hash sends them to the next replica, well within the calls' deadline.
+// (With grpc-go's default of 20s every such call would time out.)
+func TestUnreachableReplicasKeysMoveToTheNextReplica(t *testing.T) {
+	st := startTwoReplicas(t, nil)
 	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
 	require.NoError(t, err)
 	hole := blackHole(t)
@@ -101,17 +110,8 @@ func TestKeysOfAReplicaCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t *testi
 		t.Skip("waits for a keepalive to notice the cut: about 12s")
 	}
 	t.Parallel()
-	st, err := devstack.Start(devstack.Config{
-		CertDir:      t.TempDir(),
-		AccountsAddr: "127.0.0.1:0",
-		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0"},
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Directory:    accounts.Accounts(map[string]accounts.Account{"tok": {Tenant: "t", MaxCacheKeys: 1000}}),
-		// No forwarding: the next replica answers for itself.
-		TuneCache: func(_ int, c *server.CacheConfig) { c.Peers = "" },
-	})
-	require.NoError(t, err)
-	t.Cleanup(st.Stop)
+	// No forwarding: the next replica answers for itself.
+	st := startTwoReplicas(t, func(_ int, c *server.CacheConfig) { c.Peers = "" })
 	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
 	require.NoError(t, err)
 	cable := faulttest.NewCable(t, st.CacheAddrs[1])
