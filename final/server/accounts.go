@@ -77,7 +77,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 			interceptor.RecoverStream(),
 		}, cfg.Stream...)...),
 	)
-	srv := newServer(&cfg.Common, log, opts, []string{rpc.Accounts_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
+	srv := newServer(&cfg.Common, log, opts, nil, []string{rpc.Accounts_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
 		rpc.RegisterAccountsServer(gs, &accountsService{svc: svc})
 	})
 	srv.closers = append(srv.closers, ledger.Close)

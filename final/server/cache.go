@@ -290,7 +290,6 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
 	}, auth.Public, authn.Admit)
 	opts := append(cfg.options(),
-		grpc.InTapHandle(metrics.CountTap(tap)),
 		// gRPC refuses a message over this before decoding it, with a bare
 		// ResourceExhausted; well above the largest Store, so that a value
 		// up to four times too large still gets the domain's
@@ -302,7 +301,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	)
-	srv := newServer(&cfg.Common, log, opts, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
+	srv := newServer(&cfg.Common, log, opts, tap, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
 		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd, metrics: metrics})
 	})
 	if err := metrics.Observe(append(storeGauges(c.Data()), srv.drainingGauge())...); err != nil {
@@ -315,7 +314,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.LeaseInterval) }
 	srv.release = c.Release
 	// The HTTP path skips grpc's tap handles: it gets the same tap.
-	wl, err := buildWeb(cfg.Web, srv, tap, limits.MaxValueBytes+limits.MaxKeyBytes)
+	wl, err := buildWeb(cfg.Web, srv, cfg.Telemetry.Tap(tap), limits.MaxValueBytes+limits.MaxKeyBytes)
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}

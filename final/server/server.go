@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/tap"
 
 	"grpcworkshop/final/telemetry"
 )
@@ -159,9 +160,14 @@ type Server struct {
 	closeOne sync.Once
 }
 
-func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, services []string, register func(*grpc.Server)) *Server {
+// newServer builds the grpc.Server with opts, tp as its tap handle (nil:
+// none) and the services register adds, plus health and reflection.
+func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, tp tap.ServerInHandle, services []string, register func(*grpc.Server)) *Server {
 	if c.Telemetry != nil {
 		opts = append(c.Telemetry.ServerOptions(), opts...)
+	}
+	if tp = c.Telemetry.Tap(tp); tp != nil {
+		opts = append(opts, grpc.InTapHandle(tp))
 	}
 	gs := grpc.NewServer(append(opts, c.ExtraServerOptions...)...)
 	register(gs)
@@ -174,6 +180,9 @@ func newServer(c *Common, log *slog.Logger, opts []grpc.ServerOption, services [
 	}
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	if c.Telemetry != nil {
+		c.Telemetry.RegisterMethods(gs)
+	}
 	return &Server{grpc: gs, health: hs, log: log, cfg: *c}
 }
 

@@ -379,3 +379,50 @@ func TestConnectionLimitRefusalsAreCounted(t *testing.T) {
 
 	assert.Equal(t, 1.0, scrape(t, st.CacheAdmins[0]).Value("cache_rejections_total", "reason", "CONNECTION_LIMIT", "scope", "address"))
 }
+
+// A call over the HTTP listener (REST here, transcoded by vanguard into the
+// same grpc.Server) is counted once, like a native call: the HTTP path runs
+// the telemetry-wrapped tap itself, and the interceptors find the call it
+// began instead of beginning another.
+func TestHTTPCallsAreCountedOnceLikeNativeOnes(t *testing.T) {
+	st, err := devstack.Start(devstack.Config{
+		CertDir:         t.TempDir(),
+		AccountsAddr:    "127.0.0.1:0",
+		CacheAddrs:      []string{"127.0.0.1:0"},
+		CacheAdminAddrs: []string{"127.0.0.1:0"},
+		WebAddrs:        []string{"127.0.0.1:0"},
+		Telemetry:       true,
+		Logger:          quiet,
+		Directory:       testDirectory(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	ctx := testContext(t)
+	rest := func(method, path, body string) int {
+		req, err := http.NewRequestWithContext(ctx, method, st.WebURLs[0]+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, rest(http.MethodPut, "/v1/keys/k", `{"val":"dg=="}`))
+	require.Equal(t, http.StatusOK, rest(http.MethodGet, "/v1/keys/k", ""))
+	require.Equal(t, http.StatusNotFound, rest(http.MethodGet, "/v1/keys/missing", ""))
+	native := rpc.NewCacheClient(dialTarget(t, st, st.Target(), tok, client.Options{Retry: retryOnce}))
+	v, err := get(ctx, native, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", v)
+
+	rep := scrape(t, st.CacheAdmins[0])
+	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
+	assert.Equal(t, 3.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Get"))
+	calls := "grpc_server_call_duration_seconds"
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "OK"))
+	assert.Equal(t, 2.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "OK"))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"))
+	assert.Equal(t, map[string]float64{"KEY_NOT_FOUND": 1}, rep.By("cache_rejections_total", "reason"))
+}

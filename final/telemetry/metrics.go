@@ -12,9 +12,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 )
 
 // Metrics are the service's own instruments, beside grpc's per-call ones.
@@ -218,49 +216,4 @@ func Reason(err error) (reason, scope string) {
 		}
 	}
 	return "", ""
-}
-
-// rejectionHandler counts, at the end of every call, the error the server
-// sent if it carries an ErrorInfo reason: the service's deliberate
-// refusals, whichever interceptor, handler or codec chose them. A reason
-// added anywhere is counted without a change here; errors without one
-// (cancellations, transport failures) are only in grpc's own metrics.
-type rejectionHandler struct{ m *Metrics }
-
-func (h rejectionHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return ctx
-}
-
-func (h rejectionHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	end, ok := s.(*stats.End)
-	if !ok || end.Error == nil || end.Client {
-		return
-	}
-	if r, scope := Reason(end.Error); r != "" {
-		h.m.Rejected(ctx, r, scope)
-	}
-}
-
-func (h rejectionHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return ctx
-}
-
-func (h rejectionHandler) HandleConn(context.Context, stats.ConnStats) {}
-
-// CountTap wraps a tap handle (which refuses calls before any stats
-// handler or interceptor sees them) so its refusals are counted by reason
-// too.
-func (m *Metrics) CountTap(next tap.ServerInHandle) tap.ServerInHandle {
-	if m == nil || next == nil {
-		return next
-	}
-	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		out, err := next(ctx, info)
-		if err != nil {
-			if r, scope := Reason(err); r != "" {
-				m.Rejected(ctx, r, scope)
-			}
-		}
-		return out, err
-	}
 }

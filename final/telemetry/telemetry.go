@@ -1,9 +1,11 @@
 // Package telemetry wires OpenTelemetry into the servers and their clients:
-// grpc-go's own metrics plugin (gRFC A66: grpc.server.call.duration,
-// grpc.client.attempt.duration, ...) and the service's own instruments,
-// exported for Prometheus on the admin port; traces with W3C trace context
-// carried in gRPC metadata, exported over OTLP only when the standard OTEL_*
-// variables ask for it; and log records that carry the trace and the tenant.
+// gRPC's standard per-call metrics (gRFC A66: grpc.server.call.duration
+// from the server's tap and interceptors, calls.go; grpc.client.attempt.duration
+// and the rest from grpc-go's stats/opentelemetry plugin) and the
+// service's own instruments, exported for Prometheus on the admin port;
+// traces (grpc-go's plugin) with W3C trace context carried in gRPC
+// metadata, exported over OTLP only when the standard OTEL_* variables ask
+// for it; and log records that carry the trace and the tenant.
 //
 // Nothing here is global: each server gets its own registry and providers,
 // so several servers in one process (devstack, tests) keep their numbers
@@ -35,6 +37,7 @@ import (
 	experimental "google.golang.org/grpc/experimental/opentelemetry"
 	"google.golang.org/grpc/stats"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
+	"google.golang.org/grpc/tap"
 )
 
 // Options configures one server's telemetry. The zero value (plus Service)
@@ -45,8 +48,9 @@ type Options struct {
 	Service string
 	// Instance identifies this process (the replica id): service.instance.id.
 	Instance string
-	// NoMetrics leaves grpc's metrics plugin out (to measure its cost); the
-	// service's own instruments still count.
+	// NoMetrics leaves gRPC's per-call metrics out, on servers and
+	// clients (to measure their cost); the service's own instruments still
+	// count.
 	NoMetrics bool
 	// TracerProvider, when set, replaces the one built from the environment
 	// (tests use an in-memory exporter; a team may bring its own).
@@ -64,6 +68,8 @@ type Telemetry struct {
 
 	// Metrics are the service's own instruments.
 	Metrics *Metrics
+	// calls records the servers' per-call metrics (calls.go).
+	calls *serverCalls
 }
 
 // New builds the registry, the meter provider and, if the environment or
@@ -108,6 +114,13 @@ func New(ctx context.Context, opts Options) (*Telemetry, error) {
 	t.meters = sdkmetric.NewMeterProvider(mopts...)
 	t.shutdown = append(t.shutdown, t.meters.Shutdown)
 	if t.Metrics, err = newMetrics(t.meters.Meter("grpcworkshop/final"), opts.Service); err != nil {
+		return nil, err
+	}
+	var callMeters metric.MeterProvider
+	if !opts.NoMetrics {
+		callMeters = t.meters
+	}
+	if t.calls, err = newServerCalls(callMeters, t.Metrics); err != nil {
 		return nil, err
 	}
 
@@ -163,43 +176,74 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{Registry: t.registry})
 }
 
-// callMetrics are gRPC's per-call metrics without the message-size
-// histograms: two histograms fewer to record on every call, for numbers
-// (bytes per call) this service does not need; add them back with
-// grpcotel.DefaultMetrics() if yours does.
-var callMetrics = stats.NewMetricSet(
-	grpcotel.ServerCallStartedMetricName, grpcotel.ServerCallDurationMetricName,
+// clientMetrics are gRPC's per-call client metrics without the
+// message-size histograms: two histograms fewer to record on every
+// attempt, for numbers (bytes per call) this service does not need; add
+// them back with grpcotel.DefaultMetrics() if yours does.
+var clientMetrics = stats.NewMetricSet(
 	grpcotel.ClientAttemptStartedMetricName, grpcotel.ClientAttemptDurationMetricName,
 	grpcotel.ClientCallDurationMetricName,
 )
 
-func (t *Telemetry) grpcOptions() grpcotel.Options {
-	var o grpcotel.Options
-	if !t.opts.NoMetrics {
-		o.MetricsOptions.MeterProvider = t.meters
-		o.MetricsOptions.Metrics = callMetrics
+// traceOptions are the plugin's tracing options, or none when tracing is
+// off.
+func (t *Telemetry) traceOptions() experimental.TraceOptions {
+	if t.tracer == nil {
+		return experimental.TraceOptions{}
 	}
-	if t.tracer != nil {
-		o.TraceOptions = experimental.TraceOptions{TracerProvider: t.tracer, TextMapPropagator: t.propagator}
-	}
-	return o
+	return experimental.TraceOptions{TracerProvider: t.tracer, TextMapPropagator: t.propagator}
 }
 
-// ServerOptions instrument a gRPC server: grpc's per-call metrics and
-// spans, and the rejection counter (every error the service chose, by its
-// ErrorInfo reason).
+// ServerOptions instrument a gRPC server: gRPC's per-call server metrics
+// and the rejection counter (every error the service chose, by its
+// ErrorInfo reason) in the outermost interceptors (calls.go), and, when
+// tracing is on, grpc-go's tracing plugin: a span per call, continuing the
+// caller's W3C trace context. Install Tap too, and call RegisterMethods
+// once the services are registered.
 func (t *Telemetry) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpcotel.ServerOption(t.grpcOptions()),
-		grpc.StatsHandler(rejectionHandler{t.Metrics}),
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(t.calls.unary),
+		grpc.ChainStreamInterceptor(t.calls.stream),
 	}
+	if t.tracer != nil {
+		opts = append(opts, grpcotel.ServerOption(grpcotel.Options{TraceOptions: t.traceOptions()}))
+	}
+	return opts
+}
+
+// Tap wraps a server's tap handle (nil: none) as the server's
+// grpc.InTapHandle: a call starts there, as soon as its headers are read,
+// and calls the tap refuses are counted as ended there, by their reason.
+// The HTTP path, which gRPC runs no tap for, runs it too (web.Options.Tap).
+// On a nil Telemetry it returns next.
+func (t *Telemetry) Tap(next tap.ServerInHandle) tap.ServerInHandle {
+	if t == nil {
+		return next
+	}
+	return t.calls.tap(next)
+}
+
+// RegisterMethods names the methods a server serves (pass the
+// *grpc.Server once every service is registered): the grpc.method label
+// of their calls. A call of any other method is counted as "other", as
+// gRFC A66 asks, so that a client cannot make up label values.
+func (t *Telemetry) RegisterMethods(s interface {
+	GetServiceInfo() map[string]grpc.ServiceInfo
+}) {
+	t.calls.register(s.GetServiceInfo())
 }
 
 // DialOption instruments a client connection (the replica's connection to
-// Accounts): per-attempt metrics, and spans whose context travels to the
-// server as a W3C traceparent header.
+// Accounts, and to its peers): grpc-go's plugin, with per-attempt metrics,
+// and spans whose context travels to the server as a W3C traceparent
+// header.
 func (t *Telemetry) DialOption() grpc.DialOption {
-	return grpcotel.DialOption(t.grpcOptions())
+	o := grpcotel.Options{TraceOptions: t.traceOptions()}
+	if !t.opts.NoMetrics {
+		o.MetricsOptions.MeterProvider = t.meters
+		o.MetricsOptions.Metrics = clientMetrics
+	}
+	return grpcotel.DialOption(o)
 }
 
 // Shutdown flushes spans still buffered and stops the providers.
