@@ -158,6 +158,29 @@ const (
 	DefaultKeepaliveTimeout = 2 * time.Second
 )
 
+// KeepaliveParams are the keepalive parameters of our connections to
+// servers (Dial's, and a replica's to Accounts): a ping after every
+// interval without a frame, calls in flight or not, and the connection
+// closed after timeout without an answer. 0 means DefaultKeepaliveTime or
+// DefaultKeepaliveTimeout; an interval below MinKeepaliveTime is an error
+// (grpc-go would raise it silently), as is a negative timeout.
+func KeepaliveParams(interval, timeout time.Duration) (keepalive.ClientParameters, error) {
+	ka := keepalive.ClientParameters{Time: interval, Timeout: timeout, PermitWithoutStream: true}
+	if ka.Time == 0 {
+		ka.Time = DefaultKeepaliveTime
+	}
+	if ka.Timeout == 0 {
+		ka.Timeout = DefaultKeepaliveTimeout
+	}
+	if ka.Time < MinKeepaliveTime {
+		return ka, fmt.Errorf("keepalive time %s is below gRPC's minimum of %s", ka.Time, MinKeepaliveTime)
+	}
+	if ka.Timeout < 0 {
+		return ka, fmt.Errorf("negative keepalive timeout %s", ka.Timeout)
+	}
+	return ka, nil
+}
+
 // Dial connects to target: "dns:///name:port" (or any other gRPC target with
 // a scheme), or a comma-separated list of host:port, resolved once with
 // grpc-go's manual resolver.
@@ -174,18 +197,9 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	if connectTimeout <= 0 {
 		connectTimeout = 2 * time.Second
 	}
-	ka := keepalive.ClientParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout, PermitWithoutStream: true}
-	if ka.Time == 0 {
-		ka.Time = DefaultKeepaliveTime
-	}
-	if ka.Timeout == 0 {
-		ka.Timeout = DefaultKeepaliveTimeout
-	}
-	if ka.Time < MinKeepaliveTime {
-		return nil, fmt.Errorf("dial: keepalive time %s is below gRPC's minimum of %s", ka.Time, MinKeepaliveTime)
-	}
-	if ka.Timeout < 0 {
-		return nil, fmt.Errorf("dial: negative keepalive timeout %s", ka.Timeout)
+	ka, err := KeepaliveParams(o.KeepaliveTime, o.KeepaliveTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

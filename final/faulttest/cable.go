@@ -35,7 +35,15 @@ type Cable struct {
 // given later with Connect (before the first connection).
 func NewCable(t testing.TB, target string) *Cable {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return NewCableAt(t, "127.0.0.1:0", target)
+}
+
+// NewCableAt is NewCable listening on addr: a DNS name's port is fixed,
+// so a cable and the server that replaces it share a port on two
+// loopback addresses.
+func NewCableAt(t testing.TB, addr, target string) *Cable {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	c := &Cable{lis: lis, target: target, conns: []net.Conn{}}
 	c.wg.Add(1)

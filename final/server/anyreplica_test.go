@@ -515,13 +515,108 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 		"a Store of the cut replica's key lands on the next replica")
 }
 
+// TestAReplicaReachesANewAccountsWithinTheKeepaliveAfterTheOldOneIsCutOff:
+// the replica reaches Accounts by a DNS name, as through a Kubernetes
+// Service; Accounts' host is then cut off (its cable pulled: nothing
+// arrives, nothing is refused) and a new Accounts starts elsewhere, which
+// DNS names instead. The replica's keepalive to Accounts notices the
+// dead connection, the channel resolves the name again and reaches the
+// new Accounts: a Store of a new key (a reservation at Accounts)
+// succeeds within the keepalive's time and timeout plus a reconnect.
+// Without keepalive the connection stays open until the kernel gives up
+// (about 15 minutes over a real cut; never here, where the proxy's kernel
+// acknowledges everything), and every new key fails meanwhile.
+func TestAReplicaReachesANewAccountsWithinTheKeepaliveAfterTheOldOneIsCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a keepalive to notice the cut: about 13s")
+	}
+	t.Parallel()
+	// The name's port is fixed: the cable to Accounts #1 listens on .7,
+	// Accounts #2 on .8, both at that port.
+	port := strconv.Itoa(dnstest.FreePortOn(t, "127.0.0.7", "127.0.0.8"))
+	cable := faulttest.NewCableAt(t, net.JoinHostPort("127.0.0.7", port), "")
+	lis2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.8", port))
+	require.NoError(t, err)
+	t.Cleanup(func() { lis2.Close() })
+	ns := dnstest.Start(t)
+	ns.Set("accounts.test", "127.0.0.7")
+	certs := t.TempDir()
+	require.NoError(t, tlsutil.WriteDevCerts(certs, append([]string{"accounts.test"}, tlsutil.DefaultHosts...)))
+
+	// Accounts #2: the same accounts and CA, a ledger of its own (in
+	// memory, no recovery grace: the replica registers its lease anew).
+	accTLS, err := tlsutil.Dir(certs).Server(true)
+	require.NoError(t, err)
+	acfg := server.DefaultAccountsConfig()
+	acfg.TLS, acfg.Logger, acfg.Directory = accTLS, quiet, testDirectory()
+	acc2, err := server.NewAccounts(acfg)
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	t.Cleanup(func() {
+		acc2.Stop()
+		select {
+		case err := <-served:
+			assert.NoError(t, err)
+		default: // never served
+		}
+	})
+
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      certs,
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0"},
+		Logger:       quiet,
+		Directory:    testDirectory(),
+		TuneCache: func(_ int, c *server.CacheConfig) {
+			cable.Connect(c.AccountsAddr)
+			c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + port
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+
+	c := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{}))
+	require.NoError(t, store(testContext(t), c, "before", "v"), "Accounts #1 is reached through the cable")
+	require.Zero(t, st.Caches[0].Service().Data().Spare(tok), "the next new key needs a reservation at Accounts")
+
+	cut := time.Now()
+	cable.Cut()
+	ns.Set("accounts.test", "127.0.0.8")
+	go func() { served <- acc2.Serve(lis2) }()
+
+	// The connection to #1 goes quiet: a ping after the keepalive time,
+	// closed its timeout later; then the name is resolved again and #2
+	// reached (a connection attempt that reaches the cut address first
+	// gives up after 2s). Two seconds more for a busy machine.
+	cfg := server.DefaultCacheConfig()
+	bound := cfg.AccountsKeepaliveTime + cfg.AccountsKeepaliveTimeout + 2*time.Second + 2*time.Second
+	for {
+		left := time.Until(cut.Add(bound))
+		require.Positive(t, left, "a new key still fails %s after Accounts was cut off and replaced", bound)
+		ctx, cancel := context.WithTimeout(context.Background(), min(left, 5*time.Second))
+		err := store(ctx, c, "after", "v")
+		cancel()
+		if err == nil {
+			break
+		}
+		// Until then Accounts does not answer: Unavailable (with a retry
+		// delay), or the call's own deadline.
+		require.Contains(t, []codes.Code{codes.Unavailable, codes.DeadlineExceeded}, status.Code(err), "%v", err)
+		t.Logf("%s after the cut: %v", time.Since(cut).Round(time.Millisecond), err)
+	}
+	t.Logf("a new key was stored %s after Accounts was cut off and replaced (bound %s)", time.Since(cut).Round(time.Millisecond), bound)
+	assert.GreaterOrEqual(t, acc2.Service().Ledger().Held(tok), int64(2),
+		"Accounts #2 holds the slots of the replica's re-registered key and of the new one")
+}
+
 // TestServersPermitTheKeepaliveOfOurClientsAndPeers: a client that pings
 // more often than the server's KeepaliveMinTime is sent GOAWAY
 // too_many_pings after a few pings; ours (and the replicas' connections
-// to their peers) ping at most every client.DefaultKeepaliveTime.
+// to their peers and to Accounts) ping at most every
+// client.DefaultKeepaliveTime.
 func TestServersPermitTheKeepaliveOfOurClientsAndPeers(t *testing.T) {
 	cc, ac := server.DefaultCacheConfig(), server.DefaultAccountsConfig()
-	for _, every := range []time.Duration{client.DefaultKeepaliveTime, client.MinKeepaliveTime, cc.PeerKeepaliveTime} {
+	for _, every := range []time.Duration{client.DefaultKeepaliveTime, client.MinKeepaliveTime, cc.PeerKeepaliveTime, cc.AccountsKeepaliveTime} {
 		assert.Less(t, cc.KeepaliveMinTime, every)
 		assert.Less(t, ac.KeepaliveMinTime, every)
 	}

@@ -56,6 +56,14 @@ type CacheConfig struct {
 	// leaves Accounts alone (known tokens are served stale meanwhile),
 	// and the retry delay it reports. 0: no bound, no pause.
 	AccountsTimeout, AccountsRetryAfter time.Duration
+	// AccountsKeepaliveTime and AccountsKeepaliveTimeout notice an Accounts
+	// cut off over an open connection (its host gone, or a Service still
+	// sending the connection to a dead pod): the connection is closed, the
+	// address resolved again and a new Accounts reached, instead of every
+	// call timing out until the kernel gives up (about 15 minutes). As
+	// client.KeepaliveParams: 0 means the client's defaults, an interval
+	// below client.MinKeepaliveTime is an error.
+	AccountsKeepaliveTime, AccountsKeepaliveTimeout time.Duration
 	// LeaseInterval is how often the replica reports its holdings to
 	// Accounts, renewing its lease; it must be positive.
 	LeaseInterval time.Duration
@@ -117,6 +125,9 @@ func DefaultCacheConfig() CacheConfig {
 		UnauthRate:           500,
 		PeerKeepaliveTime:    client.DefaultKeepaliveTime,
 		PeerKeepaliveTimeout: client.DefaultKeepaliveTimeout,
+		// Accounts is a server like a replica, dialled like one.
+		AccountsKeepaliveTime:    client.DefaultKeepaliveTime,
+		AccountsKeepaliveTimeout: client.DefaultKeepaliveTimeout,
 	}
 }
 
@@ -181,6 +192,10 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 		if cfg.AccountsAddr == "" {
 			return nil, fmt.Errorf("accounts: no address")
 		}
+		ka, err := client.KeepaliveParams(cfg.AccountsKeepaliveTime, cfg.AccountsKeepaliveTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("accounts: %w", err)
+		}
 		creds := insecure.NewCredentials()
 		if cfg.AccountsTLS != nil {
 			creds = credentials.NewTLS(cfg.AccountsTLS)
@@ -194,6 +209,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: 2 * time.Second,
 			}),
+			grpc.WithKeepaliveParams(ka),
 			grpc.WithChainUnaryInterceptor(interceptor.LogUnaryClient(log.With("peer", "accounts"))),
 		}
 		if cfg.Telemetry != nil {

@@ -2,9 +2,17 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/resolver/dns"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package's tests if any goroutine outlives them. It
+// also lowers grpc-go's minimum time between two DNS resolutions of one
+// channel (30s) for the tests that change a DNS answer: the setting is
+// process-wide and must precede every channel.
+func TestMain(m *testing.M) {
+	dns.SetMinResolutionInterval(100 * time.Millisecond)
+	goleak.VerifyTestMain(m)
+}

@@ -109,3 +109,28 @@ func TestAConstructedServerRunsNothingAndAFailedListenLeaksNothing(t *testing.T)
 	srv.Stop()
 	assert.Equal(t, before, leases.Load(), "nothing contacted Accounts")
 }
+
+// TestAnAccountsKeepaliveBelowGRPCsFloorStopsStartup: grpc-go would raise
+// a keepalive time below 10s silently; the replica refuses it instead, as
+// client.Dial does.
+func TestAnAccountsKeepaliveBelowGRPCsFloorStopsStartup(t *testing.T) {
+	for _, tc := range []struct {
+		interval, timeout time.Duration
+		want              string
+	}{
+		{5 * time.Second, 0, "accounts: keepalive time 5s is below gRPC's minimum of 10s"},
+		{0, -time.Second, "accounts: negative keepalive timeout"},
+	} {
+		cfg := server.DefaultCacheConfig()
+		cfg.Logger, cfg.ReplicaID = quiet, "never-served"
+		cfg.AccountsKeepaliveTime, cfg.AccountsKeepaliveTimeout = tc.interval, tc.timeout
+		_, err := server.NewCache(cfg)
+		require.ErrorContains(t, err, tc.want)
+	}
+	cfg := server.DefaultCacheConfig()
+	cfg.Logger, cfg.ReplicaID = quiet, "never-served"
+	cfg.AccountsKeepaliveTime, cfg.AccountsKeepaliveTimeout = 0, 0 // the client's defaults
+	srv, err := server.NewCache(cfg)
+	require.NoError(t, err)
+	srv.Stop()
+}

@@ -80,6 +80,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.AuthNegativeTTL, "auth-negative-ttl", "how long a token Accounts refused is refused without asking again; 0: not cached")
 	f.Duration(&c.AccountsTimeout, "accounts-timeout", "longest wait for Accounts on a caller's behalf, then Unavailable; 0: the caller's deadline")
 	f.Duration(&c.AccountsRetryAfter, "accounts-retry-after", "after Accounts failed to answer, how long before asking again (the RetryInfo delay)")
+	f.Duration(&c.AccountsKeepaliveTime, "accounts-keepalive-time", "after this long without a frame from Accounts, ping it (at least 10s, gRPC's floor; 0: 10s)")
+	f.Duration(&c.AccountsKeepaliveTimeout, "accounts-keepalive-timeout", "an Accounts that does not answer a ping, or acknowledge bytes sent, within this long is dropped: its address is resolved again and reconnected (0: 2s)")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 	f.String(&c.Web.Addr, "http-addr", "HTTP listener for browsers and REST: gRPC-Web, Connect, REST/JSON and the web console (empty: none)")
 	f.Bool(&c.Web.Plaintext, "http-plaintext", "serve -http-addr without TLS: loopback development, or behind a proxy that terminates TLS")
