@@ -21,9 +21,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -31,6 +33,7 @@ import (
 	"grpcworkshop/final/auth"
 	"grpcworkshop/final/client"
 	"grpcworkshop/final/keyaffinity"
+	"grpcworkshop/final/telemetry"
 )
 
 // Header marks a forwarded call with the forwarding replica's id: a
@@ -276,7 +279,9 @@ func (f *Forwarder) forward(ctx context.Context, method string, req any) (any, e
 	}
 	f.forwarded.Add(1)
 	var header, trailer metadata.MD
-	err = f.conn.Invoke(f.outgoing(ctx), method, req, reply, grpc.Header(&header), grpc.Trailer(&trailer))
+	// StaticMethod: method is one of this server's registered methods, so
+	// the hop's client metrics may name it (they say "other" otherwise).
+	err = f.conn.Invoke(f.outgoing(ctx), method, req, reply, grpc.Header(&header), grpc.Trailer(&trailer), grpc.StaticMethod())
 	header = keep(header)
 	header.Set(Header, f.cfg.ID)
 	_ = grpc.SetHeader(ctx, header) // fails only if headers were already sent
@@ -284,9 +289,24 @@ func (f *Forwarder) forward(ctx context.Context, method string, req any) (any, e
 		_ = grpc.SetTrailer(ctx, t)
 	}
 	if err != nil {
+		if st, ok := status.FromError(err); ok && hasErrorInfo(st) {
+			// The owner's refusal (every status it sends has an
+			// ErrorInfo; the hop's own failures have none): the owner
+			// counted it.
+			telemetry.CountedElsewhere(ctx)
+		}
 		return nil, err // the owner's status with its details, or the hop's failure
 	}
 	return reply, nil
+}
+
+func hasErrorInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.ErrorInfo); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // outgoing is ctx with the caller's metadata, minus what belongs to the

@@ -167,6 +167,7 @@ func buildWeb(cfg WebConfig, srv *Server, tap tap.ServerInHandle, maxStore int) 
 	}
 	h, err := web.Handler(srv.grpc, web.Options{
 		Tap:            tap,
+		Ended:          srv.cfg.Telemetry.EndCall,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Replicas:       cfg.Replicas,
 		MaxBodyBytes:   cfg.MaxBodyBytes,

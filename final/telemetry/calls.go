@@ -155,6 +155,24 @@ type call struct {
 	context.Context
 	start time.Time
 	sets  *methodSets
+	// ended is set by the first end: the HTTP listener ends the calls
+	// that gRPC ended before the interceptors (EndHTTP), and must not end
+	// the others again.
+	ended atomic.Bool
+	// elsewhere: another server answered this call and counted its
+	// refusal (CountedElsewhere).
+	elsewhere atomic.Bool
+}
+
+// CountedElsewhere marks the call ctx belongs to as answered by another
+// server, which counted its refusal, if any: a replica that forwarded a
+// call to the key's owner returns the owner's status, and the owner has
+// counted it, so across the replicas each refusal is counted once. A
+// no-op for a context without a call (telemetry off).
+func CountedElsewhere(ctx context.Context) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.elsewhere.Store(true)
+	}
 }
 
 type callKey struct{}
@@ -175,16 +193,48 @@ func (h *serverCalls) begin(ctx context.Context, fullMethod string) *call {
 	return c
 }
 
-// end records a call that ended with err (nil: OK).
-func (h *serverCalls) end(ctx context.Context, c *call, err error) {
-	if h.started != nil {
-		h.duration.Record(ctx, time.Since(c.start).Seconds(), c.sets.status(status.Code(err))...)
+// end records a call that ended with st (nil: OK), once.
+func (h *serverCalls) end(ctx context.Context, c *call, st *status.Status) {
+	if !c.ended.CompareAndSwap(false, true) {
+		return
 	}
-	if err != nil {
-		if r, scope := Reason(err); r != "" {
+	code := st.Code()
+	if h.started != nil {
+		h.duration.Record(ctx, time.Since(c.start).Seconds(), c.sets.status(code)...)
+	}
+	switch {
+	case code == codes.OK, code == codes.Canceled, code == codes.DeadlineExceeded:
+		// The caller gave up, or its deadline passed: not a refusal,
+		// whatever details the status carries.
+	case c.elsewhere.Load():
+	default:
+		if r, scope := reasonOf(st); r != "" {
 			h.m.Rejected(ctx, r, scope)
 		}
 	}
+}
+
+// handlerStatus is the status gRPC sends for what a handler returned: a
+// status error's own, a context error's DEADLINE_EXCEEDED or CANCELLED,
+// and UNKNOWN for anything else (server.go, processRPC).
+func handlerStatus(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	return status.FromContextError(err)
+}
+
+// tapStatus is the status gRPC sends for a tap's refusal: its own if it
+// is a status error, else PERMISSION_DENIED (internal/transport,
+// http2_server.go).
+func tapStatus(err error) *status.Status {
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	return status.New(codes.PermissionDenied, err.Error())
 }
 
 func (s *methodSets) status(c codes.Code) []metric.RecordOption {
@@ -207,7 +257,7 @@ func (h *serverCalls) tap(next tap.ServerInHandle) tap.ServerInHandle {
 		}
 		out, err := next(c, info)
 		if err != nil {
-			h.end(ctx, c, err)
+			h.end(ctx, c, tapStatus(err))
 		}
 		return out, err
 	}
@@ -225,7 +275,7 @@ func (h *serverCalls) callOf(ctx context.Context, fullMethod string) *call {
 func (h *serverCalls) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	c := h.callOf(ctx, info.FullMethod)
 	resp, err := handler(ctx, req)
-	h.end(ctx, c, err)
+	h.end(ctx, c, handlerStatus(err))
 	return resp, err
 }
 
@@ -233,6 +283,13 @@ func (h *serverCalls) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	ctx := ss.Context()
 	c := h.callOf(ctx, info.FullMethod)
 	err := handler(srv, ss)
-	h.end(ctx, c, err)
+	h.end(ctx, c, handlerStatus(err))
 	return err
+}
+
+// endOpen ends the call in ctx with st if nothing ended it yet.
+func (h *serverCalls) endOpen(ctx context.Context, st *status.Status) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok && !c.ended.Load() {
+		h.end(ctx, c, st)
+	}
 }

@@ -203,7 +203,14 @@ func (m *Metrics) Observe(gauges ...Gauge) error {
 // a tenant's name.
 func Reason(err error) (reason, scope string) {
 	st, ok := status.FromError(err)
-	if !ok || st == nil {
+	if !ok {
+		return "", ""
+	}
+	return reasonOf(st)
+}
+
+func reasonOf(st *status.Status) (reason, scope string) {
+	if st == nil {
 		return "", ""
 	}
 	for _, d := range st.Details() {

@@ -37,6 +37,7 @@ import (
 	experimental "google.golang.org/grpc/experimental/opentelemetry"
 	"google.golang.org/grpc/stats"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
 
@@ -231,6 +232,18 @@ func (t *Telemetry) RegisterMethods(s interface {
 	GetServiceInfo() map[string]grpc.ServiceInfo
 }) {
 	t.calls.register(s.GetServiceInfo())
+}
+
+// EndCall ends the call ctx carries (the context the wrapped tap returned)
+// with st, the status its caller received, unless the interceptors ended
+// it already. The HTTP listener calls it after grpc.Server.ServeHTTP
+// returns: gRPC ends a call whose request it cannot read (a body that did
+// not transcode) before any interceptor runs. On a nil Telemetry, nothing.
+func (t *Telemetry) EndCall(ctx context.Context, st *status.Status) {
+	if t == nil {
+		return
+	}
+	t.calls.endOpen(ctx, st)
 }
 
 // DialOption instruments a client connection (the replica's connection to

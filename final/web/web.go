@@ -7,20 +7,29 @@
 package web
 
 import (
+	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/vanguard"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
+	"google.golang.org/protobuf/proto"
+
+	"grpcworkshop/final/apierr"
+	"grpcworkshop/final/fault"
 )
 
 // dist is the console's built bundle (console/, built by console/build.sh);
@@ -39,6 +48,12 @@ type Options struct {
 	// grpc.Server.ServeHTTP (the path vanguard calls into) skips tap
 	// handles, so the global rate limit must be applied here.
 	Tap tap.ServerInHandle
+	// Ended, if set, runs after gRPC has served each call that the tap
+	// admitted, with the tap's context and the status the caller
+	// received: telemetry ends there the calls that gRPC ended before any
+	// interceptor (a body that did not transcode), which the interceptors
+	// never see.
+	Ended func(ctx context.Context, st *status.Status)
 	// AllowedOrigins may call the API from pages they serve (CORS), e.g.
 	// "https://console.example.com". The console served here is
 	// same-origin and needs none. "*" is refused: with bearer tokens, name
@@ -69,7 +84,7 @@ func Handler(gs *grpc.Server, o Options) (http.Handler, error) {
 		return nil, fmt.Errorf("cors: name the allowed origins; \"*\" would let any site use a visitor's token")
 	}
 	registered := gs.GetServiceInfo()
-	target := grpcTarget(gs, o.Tap)
+	target := grpcTarget(gs, o.Tap, o.Ended)
 	var services []*vanguard.Service
 	for _, name := range o.Services {
 		if _, ok := registered[name]; !ok {
@@ -116,7 +131,7 @@ func escapedPath(next http.Handler) http.Handler {
 }
 
 // grpcTarget is gs as vanguard's target, with the tap in front.
-func grpcTarget(gs *grpc.Server, t tap.ServerInHandle) http.Handler {
+func grpcTarget(gs *grpc.Server, t tap.ServerInHandle, ended func(context.Context, *status.Status)) http.Handler {
 	if t == nil {
 		return gs
 	}
@@ -130,8 +145,62 @@ func grpcTarget(gs *grpc.Server, t tap.ServerInHandle) http.Handler {
 			writeGRPCError(w, err)
 			return
 		}
-		gs.ServeHTTP(w, r.WithContext(ctx))
+		if ended == nil {
+			gs.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
+		r = r.WithContext(ctx)
+		body := &bodyReader{ReadCloser: r.Body}
+		r.Body = body
+		gs.ServeHTTP(w, r)
+		ended(ctx, servedStatus(w.Header(), body))
 	})
+}
+
+// bodyReader counts what gRPC read of the request body (vanguard's
+// transcoding of the caller's), and keeps the first error other than
+// io.EOF.
+type bodyReader struct {
+	io.ReadCloser
+	n   int64
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// servedStatus is the status a call served by grpc.Server.ServeHTTP ended
+// with, as its caller received it: the status gRPC wrote in header (its
+// trailers), except for a body that did not transcode. Then vanguard
+// answers the caller itself, with the codec's InvalidArgument (badJSON),
+// and ends the body it hands gRPC before any message, which gRPC reports
+// as Internal ("received no request message"); the caller's status is
+// the codec's.
+func servedStatus(header http.Header, body *bodyReader) *status.Status {
+	if body.n == 0 && body.err == nil && header.Get("Grpc-Status") == strconv.Itoa(int(codes.Internal)) {
+		return status.Convert(apierr.ToStatus(fault.BadField("body", "request body did not transcode")))
+	}
+	if body.err != nil {
+		return status.New(codes.Canceled, body.err.Error()) // the caller went away mid-body
+	}
+	if bin := header.Get("Grpc-Status-Details-Bin"); bin != "" {
+		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(bin, "=")); err == nil {
+			var p spb.Status
+			if proto.Unmarshal(b, &p) == nil {
+				return status.FromProto(&p)
+			}
+		}
+	}
+	if n, err := strconv.Atoi(header.Get("Grpc-Status")); err == nil {
+		return status.New(codes.Code(n), header.Get("Grpc-Message"))
+	}
+	return status.New(codes.Unknown, "no grpc-status in the response")
 }
 
 // consoleHandler serves the embedded console and its configuration.
