@@ -72,14 +72,17 @@ wait_port() {
 echo "== start Accounts and three replicas, each in its own namespace"
 # The ledger on disk, as in the manifests: new keys are granted from the
 # start (without it, Accounts would refuse them for its recovery grace).
-on acc "$TMP/accounts-server" -addr "${IP[acc]}:5050" -accounts "$S/accounts.json" -ledger "$TMP/ledger.db" \
+# Started with ip netns exec itself, not through on(): a function in the
+# background runs in a subshell, and killing the subshell at cleanup would
+# leave the server running; ip execs the server, so $! is the server.
+ip netns exec "$P-acc" "$TMP/accounts-server" -addr "${IP[acc]}:5050" -accounts "$S/accounts.json" -ledger "$TMP/ledger.db" \
   -cert "$S/server.crt" -key "$S/server.key" -ca "$S/ca.crt" -log-level warn >"$TMP/acc.log" 2>&1 &
 PIDS+=($!)
 wait_port c1 "${IP[acc]}" 5050
 for i in 1 2 3; do
   # -peers is the clients' target: a call for a key another replica owns
   # is forwarded to it, across hosts.
-  on "c$i" "$TMP/cache-server" -addr "${IP[c$i]}:5051" -id "cache-$i" -accounts dns:///accounts:5050 \
+  ip netns exec "$P-c$i" "$TMP/cache-server" -addr "${IP[c$i]}:5051" -id "cache-$i" -accounts dns:///accounts:5050 \
     -peers dns:///cache:5051 -self "${IP[c$i]}:5051" \
     -cert "$S/server.crt" -key "$S/server.key" -ca "$S/ca.crt" \
     -client-cert "$S/cache-$i.crt" -client-key "$S/cache-$i.key" -log-level warn >"$TMP/c$i.log" 2>&1 &
