@@ -100,3 +100,38 @@ func TestAForwardedRefusalIsCountedOnceAcrossReplicas(t *testing.T) {
 	}
 	assert.Equal(t, 1.0, total, "one client call, one refusal")
 }
+
+// A chunked body over the HTTP listener's limit: vanguard answers the
+// caller UNAVAILABLE (a body it could not read; Known limits), and the
+// call is recorded with that status, not as never ended.
+func TestAChunkedBodyOverTheLimitIsRecordedAsItsCallerSawIt(t *testing.T) {
+	st, err := devstack.Start(devstack.Config{
+		CertDir:         t.TempDir(),
+		AccountsAddr:    "127.0.0.1:0",
+		CacheAddrs:      []string{"127.0.0.1:0"},
+		CacheAdminAddrs: []string{"127.0.0.1:0"},
+		WebAddrs:        []string{"127.0.0.1:0"},
+		Telemetry:       true,
+		Logger:          quiet,
+		Directory:       testDirectory(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	hc := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(hc.CloseIdleConnections)
+	body := `{"val":"` + strings.Repeat("A", 8<<20) + `"}`
+	req, err := http.NewRequestWithContext(testContext(t), http.MethodPut, st.WebURLs[0]+"/v1/keys/k",
+		io.MultiReader(strings.NewReader(body))) // no length: sent chunked
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+
+	rep := scrape(t, st.CacheAdmins[0])
+	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
+	assert.Equal(t, map[string]float64{"UNAVAILABLE": 1}, rep.By("grpc_server_call_duration_seconds", "grpc_status"))
+}

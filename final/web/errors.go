@@ -49,8 +49,9 @@ func encodeGRPCMessage(s string) string {
 
 // limitBody refuses request bodies over limit with 413 before vanguard
 // buffers them: at once when Content-Length says so, and through
-// http.MaxBytesReader for bodies of unknown length (vanguard then reports
-// its own resource-exhausted error).
+// http.MaxBytesReader for bodies of unknown length (vanguard then answers
+// Unavailable, 503, as for any body it could not read: final/README.md,
+// Known limits).
 func limitBody(limit int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > limit {

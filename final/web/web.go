@@ -11,6 +11,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -187,6 +188,12 @@ func servedStatus(header http.Header, body *bodyReader) *status.Status {
 		return status.Convert(apierr.ToStatus(fault.BadField("body", "request body did not transcode")))
 	}
 	if body.err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(body.err, &tooLarge) {
+			// A body of unknown length cut at the limit (limitBody):
+			// vanguard answers a body it could not read Unavailable.
+			return status.New(codes.Unavailable, body.err.Error())
+		}
 		return status.New(codes.Canceled, body.err.Error()) // the caller went away mid-body
 	}
 	if bin := header.Get("Grpc-Status-Details-Bin"); bin != "" {
