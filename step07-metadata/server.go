@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -192,7 +193,9 @@ func serve(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
 		}
 	}()
 
-	if err := srv.Serve(lis); err != nil {
+	// ErrServerStopped: ctx ended before Serve began, and the stop came
+	// first; that is a clean shutdown too.
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
