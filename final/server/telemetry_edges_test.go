@@ -10,8 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"grpcworkshop/final/devstack"
 )
 
 // A call on the HTTP listener whose body vanguard cannot transcode (JSON
@@ -21,18 +19,7 @@ import (
 // ends it (web.Options.Ended) with the status its caller received, and
 // counts its reason, as the gRPC port does.
 func TestHTTPCallsWithABodyThatDoesNotParseAreEndedAndCounted(t *testing.T) {
-	st, err := devstack.Start(devstack.Config{
-		CertDir:         t.TempDir(),
-		AccountsAddr:    "127.0.0.1:0",
-		CacheAddrs:      []string{"127.0.0.1:0"},
-		CacheAdminAddrs: []string{"127.0.0.1:0"},
-		WebAddrs:        []string{"127.0.0.1:0"},
-		Telemetry:       true,
-		Logger:          quiet,
-		Directory:       testDirectory(),
-	})
-	require.NoError(t, err)
-	t.Cleanup(st.Stop)
+	st := startWithHTTP(t)
 	ctx := testContext(t)
 	post := func(method, path, body string, header ...string) int {
 		req, err := http.NewRequestWithContext(ctx, method, st.WebURLs[0]+path, strings.NewReader(body))
@@ -105,18 +92,7 @@ func TestAForwardedRefusalIsCountedOnceAcrossReplicas(t *testing.T) {
 // caller UNAVAILABLE (a body it could not read; Known limits), and the
 // call is recorded with that status, not as never ended.
 func TestAChunkedBodyOverTheLimitIsRecordedAsItsCallerSawIt(t *testing.T) {
-	st, err := devstack.Start(devstack.Config{
-		CertDir:         t.TempDir(),
-		AccountsAddr:    "127.0.0.1:0",
-		CacheAddrs:      []string{"127.0.0.1:0"},
-		CacheAdminAddrs: []string{"127.0.0.1:0"},
-		WebAddrs:        []string{"127.0.0.1:0"},
-		Telemetry:       true,
-		Logger:          quiet,
-		Directory:       testDirectory(),
-	})
-	require.NoError(t, err)
-	t.Cleanup(st.Stop)
+	st := startWithHTTP(t)
 	hc := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(hc.CloseIdleConnections)
 	body := `{"val":"` + strings.Repeat("A", 8<<20) + `"}`

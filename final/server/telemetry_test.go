@@ -385,18 +385,7 @@ func TestConnectionLimitRefusalsAreCounted(t *testing.T) {
 // the telemetry-wrapped tap itself, and the interceptors find the call it
 // began instead of beginning another.
 func TestHTTPCallsAreCountedOnceLikeNativeOnes(t *testing.T) {
-	st, err := devstack.Start(devstack.Config{
-		CertDir:         t.TempDir(),
-		AccountsAddr:    "127.0.0.1:0",
-		CacheAddrs:      []string{"127.0.0.1:0"},
-		CacheAdminAddrs: []string{"127.0.0.1:0"},
-		WebAddrs:        []string{"127.0.0.1:0"},
-		Telemetry:       true,
-		Logger:          quiet,
-		Directory:       testDirectory(),
-	})
-	require.NoError(t, err)
-	t.Cleanup(st.Stop)
+	st := startWithHTTP(t)
 	ctx := testContext(t)
 	rest := func(method, path, body string) int {
 		req, err := http.NewRequestWithContext(ctx, method, st.WebURLs[0]+path, strings.NewReader(body))
@@ -425,4 +414,23 @@ func TestHTTPCallsAreCountedOnceLikeNativeOnes(t *testing.T) {
 	assert.Equal(t, 2.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "OK"))
 	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"))
 	assert.Equal(t, map[string]float64{"KEY_NOT_FOUND": 1}, rep.By("cache_rejections_total", "reason"))
+}
+
+// startWithHTTP runs Accounts and one replica with telemetry, an admin
+// port and the HTTP listener, on loopback.
+func startWithHTTP(t *testing.T) *devstack.Stack {
+	t.Helper()
+	st, err := devstack.Start(devstack.Config{
+		CertDir:         t.TempDir(),
+		AccountsAddr:    "127.0.0.1:0",
+		CacheAddrs:      []string{"127.0.0.1:0"},
+		CacheAdminAddrs: []string{"127.0.0.1:0"},
+		WebAddrs:        []string{"127.0.0.1:0"},
+		Telemetry:       true,
+		Logger:          quiet,
+		Directory:       testDirectory(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	return st
 }
