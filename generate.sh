@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
 
-module=$(go list -m)
+module=$(cd . && GOWORK=off go list -m)
+final_module=$(cd final && GOWORK=off go list -m)
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin" google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -20,6 +21,8 @@ go run ./final/internal/protodeps "$bin/googleapis.binpb"
 find . -name '*.proto' -not -path './final/clients/*' -printf '%h\n' | sort -u | while read -r dir; do
   dir=${dir#./}
   pkg="$module/$dir"
+  # final is a module of its own (grpcworkshop.example/final).
+  case $dir in final/*) pkg="$final_module/${dir#final/}" ;; esac
   protos=$(cd "$dir" && ls *.proto)
   mopts=()
   for p in $protos; do mopts+=("--go_opt=M$p=$pkg" "--go-grpc_opt=M$p=$pkg"); done

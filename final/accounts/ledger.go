@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/fault"
 )
 
 // Ledger counts the slots every tenant holds across all replicas: a slot

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/fault"
 )
 
 // Service is the Accounts service's logic.

@@ -12,10 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/rpc"
 )
 
 // Client calls Accounts over a connection. It implements cache.Authority.

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/fault"
 )
 
 func TestToStatusChoosesCodesAndDetails(t *testing.T) {

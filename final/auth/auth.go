@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/fault"
 )
 
 const (

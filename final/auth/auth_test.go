@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/fault"
 )
 
 func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {

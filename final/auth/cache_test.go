@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/fault"
 )
 
 // fakeAccounts is a lookup whose answers a test controls.

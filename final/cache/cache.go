@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/fault"
 )
 
 // Authority is what the cache asks of Accounts (final/accountsclient over

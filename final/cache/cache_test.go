@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/fault"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"grpcworkshop/final/accounts"
+	"grpcworkshop.example/final/accounts"
 )
 
 // liveHeap is the heap that survives a collection: what is really held.

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/fault"
 )
 
 // maxBlock bounds how many slots one reservation asks for.

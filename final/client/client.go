@@ -28,9 +28,9 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/keyaffinity"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/keyaffinity"
 )
 
 // RetryableMethods are the methods safe to call again after a failure:

@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/rpc"
 )
 
 // failing answers every call with err, counting the attempts of each method.

@@ -17,14 +17,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/internal/dnstest"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/internal/dnstest"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // storeAll stores every key and reports which replica took each.

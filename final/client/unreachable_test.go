@@ -14,14 +14,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/keyaffinity"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // blackHole accepts connections and never answers, as a replica behind a

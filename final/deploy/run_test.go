@@ -30,15 +30,15 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/forward"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/internal/dnstest"
-	"grpcworkshop/final/keyaffinity"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/forward"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/internal/dnstest"
+	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // pod is a pod of the manifests run as a local process: its container's

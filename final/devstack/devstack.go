@@ -11,10 +11,10 @@ import (
 	"net"
 	"strings"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/telemetry"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/telemetry"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // Config describes a deployment.

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/rpc"
 )
 
 func callCtx(t *testing.T) context.Context {

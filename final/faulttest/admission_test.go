@@ -19,9 +19,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/rpc"
 )
 
 // noRetry makes a client report every failure, so a test counts what the

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/rpc"
 )
 
 func marshal(t *testing.T, m proto.Message) []byte {

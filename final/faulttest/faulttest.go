@@ -84,7 +84,7 @@ func build() (string, error) {
 		args = append(args, "-race")
 	}
 	for _, b := range Binaries {
-		args = append(args, "grpcworkshop/final/cmd/"+b)
+		args = append(args, "grpcworkshop.example/final/cmd/"+b)
 	}
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/rpc"
 )
 
 func TestMain(m *testing.M) { faulttest.Main(m) }

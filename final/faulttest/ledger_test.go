@@ -18,10 +18,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/faulttest"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // replicaKeys is how many keys token holds on each replica, by Dump.

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // Account is one entry of the accounts file Accounts is started with.

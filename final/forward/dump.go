@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/rpc"
 )
 
 // Dump gathers the caller's items from every replica, one after the

@@ -30,10 +30,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/keyaffinity"
-	"grpcworkshop/final/telemetry"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/telemetry"
 )
 
 // Header marks a forwarded call with the forwarding replica's id: a

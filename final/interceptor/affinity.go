@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/keyaffinity"
+	"grpcworkshop.example/final/keyaffinity"
 )
 
 // KeyHeader is keyaffinity.Header, where the key's hash travels.

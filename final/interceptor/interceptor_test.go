@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 )
 
 // failing returns an invoker that fails with errs in turn, then succeeds,

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
+	"grpcworkshop.example/final/apierr"
 )
 
 // RetryOnRetryInfo retries what gRPC's own retry policy cannot: a call

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/fault"
 )
 
 // panicked is an Internal error whose cause (the panic and its stack) the

@@ -12,12 +12,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/keyaffinity"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // TestAKeyReachesTheSameReplicaFromEveryTool stores keys with the load

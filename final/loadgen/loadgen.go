@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/keyaffinity"
+	"grpcworkshop.example/final/keyaffinity"
 )
 
 // Config says what to send, where, and for how long.

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // bytesCodec hands the fake server each message's raw bytes.

@@ -18,13 +18,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/loadgen"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/loadgen"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 const (

@@ -16,10 +16,10 @@ import (
 	"google.golang.org/grpc/stats"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/telemetry"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/telemetry"
 )
 
 // BenchmarkTelemetryOverhead is BenchmarkStackVsEmptyHandler's Get (TLS

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/fault"
 )
 
 func retryAfter(r rate.Limit) time.Duration {

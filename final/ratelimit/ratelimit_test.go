@@ -13,10 +13,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/fault"
 )
 
 func TestAdmissionTapKeepsThePayingBudgetForKnownTenantsAndNeverLimitsHealth(t *testing.T) {

@@ -8,10 +8,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/rpc"
 )
 
 // AccountsConfig configures the Accounts service. Start from

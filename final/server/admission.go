@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"grpcworkshop/final/admission"
+	"grpcworkshop.example/final/admission"
 )
 
 // Admission bounds what a client controls before any call is

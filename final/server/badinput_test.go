@@ -15,11 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"grpcworkshop/final/cache"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/cache"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
 )
 
 // rawCodec sends pre-encoded request bytes as they are, as a client in a

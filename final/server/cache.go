@@ -14,16 +14,16 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"grpcworkshop/final/accountsclient"
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/cache"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/forward"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/ratelimit"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/telemetry"
+	"grpcworkshop.example/final/accountsclient"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/cache"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/forward"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/ratelimit"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/telemetry"
 )
 
 // CacheConfig configures one cache replica. Start from DefaultCacheConfig.

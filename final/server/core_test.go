@@ -17,12 +17,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/cache"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/cache"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 func TestStoreThenGetOverVerifiedTLS(t *testing.T) {

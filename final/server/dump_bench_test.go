@@ -13,10 +13,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/cache"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/cache"
+	"grpcworkshop.example/final/rpc"
 )
 
 // serveDump serves c's Dump over loopback with the caller's account set

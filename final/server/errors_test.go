@@ -15,11 +15,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
 )
 
 // leaky is a handler that fails with a plain Go error whose text must

@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/genproto/googleapis/api/httpbody"
 
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/rpc"
 )
 
 // exportChunk is how much NDJSON Export gathers before it sends a message.

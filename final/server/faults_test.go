@@ -21,11 +21,11 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
 )
 
 func TestAccountLookupsAreCachedSoAccountsDownKeepsKnownTenantsServing(t *testing.T) {

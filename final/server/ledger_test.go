@@ -17,13 +17,13 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/forward"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/forward"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // Issue 15's target: new keys in blocks, and still exactly the quota.

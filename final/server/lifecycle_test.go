@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/server"
 )
 
 func TestGracefulShutdownReleasesTheReplicasSlotsAtOnce(t *testing.T) {

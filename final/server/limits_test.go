@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // eventListener records, in order, when the server takes a connection from

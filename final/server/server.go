@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/telemetry"
+	"grpcworkshop.example/final/telemetry"
 )
 
 // Common is configuration shared by both servers. Start from

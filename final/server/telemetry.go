@@ -8,9 +8,9 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"grpcworkshop/final/cache"
-	"grpcworkshop/final/fault"
-	"grpcworkshop/final/telemetry"
+	"grpcworkshop.example/final/cache"
+	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/telemetry"
 )
 
 // ServeAdmin serves the admin port on lis (see telemetry.Admin): /metrics

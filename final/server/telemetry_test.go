@@ -23,13 +23,13 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/auth"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/telemetry"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/telemetry"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // startObserved runs one replica and Accounts with telemetry and admin

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/web"
+	"grpcworkshop.example/final/web"
 )
 
 // WebConfig is a replica's optional HTTP listener for browsers and HTTP

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/rpc"
 )
 
 // BenchmarkServerCallsRecording is what final/README.md's Performance

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/rpc"
 )
 
 // ctxErrCache answers every Get with a plain context error, as much Go

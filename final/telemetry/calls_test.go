@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"grpcworkshop/final/rpc"
+	"grpcworkshop.example/final/rpc"
 )
 
 // fakeCache answers by key: "missing" is NotFound, "bad" InvalidArgument,

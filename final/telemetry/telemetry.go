@@ -114,7 +114,7 @@ func New(ctx context.Context, opts Options) (*Telemetry, error) {
 	}
 	t.meters = sdkmetric.NewMeterProvider(mopts...)
 	t.shutdown = append(t.shutdown, t.meters.Shutdown)
-	if t.Metrics, err = newMetrics(t.meters.Meter("grpcworkshop/final"), opts.Service); err != nil {
+	if t.Metrics, err = newMetrics(t.meters.Meter("grpcworkshop.example/final"), opts.Service); err != nil {
 		return nil, err
 	}
 	var callMeters metric.MeterProvider

@@ -11,10 +11,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // BenchmarkGetByProtocol measures one Get on one replica, all over TLS and

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 )
 
 // jsonCodec is vanguard's JSON codec, except that a body it cannot read is

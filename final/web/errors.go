@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 )
 
 // writeGRPCError answers a gRPC request (what vanguard sends to the

@@ -29,8 +29,8 @@ import (
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 
-	"grpcworkshop/final/apierr"
-	"grpcworkshop/final/fault"
+	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 )
 
 // dist is the console's built bundle (console/, built by console/build.sh);

@@ -26,11 +26,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
 )
 
 const tok = "inconshreveable"

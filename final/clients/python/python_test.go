@@ -18,12 +18,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/stats"
 
-	gclient "grpcworkshop/final/client"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/forward"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/tlsutil"
+	gclient "grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/forward"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 // pythonWithGRPC finds a Python that can import grpc: Debian's first (the

@@ -14,11 +14,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/internal/cli"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/telemetry"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/telemetry"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 func main() {

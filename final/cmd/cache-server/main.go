@@ -11,11 +11,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"grpcworkshop/final/internal/cli"
-	"grpcworkshop/final/server"
-	"grpcworkshop/final/telemetry"
-	"grpcworkshop/final/tlsutil"
-	"grpcworkshop/final/web"
+	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/server"
+	"grpcworkshop.example/final/telemetry"
+	"grpcworkshop.example/final/tlsutil"
+	"grpcworkshop.example/final/web"
 )
 
 func main() {

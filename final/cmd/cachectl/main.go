@@ -28,12 +28,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop/final/client"
-	"grpcworkshop/final/interceptor"
-	"grpcworkshop/final/internal/cli"
-	"grpcworkshop/final/rpc"
-	"grpcworkshop/final/telemetry"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/interceptor"
+	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/telemetry"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | dump | stats`

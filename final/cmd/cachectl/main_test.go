@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"grpcworkshop/final/devstack"
+	"grpcworkshop.example/final/devstack"
 )
 
 func TestCachectlAgainstADevstack(t *testing.T) {

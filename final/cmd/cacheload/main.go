@@ -19,9 +19,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver/dns"
 
-	"grpcworkshop/final/internal/cli"
-	"grpcworkshop/final/loadgen"
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/loadgen"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 func main() {

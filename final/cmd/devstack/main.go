@@ -17,10 +17,10 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"grpcworkshop/final/accounts"
-	"grpcworkshop/final/devstack"
-	"grpcworkshop/final/internal/cli"
-	"grpcworkshop/final/server"
+	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/server"
 )
 
 func main() {

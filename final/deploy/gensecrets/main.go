@@ -21,7 +21,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"grpcworkshop/final/tlsutil"
+	"grpcworkshop.example/final/tlsutil"
 )
 
 func main() {
