@@ -1,6 +1,6 @@
-// Package auth carries the tenant's identity as a per-call credential: the
-// client sends "authorization: Bearer <token>" in metadata, the server
-// resolves the token to an account (through a short-lived cache, so the
+// Package auth is the server's side of the tenant's identity, a per-call
+// credential: the client sends "authorization: Bearer <token>" in metadata
+// (client.TokenCredentials), the server resolves the token to an account (through a short-lived cache, so the
 // hot path makes no remote call) and puts the account into the context.
 package auth
 
@@ -23,20 +23,6 @@ const (
 	// MaxTokenLen bounds what the server accepts before any lookup.
 	MaxTokenLen = 256
 )
-
-// TokenCredentials is a credentials.PerRPCCredentials that sends a bearer
-// token with every call, and only over TLS unless AllowInsecure (for
-// plaintext benchmarks on loopback).
-type TokenCredentials struct {
-	Token         string
-	AllowInsecure bool
-}
-
-func (c TokenCredentials) GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error) {
-	return map[string]string{header: scheme + c.Token}, nil
-}
-
-func (c TokenCredentials) RequireTransportSecurity() bool { return !c.AllowInsecure }
 
 // Token reads the bearer token from the incoming metadata.
 func Token(ctx context.Context) (string, error) {

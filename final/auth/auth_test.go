@@ -48,10 +48,3 @@ func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {
 	_, err = a.Account(ctx, "new")
 	assert.NoError(t, err, "a new token works at once unless it was refused within the negative TTL")
 }
-
-func TestTokenCredentialsSendABearerTokenOnlyOverTLS(t *testing.T) {
-	md, err := TokenCredentials{Token: "abc"}.GetRequestMetadata(context.Background())
-	require.NoError(t, err)
-	assert.Equal(t, map[string]string{"authorization": "Bearer abc"}, md)
-	assert.True(t, TokenCredentials{Token: "abc"}.RequireTransportSecurity())
-}

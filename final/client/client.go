@@ -28,8 +28,6 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
-	"grpcworkshop.example/final/auth"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/keyaffinity"
 )
 
@@ -210,14 +208,14 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
 		grpc.WithKeepaliveParams(ka),
 		grpc.WithChainUnaryInterceptor(
-			interceptor.KeyAffinityUnary(),
-			interceptor.RetryOnRetryInfo(retryable, o.Retry.withDefaults().MaxAttempts),
-			interceptor.LogUnaryClient(log),
+			KeyAffinityUnary(),
+			RetryOnRetryInfo(retryable, o.Retry.withDefaults().MaxAttempts),
+			LogUnaryClient(log),
 		),
-		grpc.WithChainStreamInterceptor(interceptor.LogStreamClient(log)),
+		grpc.WithChainStreamInterceptor(LogStreamClient(log)),
 	}
 	if o.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: o.Token, AllowInsecure: o.AllowInsecureToken}))
+		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials{Token: o.Token, AllowInsecure: o.AllowInsecureToken}))
 	}
 	if !strings.Contains(target, "://") {
 		var addrs []resolver.Address

@@ -20,7 +20,6 @@ import (
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/internal/dnstest"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
@@ -32,10 +31,10 @@ func storeAll(ctx context.Context, c rpc.CacheClient, keys []string, val string)
 	owner := map[string]string{}
 	for _, k := range keys {
 		var hdr metadata.MD
-		if _, err := c.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte(val)}, grpc.Header(&hdr)); err != nil {
+		if _, err := c.Store(client.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte(val)}, grpc.Header(&hdr)); err != nil {
 			return nil, fmt.Errorf("store %s: %w", k, err)
 		}
-		owner[k] = hdr.Get(interceptor.ReplicaHeader)[0]
+		owner[k] = hdr.Get(client.ReplicaHeader)[0]
 	}
 	return owner, nil
 }
@@ -112,10 +111,10 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 	assert.Equal(t, []string{"cache-1", "cache-2", "cache-3"}, replicasOf(owner), "keys spread over every replica DNS names")
 	for _, k := range keys {
 		var hdr metadata.MD
-		resp, err := c.Get(interceptor.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
+		resp, err := c.Get(client.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
 		require.NoError(t, err, "get %s", k)
 		assert.Equal(t, "v1", string(resp.Val))
-		assert.Equal(t, owner[k], hdr.Get(interceptor.ReplicaHeader)[0], "get %s reaches the replica that stored it", k)
+		assert.Equal(t, owner[k], hdr.Get(client.ReplicaHeader)[0], "get %s reaches the replica that stored it", k)
 	}
 
 	// Dump must reach every replica: Replicas asks the same DNS server.
@@ -139,10 +138,10 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 	moved := 0
 	for _, k := range keys {
 		var hdr metadata.MD
-		resp, err := c.Get(interceptor.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
+		resp, err := c.Get(client.AskReplica(ctx), &rpc.GetReq{Key: k}, grpc.Header(&hdr))
 		require.NoError(t, err, "get %s", k)
 		assert.Equal(t, "v2", string(resp.Val))
-		assert.Equal(t, after[k], hdr.Get(interceptor.ReplicaHeader)[0])
+		assert.Equal(t, after[k], hdr.Get(client.ReplicaHeader)[0])
 		if owner[k] != after[k] {
 			moved++
 			// Consistent hashing: a key moves only off the replica that left

@@ -17,7 +17,7 @@ import (
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/keyaffinity"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"

@@ -31,10 +31,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"grpcworkshop.example/final/apierr"
-	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/forward"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/internal/dnstest"
 	"grpcworkshop.example/final/keyaffinity"
 	"grpcworkshop.example/final/rpc"
@@ -310,7 +309,7 @@ func (s *stack) conn(t *testing.T, r *pod) rpc.CacheClient {
 	cfg, err := s.clientTLS()
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(r.public, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: s.token}))
+		grpc.WithPerRPCCredentials(client.TokenCredentials{Token: s.token}))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return rpc.NewCacheClient(conn)
@@ -423,10 +422,10 @@ func TestManifestsReplicasForwardToTheKeysOwner(t *testing.T) {
 	c0, c1 := s.conn(t, r0), s.conn(t, r1)
 	for _, k := range keys {
 		var hdr metadata.MD
-		_, err := c1.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte("v-" + k)}, grpc.Header(&hdr))
+		_, err := c1.Store(client.AskReplica(ctx), &rpc.StoreReq{Key: k, Val: []byte("v-" + k)}, grpc.Header(&hdr))
 		require.NoError(t, err, "store %s through cache-1", k)
 		assert.Equal(t, []string{"cache-1"}, hdr.Get(forward.Header), "%s: forwarded by cache-1", k)
-		assert.Equal(t, []string{"cache-0"}, hdr.Get(interceptor.ReplicaHeader), "%s: served by its owner", k)
+		assert.Equal(t, []string{"cache-0"}, hdr.Get(client.ReplicaHeader), "%s: served by its owner", k)
 		// On cache-0 itself (opting out of forwarding): the key is there.
 		resp, err := c0.Get(metadata.AppendToOutgoingContext(ctx, forward.Header, "test"), &rpc.GetReq{Key: k})
 		require.NoError(t, err, "get %s on cache-0", k)

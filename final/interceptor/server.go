@@ -1,3 +1,6 @@
+// Package interceptor holds the server's cross-cutting concerns that wrap
+// every call: logging, panic recovery, the deadline cap, dry run and the
+// replica header. The client's interceptors live in package client.
 package interceptor
 
 import (
@@ -10,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/fault"
 )
 
@@ -44,25 +48,13 @@ func RecoverStream() grpc.StreamServerInterceptor {
 	}
 }
 
-// ReplicaHeader names the replica that served a call, in the response
-// header, when the request carries the same header (any value): useful to
-// see load balancing and key affinity at work. Only calls that ask pay for
-// the extra header (a few percent of a small call's cost), and replica
-// names are not shown to every client.
-const ReplicaHeader = "x-replica"
-
-// AskReplica asks the server of an outgoing call to name itself.
-func AskReplica(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, ReplicaHeader, "?")
-}
-
 func askedForReplica(ctx context.Context) bool {
-	return len(metadata.ValueFromIncomingContext(ctx, ReplicaHeader)) > 0
+	return len(metadata.ValueFromIncomingContext(ctx, client.ReplicaHeader)) > 0
 }
 
 // ReplicaUnary sets the replica header on unary responses that ask for it.
 func ReplicaUnary(id string) grpc.UnaryServerInterceptor {
-	md := metadata.Pairs(ReplicaHeader, id)
+	md := metadata.Pairs(client.ReplicaHeader, id)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if askedForReplica(ctx) {
 			_ = grpc.SetHeader(ctx, md) // fails only if headers were already sent
@@ -73,7 +65,7 @@ func ReplicaUnary(id string) grpc.UnaryServerInterceptor {
 
 // ReplicaStream sets the replica header on streams that ask for it.
 func ReplicaStream(id string) grpc.StreamServerInterceptor {
-	md := metadata.Pairs(ReplicaHeader, id)
+	md := metadata.Pairs(client.ReplicaHeader, id)
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if askedForReplica(ss.Context()) {
 			_ = ss.SetHeader(md)
@@ -123,19 +115,10 @@ func DeadlineStream(max time.Duration) grpc.StreamServerInterceptor {
 	}
 }
 
-// DryRunHeader is the metadata that asks the server to do everything but
-// change state. Metadata rather than a field: it applies to every method.
-const DryRunHeader = "dry-run"
-
-// WithDryRun marks an outgoing call as a dry run.
-func WithDryRun(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, DryRunHeader, "1")
-}
-
 // DryRun reads the dry-run metadata: absent or "0" is false, "1" is true,
 // anything else is InvalidArgument (metadata is untyped, so it is checked).
 func DryRun(ctx context.Context) (bool, error) {
-	vals := metadata.ValueFromIncomingContext(ctx, DryRunHeader)
+	vals := metadata.ValueFromIncomingContext(ctx, client.DryRunHeader)
 	if len(vals) == 0 {
 		return false, nil
 	}
@@ -147,7 +130,7 @@ func DryRun(ctx context.Context) (bool, error) {
 			return false, nil
 		}
 	}
-	return false, fault.BadField(DryRunHeader, `metadata %q must be "1" or "0", got %q`, DryRunHeader, vals)
+	return false, fault.BadField(client.DryRunHeader, `metadata %q must be "1" or "0", got %q`, client.DryRunHeader, vals)
 }
 
 type dryRunKey struct{}

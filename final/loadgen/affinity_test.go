@@ -14,7 +14,6 @@ import (
 
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/keyaffinity"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/tlsutil"
@@ -56,9 +55,9 @@ func TestAKeyReachesTheSameReplicaFromEveryTool(t *testing.T) {
 	for i := range keys {
 		key := "key-" + strconv.Itoa(i)
 		var md metadata.MD
-		_, err := c.Get(interceptor.AskReplica(testContext(t)), &rpc.GetReq{Key: key}, grpc.Header(&md))
+		_, err := c.Get(client.AskReplica(testContext(t)), &rpc.GetReq{Key: key}, grpc.Header(&md))
 		require.NoError(t, err, "final/client finds %s where the load generator stored it", key)
-		replica := byName[md.Get(interceptor.ReplicaHeader)[0]]
+		replica := byName[md.Get(client.ReplicaHeader)[0]]
 		_, held := st.Caches[replica].Service().Data().Get(token, key)
 		assert.True(t, held, key)
 		used[replica] = true

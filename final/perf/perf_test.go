@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"grpcworkshop.example/final/accounts"
-	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
 	"grpcworkshop.example/final/loadgen"
 	"grpcworkshop.example/final/rpc"
@@ -112,7 +112,7 @@ func startEmpty(b *testing.B, st *devstack.Stack, useTLS bool) string {
 func dial(b *testing.B, addr string, creds credentials.TransportCredentials, useTLS bool) rpc.CacheClient {
 	b.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: token, AllowInsecure: !useTLS}))
+		grpc.WithPerRPCCredentials(client.TokenCredentials{Token: token, AllowInsecure: !useTLS}))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -31,9 +31,8 @@ import (
 	"grpcworkshop.example/final/apierr"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/forward"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/internal/dnstest"
 	"grpcworkshop.example/final/keyaffinity"
 	"grpcworkshop.example/final/rpc"
@@ -129,7 +128,7 @@ func TestEveryKeyStoredThroughRoundRobinIsReadFromAnyReplica(t *testing.T) {
 func TestRingHashClientsPayNoHopAndTheReplicasAgreeWithTheirRing(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3})
 	c := cacheClient(t, st, tok) // ring hash
-	ctx := interceptor.AskReplica(testContext(t))
+	ctx := client.AskReplica(testContext(t))
 	ring := keyaffinity.NewRing(st.CacheAddrs)
 	name := map[string]string{}
 	for i, a := range st.CacheAddrs {
@@ -140,7 +139,7 @@ func TestRingHashClientsPayNoHopAndTheReplicasAgreeWithTheirRing(t *testing.T) {
 		k := fmt.Sprint("key-", i)
 		var hdr metadata.MD
 		require.NoError(t, store(ctx, c, k, "v", grpc.Header(&hdr)))
-		assert.Equal(t, []string{name[ring.Owner(k)]}, hdr.Get(interceptor.ReplicaHeader), "key %s: grpc-go's ring and the replicas' agree", k)
+		assert.Equal(t, []string{name[ring.Owner(k)]}, hdr.Get(client.ReplicaHeader), "key %s: grpc-go's ring and the replicas' agree", k)
 		assert.Empty(t, hdr.Get(forward.Header), "key %s was not forwarded", k)
 		_, err := get(ctx, c, k, grpc.Header(&hdr))
 		require.NoError(t, err)
@@ -201,7 +200,7 @@ func TestAForwardedCallKeepsTokenDryRunDeadlineTraceAndErrors(t *testing.T) {
 	defer cancel()
 	dctx = metadata.AppendToOutgoingContext(dctx, "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	var hdr metadata.MD
-	_, err := get(interceptor.AskReplica(dctx), one, "probe", grpc.Header(&hdr))
+	_, err := get(client.AskReplica(dctx), one, "probe", grpc.Header(&hdr))
 	assert.Equal(t, codes.NotFound, status.Code(err))
 	assert.Equal(t, []string{fmt.Sprint("cache-", i+1)}, hdr.Get(forward.Header), "the response names the replica that forwarded")
 	rec.mu.Lock()
@@ -216,14 +215,14 @@ func TestAForwardedCallKeepsTokenDryRunDeadlineTraceAndErrors(t *testing.T) {
 	// grpc-timeout travels as a duration, so the owner's deadline is the
 	// caller's give or take the hop; 5s from the 10s cap.
 	assert.WithinDuration(t, deadline, got.deadline, 2*time.Second, "the owner works to the caller's deadline, not its own cap")
-	assert.Equal(t, []string{fmt.Sprint("cache-", got.replica+1)}, hdr.Get(interceptor.ReplicaHeader), "x-replica names the owner")
+	assert.Equal(t, []string{fmt.Sprint("cache-", got.replica+1)}, hdr.Get(client.ReplicaHeader), "x-replica names the owner")
 
 	// Dry run: everything checked on the owner, nothing stored.
 	_, dry := notOwning(t, st, "dry", tok)
-	require.NoError(t, store(interceptor.WithDryRun(ctx), dry, "dry", "v"))
+	require.NoError(t, store(client.WithDryRun(ctx), dry, "dry", "v"))
 	_, err = get(ctx, dry, "dry")
 	assert.Equal(t, codes.NotFound, status.Code(err), "a forwarded dry run stores nothing")
-	err = store(metadata.AppendToOutgoingContext(ctx, interceptor.DryRunHeader, "yes"), dry, "dry", "v")
+	err = store(metadata.AppendToOutgoingContext(ctx, client.DryRunHeader, "yes"), dry, "dry", "v")
 	assertReason(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
 
 	// Errors come back with their details; the quota is the owner's.
@@ -311,7 +310,7 @@ func TestHealthWatchOutlivesTheDeadlineCap(t *testing.T) {
 func TestReflectionAndHealthIgnoreDryRunAndGzipIsAccepted(t *testing.T) {
 	st := startStack(t, stackOpts{})
 	conn := dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{})
-	ctx := metadata.AppendToOutgoingContext(testContext(t), interceptor.DryRunHeader, "yes")
+	ctx := metadata.AppendToOutgoingContext(testContext(t), client.DryRunHeader, "yes")
 
 	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
 	require.NoError(t, err)
@@ -493,7 +492,7 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 	// A client of cache-1 alone, as a round-robin client that reached it.
 	one := rpc.NewCacheClient(dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{}))
 	ctx := testContext(t)
-	require.Equal(t, "cache-2", replicaOf(t, func(opt grpc.CallOption) error { return store(interceptor.AskReplica(ctx), one, key, "v", opt) }),
+	require.Equal(t, "cache-2", replicaOf(t, func(opt grpc.CallOption) error { return store(client.AskReplica(ctx), one, key, "v", opt) }),
 		"forwarded to its owner, through the cable")
 
 	cut := time.Now()
@@ -511,7 +510,7 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 	})
 	t.Logf("a Get through cache-1 of the cut replica's key missed %s after the cut (bound %s)", took.Round(time.Millisecond), bound)
 	ctx = testContext(t)
-	assert.Equal(t, "cache-1", replicaOf(t, func(opt grpc.CallOption) error { return store(interceptor.AskReplica(ctx), one, key, "v2", opt) }),
+	assert.Equal(t, "cache-1", replicaOf(t, func(opt grpc.CallOption) error { return store(client.AskReplica(ctx), one, key, "v2", opt) }),
 		"a Store of the cut replica's key lands on the next replica")
 }
 
@@ -673,14 +672,14 @@ func TestANewReplicaFindsItselfAmongItsPeersSoonAfterDNSListsIt(t *testing.T) {
 	}
 	// The replica that served a Store through cache-2 ("" on an error).
 	servedBy := func() string {
-		ctx, cancel := context.WithTimeout(interceptor.AskReplica(context.Background()), 5*time.Second)
+		ctx, cancel := context.WithTimeout(client.AskReplica(context.Background()), 5*time.Second)
 		defer cancel()
 		var md metadata.MD
 		if err := store(ctx, two, key, "v", grpc.Header(&md)); err != nil {
 			t.Logf("store %s through cache-2: %v", key, err)
 			return ""
 		}
-		return strings.Join(md.Get(interceptor.ReplicaHeader), ",")
+		return strings.Join(md.Get(client.ReplicaHeader), ",")
 	}
 	require.Equal(t, "cache-1", servedBy(), "unlisted, cache-2 forwards its own key to the only peer DNS names")
 

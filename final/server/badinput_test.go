@@ -17,7 +17,6 @@ import (
 
 	"grpcworkshop.example/final/cache"
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 )
@@ -110,7 +109,7 @@ func TestBadDryRunValuesAreRefusedOnEveryMethod(t *testing.T) {
 	for _, vals := range [][]string{{"yes"}, {"true"}, {""}, {"01"}, {"1", "1"}, {"1", "0"}} {
 		md := metadata.MD{}
 		for _, v := range vals {
-			md.Append(interceptor.DryRunHeader, v)
+			md.Append(client.DryRunHeader, v)
 		}
 		bctx := metadata.NewOutgoingContext(ctx, md)
 		assert.Equal(t, codes.InvalidArgument, status.Code(store(bctx, c, "k", "changed")), "Store, %q", vals)
@@ -121,7 +120,7 @@ func TestBadDryRunValuesAreRefusedOnEveryMethod(t *testing.T) {
 	got, err := get(ctx, c, "k")
 	require.NoError(t, err)
 	assert.Equal(t, "v", got, "nothing changed")
-	require.NoError(t, dumpErr(interceptor.WithDryRun(ctx), c), "a good dry-run value is fine on Dump")
+	require.NoError(t, dumpErr(client.WithDryRun(ctx), c), "a good dry-run value is fine on Dump")
 }
 
 func TestStoreOfANewKeyWhileAccountsIsDownStoresNothing(t *testing.T) {
@@ -161,7 +160,7 @@ func TestBadRequestsLeaveEveryTenantsDataIntact(t *testing.T) {
 		"three times the value limit": store(ctx, mine, "k0", strings.Repeat("x", 3<<20)),
 		"non-UTF-8 key": conn.Invoke(ctx, rpc.Cache_Store_FullMethodName,
 			rawRequest([]byte("k0\xff"), []byte("x")), new([]byte), grpc.ForceCodec(rawCodec{})),
-		"bad dry-run":   store(bad(interceptor.DryRunHeader, "yes"), mine, "k0", "x"),
+		"bad dry-run":   store(bad(client.DryRunHeader, "yes"), mine, "k0", "x"),
 		"unknown token": store(ctx, cacheClient(t, st, "nobody"), "k0", "x"),
 	} {
 		assert.NotEqual(t, codes.OK, status.Code(err), name)

@@ -210,7 +210,7 @@ func NewCache(cfg CacheConfig) (*CacheServer, error) {
 				MinConnectTimeout: 2 * time.Second,
 			}),
 			grpc.WithKeepaliveParams(ka),
-			grpc.WithChainUnaryInterceptor(interceptor.LogUnaryClient(log.With("peer", "accounts"))),
+			grpc.WithChainUnaryInterceptor(client.LogUnaryClient(log.With("peer", "accounts"))),
 		}
 		if cfg.Telemetry != nil {
 			dialOpts = append(dialOpts, cfg.Telemetry.DialOption())

@@ -19,7 +19,6 @@ import (
 
 	"grpcworkshop.example/final/cache"
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/tlsutil"
@@ -199,7 +198,7 @@ func TestBadInputGetsAClearCodeAndTheServerKeepsServing(t *testing.T) {
 		{"oversized value", store(ctx, c, "k", strings.Repeat("v", 1<<20+1)), codes.InvalidArgument},
 		{"value three times the limit", store(ctx, c, "k", strings.Repeat("v", 3<<20)), codes.InvalidArgument},
 		{"message over the transport limit", store(ctx, c, "k", strings.Repeat("v", server.TransportLimit(cache.DefaultLimits()))), codes.ResourceExhausted},
-		{"bad dry-run value", store(metadata.AppendToOutgoingContext(ctx, interceptor.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument},
+		{"bad dry-run value", store(metadata.AppendToOutgoingContext(ctx, client.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument},
 	}
 	for _, tc := range cases {
 		assert.Equal(t, tc.want, status.Code(tc.err), "%s: %v", tc.name, tc.err)
@@ -218,7 +217,7 @@ func TestDryRunChangesNothingButChecksEverything(t *testing.T) {
 	st := startStack(t, stackOpts{})
 	c := cacheClient(t, st, "small")
 	ctx := testContext(t)
-	dry := interceptor.WithDryRun(ctx)
+	dry := client.WithDryRun(ctx)
 
 	require.NoError(t, store(dry, c, "k", "v"))
 	_, err := get(ctx, c, "k")

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/fault"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 )
@@ -78,7 +78,7 @@ func TestEveryErrorPathCarriesADocumentedReason(t *testing.T) {
 	}
 	paths := map[string]path{
 		"empty key":     {store(ctx, c, "", "v"), codes.InvalidArgument, fault.InvalidArgument},
-		"bad dry-run":   {store(metadata.AppendToOutgoingContext(ctx, interceptor.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument, fault.InvalidArgument},
+		"bad dry-run":   {store(metadata.AppendToOutgoingContext(ctx, client.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument, fault.InvalidArgument},
 		"missing key":   {func() error { _, err := get(ctx, c, "nope"); return err }(), codes.NotFound, fault.KeyNotFound},
 		"no token":      {store(ctx, rpc.NewCacheClient(dialTarget(t, st, st.Target(), "", noRetry())), "k", "v"), codes.Unauthenticated, fault.Unauthenticated},
 		"unknown token": {store(ctx, rpc.NewCacheClient(dialTarget(t, st, st.Target(), "nobody", noRetry())), "k", "v"), codes.Unauthenticated, fault.UnknownToken},

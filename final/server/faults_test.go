@@ -23,7 +23,6 @@ import (
 
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 )
@@ -328,7 +327,7 @@ func TestMaxConnectionAgeMakesClientsReconnect(t *testing.T) {
 func TestRingHashSendsEachKeyToOneReplica(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3})
 	c := cacheClient(t, st, tok)
-	ctx := interceptor.AskReplica(testContext(t))
+	ctx := client.AskReplica(testContext(t))
 
 	seen := map[string]int{}
 	for i := range 30 {
@@ -350,7 +349,7 @@ func TestRingHashSendsEachKeyToOneReplica(t *testing.T) {
 func TestReplicaStoppedMidTrafficLosesNothingElsewhere(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3})
 	c := cacheClient(t, st, tok)
-	ctx := interceptor.AskReplica(testContext(t))
+	ctx := client.AskReplica(testContext(t))
 
 	var mu sync.Mutex
 	stored := map[string]string{} // key -> replica that acknowledged it
@@ -433,9 +432,9 @@ func TestReplicaNamesItselfOnlyWhenAsked(t *testing.T) {
 
 	var md metadata.MD
 	require.NoError(t, store(ctx, c, "k", "v", grpc.Header(&md)))
-	assert.Empty(t, md.Get(interceptor.ReplicaHeader), "not asked, not told")
+	assert.Empty(t, md.Get(client.ReplicaHeader), "not asked, not told")
 	assert.Equal(t, "cache-1", replicaOf(t, func(o grpc.CallOption) error {
-		_, err := get(interceptor.AskReplica(ctx), c, "k", o)
+		_, err := get(client.AskReplica(ctx), c, "k", o)
 		return err
 	}))
 }

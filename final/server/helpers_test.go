@@ -18,7 +18,6 @@ import (
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/tlsutil"
@@ -110,8 +109,8 @@ func replicaOf(t *testing.T, fn func(opt grpc.CallOption) error) string {
 	t.Helper()
 	var md metadata.MD
 	require.NoError(t, fn(grpc.Header(&md)))
-	require.Len(t, md.Get(interceptor.ReplicaHeader), 1)
-	return md.Get(interceptor.ReplicaHeader)[0]
+	require.Len(t, md.Get(client.ReplicaHeader), 1)
+	return md.Get(client.ReplicaHeader)[0]
 }
 
 // syncBuffer is a log destination safe for concurrent writers.

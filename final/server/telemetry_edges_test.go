@@ -38,7 +38,7 @@ func TestHTTPCallsWithABodyThatDoesNotParseAreEndedAndCounted(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, post(http.MethodPut, "/v1/keys/k", `{"val":`), "REST")
 	require.Equal(t, http.StatusBadRequest, post(http.MethodPost, "/rpc.Cache/Get", `{"key":`, "Connect-Protocol-Version", "1"), "Connect")
 
-	rep := scrape(t, st.CacheAdmins[0])
+	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	calls := "grpc_server_call_duration_seconds"
 	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
 	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store"), "the REST call started, so it ends")
@@ -60,7 +60,7 @@ func TestForwardedCallsKeepTheirMethodOnTheHopsClientMetrics(t *testing.T) {
 	_, err := get(ctx, one, "nokey")
 	require.Equal(t, codes.NotFound, status.Code(err))
 
-	rep := scrape(t, st.CacheAdmins[i])
+	rep := scrapeAdmin(t, st.CacheAdmins[i])
 	hop := "grpc_client_call_duration_seconds"
 	assert.Equal(t, 1.0, rep.Value(hop, "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"),
 		"the forwarded Get, by method: %v", rep.By(hop, "grpc_method"))
@@ -80,7 +80,7 @@ func TestAForwardedRefusalIsCountedOnceAcrossReplicas(t *testing.T) {
 
 	total := 0.0
 	for _, admin := range st.CacheAdmins {
-		rep := scrape(t, admin)
+		rep := scrapeAdmin(t, admin)
 		// Each replica served one server call: that is right.
 		assert.Equal(t, 1.0, rep.Value("grpc_server_call_duration_seconds", "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"))
 		total += rep.Value("cache_rejections_total", "reason", "KEY_NOT_FOUND")
@@ -107,7 +107,7 @@ func TestAChunkedBodyOverTheLimitIsRecordedAsItsCallerSawIt(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 
-	rep := scrape(t, st.CacheAdmins[0])
+	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
 	assert.Equal(t, map[string]float64{"UNAVAILABLE": 1}, rep.By("grpc_server_call_duration_seconds", "grpc_status"))
 }

@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop.example/final/auth"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/devstack"
+	"grpcworkshop.example/final/internal/scrape"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/telemetry"
@@ -64,9 +64,9 @@ func startObserved(t *testing.T, o stackOpts) *devstack.Stack {
 	return st
 }
 
-func scrape(t *testing.T, addr string) telemetry.Families {
+func scrapeAdmin(t *testing.T, addr string) scrape.Families {
 	t.Helper()
-	f, err := telemetry.Scrape(testContext(t), addr)
+	f, err := scrape.Scrape(testContext(t), addr)
 	require.NoError(t, err)
 	return f
 }
@@ -100,7 +100,7 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	require.NoError(t, cacheEnds.await(ctx, 5))
 	require.NoError(t, accountsEnds.await(ctx, 6))
 
-	rep := scrape(t, st.CacheAdmins[0])
+	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	calls := "grpc_server_call_duration_seconds"
 	assert.Equal(t, 3.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "OK"))
 	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "FAILED_PRECONDITION"))
@@ -120,7 +120,7 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	assert.Equal(t, 1.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
 	assert.Equal(t, 2.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/GetByToken"))
 
-	acc := scrape(t, st.AccountsAdmin)
+	acc := scrapeAdmin(t, st.AccountsAdmin)
 	assert.Equal(t, 3.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
 	assert.Equal(t, 1.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
 	assert.Equal(t, 2.0, acc.Value(calls, "grpc_method", "rpc.Accounts/GetByToken"))
@@ -290,7 +290,7 @@ func TestAdminPortIsSeparateFromThePublicPort(t *testing.T) {
 	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
 	require.NoError(t, err)
 	public, err := grpc.NewClient(st.CacheAddrs[0], grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithPerRPCCredentials(auth.TokenCredentials{Token: tok}))
+		grpc.WithPerRPCCredentials(client.TokenCredentials{Token: tok}))
 	require.NoError(t, err)
 	defer public.Close()
 	_, err = channelzpb.NewChannelzClient(public).GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
@@ -348,7 +348,7 @@ func TestRateLimitRejectionsAreCountedByScope(t *testing.T) {
 				require.NoError(t, ends.await(ctx, calls))
 			}
 
-			rejected := scrape(t, st.CacheAdmins[0])["cache_rejections_total"]
+			rejected := scrapeAdmin(t, st.CacheAdmins[0])["cache_rejections_total"]
 			require.NotNil(t, rejected)
 			require.Len(t, rejected.GetMetric(), 1)
 			labels := map[string]string{}
@@ -377,7 +377,7 @@ func TestConnectionLimitRefusalsAreCounted(t *testing.T) {
 	_, err = second.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF, "the second connection from the address is closed at once")
 
-	assert.Equal(t, 1.0, scrape(t, st.CacheAdmins[0]).Value("cache_rejections_total", "reason", "CONNECTION_LIMIT", "scope", "address"))
+	assert.Equal(t, 1.0, scrapeAdmin(t, st.CacheAdmins[0]).Value("cache_rejections_total", "reason", "CONNECTION_LIMIT", "scope", "address"))
 }
 
 // A call over the HTTP listener (REST here, transcoded by vanguard into the
@@ -406,7 +406,7 @@ func TestHTTPCallsAreCountedOnceLikeNativeOnes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "v", v)
 
-	rep := scrape(t, st.CacheAdmins[0])
+	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
 	assert.Equal(t, 3.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Get"))
 	calls := "grpc_server_call_duration_seconds"

@@ -29,8 +29,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/internal/cli"
+	"grpcworkshop.example/final/internal/scrape"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/telemetry"
 	"grpcworkshop.example/final/tlsutil"
@@ -145,19 +145,19 @@ func run(args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	if cfg.DryRun {
-		ctx = interceptor.WithDryRun(ctx)
+		ctx = client.WithDryRun(ctx)
 	}
 	var hdr metadata.MD
 	switch cmd[0] {
 	case "store":
-		if _, err := c.Store(interceptor.AskReplica(ctx), &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
+		if _, err := c.Store(client.AskReplica(ctx), &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
 			return fmt.Errorf("store %q: %s", cmd[1], describe(err))
 		}
 		verb := "Stored"
 		if cfg.DryRun {
 			verb = "Would store"
 		}
-		fmt.Fprintf(out, "%s %s (replica %s)\n", verb, cmd[1], strings.Join(hdr.Get(interceptor.ReplicaHeader), ","))
+		fmt.Fprintf(out, "%s %s (replica %s)\n", verb, cmd[1], strings.Join(hdr.Get(client.ReplicaHeader), ","))
 	case "get":
 		resp, err := c.Get(ctx, &rpc.GetReq{Key: cmd[1]})
 		if err != nil {
@@ -179,7 +179,7 @@ func stats(cfg config, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	for i, addr := range strings.Split(cfg.Admin, ",") {
-		f, err := telemetry.Scrape(ctx, addr)
+		f, err := scrape.Scrape(ctx, addr)
 		if err != nil {
 			return fmt.Errorf("stats %s: %w (is the server's admin port there?)", addr, err)
 		}
@@ -188,7 +188,7 @@ func stats(cfg config, out io.Writer) error {
 			fmt.Fprintln(out)
 		}
 		fmt.Fprintf(out, "== %s %s (%s)\n", name, instance, addr)
-		if err := telemetry.WriteSummary(out, f, name); err != nil {
+		if err := scrape.WriteSummary(out, f, name); err != nil {
 			return err
 		}
 	}

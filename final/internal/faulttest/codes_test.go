@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/rpc"
 )
 

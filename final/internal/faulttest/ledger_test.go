@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/tlsutil"
 )

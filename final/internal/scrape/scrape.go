@@ -1,4 +1,7 @@
-package telemetry
+// Package scrape reads a server's /metrics for `cachectl stats` (and the
+// tests that check what it shows): a scrape parsed into families, and the
+// summary cachectl prints.
+package scrape
 
 import (
 	"context"

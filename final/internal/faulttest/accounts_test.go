@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/rpc"
 )
 

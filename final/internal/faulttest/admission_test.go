@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/client"
-	"grpcworkshop.example/final/faulttest"
+	"grpcworkshop.example/final/internal/faulttest"
 	"grpcworkshop.example/final/rpc"
 )
 
