@@ -73,6 +73,7 @@ type LookupFunc func(ctx context.Context, token string) (accounts.Account, error
 type Authenticator struct {
 	lookup LookupFunc
 	cfg    CacheConfig
+	up     Upstream
 	now    func() time.Time
 
 	// Observe, if set before the first call, hears how each token was
@@ -95,15 +96,14 @@ type entry struct {
 	fetched time.Time
 }
 
-// NewAuthenticator caches lookup's answers as cfg says; cfg.TTL 0 caches
-// nothing (every call asks Accounts).
-func NewAuthenticator(lookup LookupFunc, cfg CacheConfig) *Authenticator {
-	cfg.defaults()
+// NewAuthenticator caches lookup's answers as cfg says, and asks Accounts
+// as up says; cfg.TTL 0 caches nothing (every call asks Accounts).
+func NewAuthenticator(lookup LookupFunc, cfg CacheConfig, up Upstream) *Authenticator {
 	if cfg.TTL <= 0 {
 		cfg.TTL, cfg.Stale, cfg.NegativeTTL = 0, 0, 0
 	}
 	return &Authenticator{
-		lookup: lookup, cfg: cfg, now: time.Now,
+		lookup: lookup, cfg: cfg, up: up, now: time.Now,
 		neg:     negativeCache{max: cfg.MaxNegative},
 		flights: map[string]*flight[*accounts.Account]{},
 	}
@@ -210,7 +210,7 @@ func (a *Authenticator) isDown(now time.Time) bool {
 func (a *Authenticator) unavailable(cause error) error {
 	return &fault.Error{
 		Reason: fault.AccountsUnavailable, Msg: "accounts service unavailable",
-		RetryAfter: a.cfg.RetryAfter, Err: cause,
+		RetryAfter: a.up.RetryAfter, Err: cause,
 	}
 }
 
@@ -232,8 +232,12 @@ func (a *Authenticator) fetch(ctx context.Context, token string) (*accounts.Acco
 			}
 			f = &flight[*accounts.Account]{done: make(chan struct{})}
 			a.flights[token] = f
-			limit, own := a.now().Add(a.cfg.LookupTimeout), true
-			if dl, ok := ctx.Deadline(); ok && dl.Before(limit) {
+			var limit time.Time // zero: no bound but the caller's
+			own := a.up.LookupTimeout > 0
+			if own {
+				limit = a.now().Add(a.up.LookupTimeout)
+			}
+			if dl, ok := ctx.Deadline(); ok && (limit.IsZero() || dl.Before(limit)) {
 				limit, own = dl, false
 			}
 			go a.run(context.WithoutCancel(ctx), limit, own, token, f)
@@ -247,11 +251,14 @@ func (a *Authenticator) fetch(ctx context.Context, token string) (*accounts.Acco
 	}
 }
 
-// run is one lookup, until deadline; own says the deadline is
+// run is one lookup, until deadline (zero: none); own says the deadline is
 // LookupTimeout's rather than a caller's.
 func (a *Authenticator) run(ctx context.Context, deadline time.Time, own bool, token string, f *flight[*accounts.Account]) {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	var acct *accounts.Account
 	found, err := a.lookup(ctx, token)
 	now := a.now()
@@ -275,7 +282,7 @@ func (a *Authenticator) run(ctx context.Context, deadline time.Time, own bool, t
 	a.mu.Lock()
 	switch {
 	case fault.ReasonOf(err) == fault.AccountsUnavailable:
-		a.downUntil = now.Add(a.cfg.RetryAfter)
+		a.downUntil = now.Add(a.up.RetryAfter)
 	case err == nil || fault.ReasonOf(err) == fault.UnknownToken:
 		a.downUntil = time.Time{} // it answered
 	}

@@ -21,7 +21,7 @@ func TestAuthenticatorCachesAccountsForTTLOnly(t *testing.T) {
 			return accounts.Account{}, fault.NoAccount()
 		}
 		return accounts.Account{Tenant: "t"}, nil
-	}, CacheConfig{TTL: 5 * time.Second})
+	}, CacheConfig{TTL: 5 * time.Second}, Upstream{})
 	now := time.Unix(1000, 0)
 	a.now = func() time.Time { return now }
 	ctx := context.Background()

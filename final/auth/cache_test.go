@@ -63,8 +63,11 @@ func (c *clock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newTestAuth(f *fakeAccounts, cfg CacheConfig) (*Authenticator, *clock) {
-	a := NewAuthenticator(f.lookup, cfg)
+func newTestAuth(f *fakeAccounts, cfg CacheConfig, up ...Upstream) (*Authenticator, *clock) {
+	if len(up) == 0 {
+		up = []Upstream{{}}
+	}
+	a := NewAuthenticator(f.lookup, cfg, up[0])
 	c := &clock{now: time.Unix(1000, 0)}
 	a.now = c.Now
 	return a, c
@@ -72,7 +75,7 @@ func newTestAuth(f *fakeAccounts, cfg CacheConfig) (*Authenticator, *clock) {
 
 func TestKnownTokensServeStaleWhileAccountsIsDownForStaleOnly(t *testing.T) {
 	f := &fakeAccounts{valid: map[string]bool{"tok": true}}
-	a, clk := newTestAuth(f, CacheConfig{TTL: 5 * time.Second, Stale: time.Minute, RetryAfter: time.Second})
+	a, clk := newTestAuth(f, CacheConfig{TTL: 5 * time.Second, Stale: time.Minute}, Upstream{RetryAfter: time.Second})
 	ctx := context.Background()
 	_, err := a.Account(ctx, "tok")
 	require.NoError(t, err)
@@ -181,7 +184,7 @@ func TestNegativeCacheIsBounded(t *testing.T) {
 
 func TestHungAccountsCostsALookupTimeoutNotTheCallersDeadline(t *testing.T) {
 	f := &fakeAccounts{valid: map[string]bool{"tok": true}, hang: true}
-	a, _ := newTestAuth(f, CacheConfig{TTL: time.Second, LookupTimeout: 50 * time.Millisecond, RetryAfter: time.Hour})
+	a, _ := newTestAuth(f, CacheConfig{TTL: time.Second}, Upstream{LookupTimeout: 50 * time.Millisecond, RetryAfter: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := a.Account(ctx, "tok")

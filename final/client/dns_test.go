@@ -77,14 +77,14 @@ func TestDNSDiscoverySpreadsKeysAndFollowsTheAnswer(t *testing.T) {
 		Logger:       log,
 		Directory:    accounts.Accounts(map[string]accounts.Account{"tok": {Tenant: "t", MaxCacheKeys: 10_000}}),
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
+			_, accPort, err := net.SplitHostPort(c.Accounts.Addr)
 			if err == nil {
-				c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + accPort
+				c.Accounts.Addr = "dns://" + ns.Addr + "/accounts.test:" + accPort
 			}
 			c.MaxConnectionAge = maxAge
 			// Peers by name too, as in a deployment: the certificates
 			// name the service, not the addresses.
-			c.Peers = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
+			c.Peers.Addrs = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
 		},
 	})
 	require.NoError(t, err)

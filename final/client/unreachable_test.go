@@ -111,7 +111,7 @@ func TestKeysOfAReplicaCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t *testi
 	}
 	t.Parallel()
 	// No forwarding: the next replica answers for itself.
-	st := startTwoReplicas(t, func(_ int, c *server.CacheConfig) { c.Peers = "" })
+	st := startTwoReplicas(t, func(_ int, c *server.CacheConfig) { c.Peers.Addrs = "" })
 	tlsCfg, err := tlsutil.ClientConfig(st.CA, "", "")
 	require.NoError(t, err)
 	cable := faulttest.NewCable(t, st.CacheAddrs[1])

@@ -191,10 +191,10 @@ func Start(cfg Config) (_ *Stack, err error) {
 		ccfg := server.DefaultCacheConfig()
 		ccfg.TLS, ccfg.Logger = srvTLS, cfg.Logger
 		ccfg.ReplicaID = fmt.Sprintf("cache-%d", i+1)
-		ccfg.AccountsAddr, ccfg.AccountsTLS = st.AccountsAddr, cliTLS
-		ccfg.Peers, ccfg.Self, ccfg.PeerTLS = st.Target(), st.CacheAddrs[i], peerTLS
+		ccfg.Accounts.Addr, ccfg.Accounts.TLS = st.AccountsAddr, cliTLS
+		ccfg.Peers.Addrs, ccfg.Peers.Self, ccfg.Peers.TLS = st.Target(), st.CacheAddrs[i], peerTLS
 		if webLis[i] != nil {
-			ccfg.Web = server.WebConfig{
+			ccfg.HTTP = server.WebConfig{
 				Addr: webLis[i].Addr().String(), Plaintext: true,
 				AllowedOrigins: st.WebURLs, Replicas: st.WebURLs,
 			}

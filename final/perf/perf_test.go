@@ -63,7 +63,7 @@ func startFull(b *testing.B, useTLS bool) (*devstack.Stack, credentials.Transpor
 		// A quota no run reaches: new-key Stores measure a reservation each.
 		Directory: accounts.Accounts(map[string]accounts.Account{token: {MaxCacheKeys: 1 << 40}}),
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			c.Rate, c.TenantRate = rate.Inf, rate.Inf
+			c.Limits.Rate, c.Limits.TenantRate = rate.Inf, rate.Inf
 			if !useTLS {
 				c.TLS = nil
 			}

@@ -68,7 +68,7 @@ func BenchmarkTelemetryOverhead(b *testing.B) {
 				Logger:       quiet,
 				Directory:    accounts.Accounts(map[string]accounts.Account{token: {MaxCacheKeys: 10 * keySpace}}),
 				TuneCache: func(_ int, c *server.CacheConfig) {
-					c.Rate, c.TenantRate = rate.Inf, rate.Inf
+					c.Limits.Rate, c.Limits.TenantRate = rate.Inf, rate.Inf
 					c.TLS = nil
 					c.Telemetry = tel
 					if v.name == "plugin" {

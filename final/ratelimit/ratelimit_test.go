@@ -69,7 +69,7 @@ func TestAdmissionTapKeepsThePayingBudgetForKnownTenantsAndNeverLimitsHealth(t *
 func BenchmarkAdmissionTap(b *testing.B) {
 	authn := auth.NewAuthenticator(func(context.Context, string) (accounts.Account, error) {
 		return accounts.Account{Tenant: "t"}, nil
-	}, auth.CacheConfig{TTL: time.Hour})
+	}, auth.CacheConfig{TTL: time.Hour}, auth.Upstream{})
 	_, err := authn.Account(context.Background(), "tok")
 	require.NoError(b, err)
 	h := AdmissionTap(Budgets{Paying: rate.Inf, Unauthenticated: rate.Inf}, auth.Public, authn.Admit)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -64,19 +65,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	}
 	svc := accounts.NewServiceWith(cfg.Directory, ledger)
 	log := cfg.logger().With("service", "accounts")
-	opts := append(cfg.options(),
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{
-			interceptor.LogUnaryServer(log),
-			apierr.UnaryServerInterceptor(log),
-			interceptor.RecoverUnary(),
-			interceptor.DeadlineUnary(cfg.MaxDeadline),
-		}, cfg.Unary...)...),
-		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
-			interceptor.LogStreamServer(log),
-			apierr.StreamServerInterceptor(log),
-			interceptor.RecoverStream(),
-		}, cfg.Stream...)...),
-	)
+	opts := append(cfg.options(), accountsChain(cfg.MaxDeadline, log).options(&cfg.Common)...)
 	srv := newServer(&cfg.Common, log, opts, nil, []string{rpc.Accounts_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
 		rpc.RegisterAccountsServer(gs, &accountsService{svc: svc})
 	})
@@ -87,6 +76,18 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 		}
 	}
 	return &AccountsServer{Server: srv, svc: svc}, nil
+}
+
+// accountsChain is the Accounts server's interceptor table, outermost
+// first: the same first links as a replica's (cacheChain). Accounts has
+// no stream of its own; health and reflection are never capped.
+func accountsChain(maxDeadline time.Duration, log *slog.Logger) chain {
+	return chain{
+		{"log", interceptor.LogUnaryServer(log), interceptor.LogStreamServer(log)},
+		{"errors", apierr.UnaryServerInterceptor(log), apierr.StreamServerInterceptor(log)},
+		{"recover", interceptor.RecoverUnary(), interceptor.RecoverStream()},
+		{"deadline", interceptor.DeadlineUnary(maxDeadline), interceptor.DeadlineStream(maxDeadline)},
+	}
 }
 
 // accountsService is the Accounts service on the wire.

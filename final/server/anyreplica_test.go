@@ -340,15 +340,15 @@ func TestReflectionAndHealthIgnoreDryRunAndGzipIsAccepted(t *testing.T) {
 func TestPeersFromAResolverAreWatched(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 3, tuneCache: func(i int, c *server.CacheConfig) {
 		var addrs []resolver.Address
-		for _, a := range strings.Split(c.Peers, ",") {
+		for _, a := range strings.Split(c.Peers.Addrs, ",") {
 			addrs = append(addrs, resolver.Address{Addr: a})
 		}
 		r := manual.NewBuilderWithScheme(fmt.Sprintf("peers-%s-%d", strings.ToLower(t.Name()), i))
 		r.InitialState(resolver.State{Addresses: addrs})
 		resolver.Register(r)
-		c.Peers, c.Self = r.Scheme()+":///cache", ""
-		c.PeerTLS = c.PeerTLS.Clone()
-		c.PeerTLS.ServerName = "127.0.0.1" // the development certificate's name for loopback
+		c.Peers.Addrs, c.Peers.Self = r.Scheme()+":///cache", ""
+		c.Peers.TLS = c.Peers.TLS.Clone()
+		c.Peers.TLS.ServerName = "127.0.0.1" // the development certificate's name for loopback
 	}})
 	ctx := testContext(t)
 	rh := cacheClient(t, st, tok)
@@ -475,12 +475,12 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 	var peers string
 	st := startStack(t, stackOpts{replicas: 2, tuneCache: func(i int, c *server.CacheConfig) {
 		if i == 0 {
-			peers = c.Self + "," + cable.Addr()
+			peers = c.Peers.Self + "," + cable.Addr()
 		} else {
-			cable.Connect(c.Self)
-			c.Self = cable.Addr()
+			cable.Connect(c.Peers.Self)
+			c.Peers.Self = cable.Addr()
 		}
-		c.Peers = peers
+		c.Peers.Addrs = peers
 	}})
 	ring := keyaffinity.NewRing(strings.Split(peers, ","))
 	var key string
@@ -503,7 +503,7 @@ func TestKeysForwardedToAPeerCutOffOverAnOpenConnectionMoveWithinTheKeepalive(t 
 	// client's connect timeout (2s) before its ring walks on. Two seconds
 	// more for the retry's backoff and a busy machine.
 	cfg := server.DefaultCacheConfig()
-	bound := cfg.PeerKeepaliveTime + cfg.PeerKeepaliveTimeout + 2*time.Second + 2*time.Second
+	bound := cfg.Peers.KeepaliveTime + cfg.Peers.KeepaliveTimeout + 2*time.Second + 2*time.Second
 	took := faulttest.AwaitMiss(t, cut, bound, func(ctx context.Context) error {
 		_, err := get(ctx, one, key)
 		return err
@@ -567,8 +567,8 @@ func TestAReplicaReachesANewAccountsWithinTheKeepaliveAfterTheOldOneIsCutOff(t *
 		Logger:       quiet,
 		Directory:    testDirectory(),
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			cable.Connect(c.AccountsAddr)
-			c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + port
+			cable.Connect(c.Accounts.Addr)
+			c.Accounts.Addr = "dns://" + ns.Addr + "/accounts.test:" + port
 		},
 	})
 	require.NoError(t, err)
@@ -588,7 +588,7 @@ func TestAReplicaReachesANewAccountsWithinTheKeepaliveAfterTheOldOneIsCutOff(t *
 	// reached (a connection attempt that reaches the cut address first
 	// gives up after 2s). Two seconds more for a busy machine.
 	cfg := server.DefaultCacheConfig()
-	bound := cfg.AccountsKeepaliveTime + cfg.AccountsKeepaliveTimeout + 2*time.Second + 2*time.Second
+	bound := cfg.Accounts.KeepaliveTime + cfg.Accounts.KeepaliveTimeout + 2*time.Second + 2*time.Second
 	for {
 		left := time.Until(cut.Add(bound))
 		require.Positive(t, left, "a new key still fails %s after Accounts was cut off and replaced", bound)
@@ -615,7 +615,7 @@ func TestAReplicaReachesANewAccountsWithinTheKeepaliveAfterTheOldOneIsCutOff(t *
 // client.DefaultKeepaliveTime.
 func TestServersPermitTheKeepaliveOfOurClientsAndPeers(t *testing.T) {
 	cc, ac := server.DefaultCacheConfig(), server.DefaultAccountsConfig()
-	for _, every := range []time.Duration{client.DefaultKeepaliveTime, client.MinKeepaliveTime, cc.PeerKeepaliveTime, cc.AccountsKeepaliveTime} {
+	for _, every := range []time.Duration{client.DefaultKeepaliveTime, client.MinKeepaliveTime, cc.Peers.KeepaliveTime, cc.Accounts.KeepaliveTime} {
 		assert.Less(t, cc.KeepaliveMinTime, every)
 		assert.Less(t, ac.KeepaliveMinTime, every)
 	}
@@ -645,11 +645,11 @@ func TestANewReplicaFindsItselfAmongItsPeersSoonAfterDNSListsIt(t *testing.T) {
 		Logger:       quiet,
 		Directory:    testDirectory(),
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			_, accPort, err := net.SplitHostPort(c.AccountsAddr)
+			_, accPort, err := net.SplitHostPort(c.Accounts.Addr)
 			if err == nil {
-				c.AccountsAddr = "dns://" + ns.Addr + "/accounts.test:" + accPort
+				c.Accounts.Addr = "dns://" + ns.Addr + "/accounts.test:" + accPort
 			}
-			c.Peers = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
+			c.Peers.Addrs = "dns://" + ns.Addr + "/cache.test:" + strconv.Itoa(port)
 		},
 	})
 	require.NoError(t, err)

@@ -140,7 +140,7 @@ func TestStoreOfANewKeyWhileAccountsIsDownStoresNothing(t *testing.T) {
 }
 
 func TestBadRequestsLeaveEveryTenantsDataIntact(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.DumpBatch = 1 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Sizes.DumpBatch = 1 }})
 	mine, theirs := cacheClient(t, st, tok), cacheClient(t, st, "other")
 	conn := dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{})
 	ctx := testContext(t)

@@ -52,7 +52,7 @@ func TestAnUnexpectedErrorIsInternalWithAGenericMessage(t *testing.T) {
 // fail through the real stack and checks code and ErrorInfo reason.
 func TestEveryErrorPathCarriesADocumentedReason(t *testing.T) {
 	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) {
-		c.TenantRate, c.TenantBurst = 0.001, 1000
+		c.Limits.TenantRate, c.Limits.TenantBurst = 0.001, 1000
 		c.MaxDeadline = 100 * time.Millisecond
 		// A call that asks to block runs into the server's deadline cap.
 		c.Unary = append(c.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

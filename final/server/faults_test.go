@@ -28,7 +28,7 @@ import (
 )
 
 func TestAccountLookupsAreCachedSoAccountsDownKeepsKnownTenantsServing(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.AuthTTL = time.Hour }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Auth.TTL = time.Hour }})
 	c := cacheClient(t, st, tok)
 	ctx := testContext(t)
 	require.NoError(t, store(ctx, c, "k", "v"))
@@ -44,7 +44,7 @@ func TestAccountLookupsAreCachedSoAccountsDownKeepsKnownTenantsServing(t *testin
 }
 
 func TestRevokedTokenAndChangedQuotaTakeEffect(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.AuthTTL = 10 * time.Millisecond }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Auth.TTL = 10 * time.Millisecond }})
 	c := cacheClient(t, st, tok)
 	ctx := testContext(t)
 	require.NoError(t, store(ctx, c, "k", "v"))
@@ -164,7 +164,7 @@ func dumpAll(t *testing.T, ctx context.Context, c rpc.CacheClient) map[string]st
 }
 
 func TestDumpStreamsOnlyTheCallersItems(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.DumpBatch = 2 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Sizes.DumpBatch = 2 }})
 	mine, theirs := cacheClient(t, st, tok), cacheClient(t, st, "other")
 	ctx := testContext(t)
 	want := map[string]string{}
@@ -197,7 +197,7 @@ func TestDumpHoldsNoLockWhileSending(t *testing.T) {
 }
 
 func TestDumpCancelledHalfWayLeavesTheServerServing(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.DumpBatch = 1 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Sizes.DumpBatch = 1 }})
 	c := cacheClient(t, st, tok)
 	ctx := testContext(t)
 	big := string(make([]byte, 64<<10))
@@ -230,7 +230,7 @@ func retryInfo(err error) *errdetails.RetryInfo {
 func noRetry() client.Options { return client.Options{Retry: retryOnce} }
 
 func TestGlobalRateLimitRefusesWithRetryInfo(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Rate, c.Burst = 0.001, 2 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Rate, c.Limits.Burst = 0.001, 2 }})
 	c := rpc.NewCacheClient(dialTarget(t, st, st.Target(), tok, noRetry()))
 	ctx := testContext(t)
 
@@ -246,7 +246,7 @@ func TestGlobalRateLimitRefusesWithRetryInfo(t *testing.T) {
 }
 
 func TestOneTenantsFloodDoesNotStarveAnother(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.TenantRate, c.TenantBurst = 0.001, 3 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.TenantRate, c.Limits.TenantBurst = 0.001, 3 }})
 	flood := rpc.NewCacheClient(dialTarget(t, st, st.Target(), tok, noRetry()))
 	calm := rpc.NewCacheClient(dialTarget(t, st, st.Target(), "other", noRetry()))
 	ctx := testContext(t)
@@ -303,8 +303,8 @@ func TestMaxConnectionAgeMakesClientsReconnect(t *testing.T) {
 	cfg := server.DefaultCacheConfig()
 	cfg.Logger, cfg.MaxConnectionAge, cfg.MaxConnectionAgeGrace = quiet, 50*time.Millisecond, time.Second
 	cfg.ReplicaID = "aging"
-	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
-	cfg.AuthTTL = time.Hour
+	cfg.Accounts.Addr, cfg.Accounts.TLS = st.AccountsAddr, mustClientTLS(t, st)
+	cfg.Auth.TTL = time.Hour
 	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)
@@ -385,7 +385,7 @@ func TestReplicaStoppedMidTrafficLosesNothingElsewhere(t *testing.T) {
 }
 
 func TestGracefulShutdownDuringDumpFinishesTheStream(t *testing.T) {
-	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.DumpBatch = 1 }})
+	st := startStack(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Sizes.DumpBatch = 1 }})
 	conn := dialTarget(t, st, st.CacheAddrs[0], tok, client.Options{})
 	c := rpc.NewCacheClient(conn)
 	ctx := testContext(t)
@@ -437,4 +437,29 @@ func TestReplicaNamesItselfOnlyWhenAsked(t *testing.T) {
 		_, err := get(client.AskReplica(ctx), c, "k", o)
 		return err
 	}))
+}
+
+// A caller without a valid token learns nothing else, not even the
+// replica's name, on a unary call and on a stream alike. (The stream chain
+// once set the header before authentication; grpc-go drops the header of a
+// stream that fails before sending any, so it never showed, but the order
+// is now the unary one: see TestUnaryAndStreamChainsHaveOneOrder.)
+func TestACallerWithoutAValidTokenIsNotToldTheReplica(t *testing.T) {
+	st := startStack(t, stackOpts{replicas: 1})
+	c := cacheClient(t, st, "nobody")
+	ctx := client.AskReplica(testContext(t))
+
+	var hdr, trl metadata.MD
+	_, err := get(ctx, c, "k", grpc.Header(&hdr), grpc.Trailer(&trl))
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	assert.Empty(t, hdr.Get(client.ReplicaHeader), "unary: not told")
+	assert.Empty(t, trl.Get(client.ReplicaHeader), "unary: not told")
+
+	stream, err := c.Dump(ctx, &rpc.DumpReq{})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	hdr, _ = stream.Header()
+	assert.Empty(t, hdr.Get(client.ReplicaHeader), "stream: not told")
+	assert.Empty(t, stream.Trailer().Get(client.ReplicaHeader), "stream: not told")
 }

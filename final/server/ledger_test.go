@@ -28,7 +28,7 @@ import (
 
 // Issue 15's target: new keys in blocks, and still exactly the quota.
 func TestNewKeysAcrossThreeReplicasEndAtExactlyTheQuota(t *testing.T) {
-	st := startStack(t, stackOpts{replicas: 3, tuneCache: func(_ int, c *server.CacheConfig) { c.Rate, c.TenantRate = 0, 0 }})
+	st := startStack(t, stackOpts{replicas: 3, tuneCache: func(_ int, c *server.CacheConfig) { c.Limits.Rate, c.Limits.TenantRate = 0, 0 }})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // 4,500 calls under -race on a busy machine
 	defer cancel()
 	const quota, workers, perWorker = 1000, 3, 400 // 1,200 attempts per replica

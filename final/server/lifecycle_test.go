@@ -99,8 +99,8 @@ func TestAConstructedServerRunsNothingAndAFailedListenLeaksNothing(t *testing.T)
 
 	cfg := server.DefaultCacheConfig()
 	cfg.Logger, cfg.ReplicaID = quiet, "never-served"
-	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
-	cfg.LeaseInterval = time.Millisecond // would report at once if anything ran
+	cfg.Accounts.Addr, cfg.Accounts.TLS = st.AccountsAddr, mustClientTLS(t, st)
+	cfg.Accounts.LeaseInterval = time.Millisecond // would report at once if anything ran
 	cfg.Addr = taken.Addr().String()
 	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)
@@ -112,24 +112,25 @@ func TestAConstructedServerRunsNothingAndAFailedListenLeaksNothing(t *testing.T)
 
 // TestAnAccountsKeepaliveBelowGRPCsFloorStopsStartup: grpc-go would raise
 // a keepalive time below 10s silently; the replica refuses it instead, as
-// client.Dial does.
+// client.Dial does. Zero means "off" in every configuration of final, and
+// keepalive to Accounts cannot be off: zero is refused too.
 func TestAnAccountsKeepaliveBelowGRPCsFloorStopsStartup(t *testing.T) {
 	for _, tc := range []struct {
 		interval, timeout time.Duration
 		want              string
 	}{
-		{5 * time.Second, 0, "accounts: keepalive time 5s is below gRPC's minimum of 10s"},
-		{0, -time.Second, "accounts: negative keepalive timeout"},
+		{5 * time.Second, time.Second, "accounts: keepalive time 5s is below gRPC's minimum of 10s"},
+		{10 * time.Second, -time.Second, "accounts: keepalive time and timeout must be positive"},
+		{0, 0, "keepalive cannot be turned off"},
 	} {
 		cfg := server.DefaultCacheConfig()
 		cfg.Logger, cfg.ReplicaID = quiet, "never-served"
-		cfg.AccountsKeepaliveTime, cfg.AccountsKeepaliveTimeout = tc.interval, tc.timeout
+		cfg.Accounts.KeepaliveTime, cfg.Accounts.KeepaliveTimeout = tc.interval, tc.timeout
 		_, err := server.NewCache(cfg)
 		require.ErrorContains(t, err, tc.want)
 	}
 	cfg := server.DefaultCacheConfig()
 	cfg.Logger, cfg.ReplicaID = quiet, "never-served"
-	cfg.AccountsKeepaliveTime, cfg.AccountsKeepaliveTimeout = 0, 0 // the client's defaults
 	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)
 	srv.Stop()

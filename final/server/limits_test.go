@@ -68,7 +68,7 @@ func serveCache(t *testing.T, st *devstack.Stack, lis net.Listener, tune func(*s
 	cfg := server.DefaultCacheConfig()
 	cfg.TLS, cfg.Logger = srvTLS, quiet
 	cfg.ReplicaID = "extra"
-	cfg.AccountsAddr, cfg.AccountsTLS = st.AccountsAddr, mustClientTLS(t, st)
+	cfg.Accounts.Addr, cfg.Accounts.TLS = st.AccountsAddr, mustClientTLS(t, st)
 	tune(&cfg)
 	srv, err := server.NewCache(cfg)
 	require.NoError(t, err)

@@ -322,8 +322,8 @@ func TestRateLimitRejectionsAreCountedByScope(t *testing.T) {
 		scope string
 		tune  func(c *server.CacheConfig)
 	}{
-		{"service", func(c *server.CacheConfig) { c.Rate, c.Burst = 0.001, 1 }},
-		{"tenant", func(c *server.CacheConfig) { c.TenantRate, c.TenantBurst = 0.001, 1 }},
+		{"service", func(c *server.CacheConfig) { c.Limits.Rate, c.Limits.Burst = 0.001, 1 }},
+		{"tenant", func(c *server.CacheConfig) { c.Limits.TenantRate, c.Limits.TenantBurst = 0.001, 1 }},
 	} {
 		t.Run(tc.scope, func(t *testing.T) {
 			ends := newCallEnds("/rpc.Cache/")

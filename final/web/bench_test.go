@@ -25,7 +25,7 @@ import (
 // path's cost.
 func BenchmarkGetByProtocol(b *testing.B) {
 	st := startWeb(b, 1, func(_ int, c *server.CacheConfig) {
-		c.Web.Plaintext = false // HTTPS with the replica's certificate, as the gRPC port
+		c.HTTP.Plaintext = false // HTTPS with the replica's certificate, as the gRPC port
 		c.Logger = quiet
 	})
 	base := strings.Replace(st.WebURLs[0], "http://", "https://", 1)

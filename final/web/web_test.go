@@ -61,7 +61,7 @@ func startWeb(t testing.TB, replicas int, tune func(int, *server.CacheConfig)) *
 		Logger:       quiet,
 		Directory:    directory(),
 		TuneCache: func(i int, c *server.CacheConfig) {
-			c.Rate, c.TenantRate = 0, 0 // no limits unless a test sets one
+			c.Limits.Rate, c.Limits.TenantRate = 0, 0 // no limits unless a test sets one
 			if tune != nil {
 				tune(i, c)
 			}
@@ -290,7 +290,7 @@ func TestHTTPErrorsCarryTheirStatusAndDetails(t *testing.T) {
 
 func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
 	const allowed = "https://console.example.com"
-	st := startWeb(t, 1, func(_ int, c *server.CacheConfig) { c.Web.AllowedOrigins = []string{allowed} })
+	st := startWeb(t, 1, func(_ int, c *server.CacheConfig) { c.HTTP.AllowedOrigins = []string{allowed} })
 	base := st.WebURLs[0]
 
 	preflight := func(origin string) (int, http.Header) {
@@ -386,8 +386,8 @@ func TestConnectAndGRPCWebStreamDump(t *testing.T) {
 // knows draws on the paying budget, anyone else on the unauthenticated one.
 func TestHTTPCallsCountAgainstTheGlobalRateLimit(t *testing.T) {
 	st := startWeb(t, 1, func(_ int, c *server.CacheConfig) {
-		c.Rate, c.Burst = 0.001, 1
-		c.UnauthRate, c.UnauthBurst = 0.001, 1
+		c.Limits.Rate, c.Limits.Burst = 0.001, 1
+		c.Limits.UnauthRate, c.Limits.UnauthBurst = 0.001, 1
 	})
 	base := st.WebURLs[0]
 	code, _, body := call(t, "GET", base+"/v1/keys/k", "", "", bearer...)

@@ -55,14 +55,14 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f := cli.New(fs, "CACHE_")
 	f.String(&c.Addr, "addr", "address to listen on")
 	f.String(&c.ReplicaID, "id", "replica name, e.g. the pod name (empty: hostname); its lease at Accounts adds a random suffix per process")
-	f.String(&c.AccountsAddr, "accounts", "Accounts service address")
+	f.String(&c.Accounts.Addr, "accounts", "Accounts service address")
 	f.String(&c.Cert, "cert", "server certificate")
 	f.String(&c.Key, "key", "server key")
 	f.String(&c.CA, "ca", "CA that signed Accounts' certificate")
 	f.String(&c.ClientCert, "client-cert", "client certificate presented to Accounts")
 	f.String(&c.ClientKey, "client-key", "client key")
-	f.Duration(&c.AuthTTL, "auth-ttl", "how long a token's account is cached (a revoked token works at most this long); 0: not cached")
-	f.Duration(&c.LeaseInterval, "lease-interval", "how often holdings are reported to Accounts")
+	f.Duration(&c.Auth.TTL, "auth-ttl", "how long a token's account is cached (a revoked token works at most this long); 0: not cached")
+	f.Duration(&c.Accounts.LeaseInterval, "lease-interval", "how often holdings are reported to Accounts")
 	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
 	f.Duration(&c.MaxConnectionAge, "max-connection-age", "connections are closed after this long, so clients re-resolve; 0: never")
 	f.Int(&c.MaxConns, "max-conns", "connections past their handshake at once; 0: no limit")
@@ -73,26 +73,26 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Uint32(&c.MaxConcurrentStreams, "max-streams", "calls in flight per connection; 0: no limit")
 	f.Duration(&c.DrainDelay, "drain-delay", "how long to report NOT_SERVING before refusing new calls")
 	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
-	f.Float((*float64)(&c.Rate), "rate", "calls per second for the whole replica; 0: no limit")
-	f.Float((*float64)(&c.TenantRate), "tenant-rate", "calls per second per tenant; 0: no limit")
-	f.Float((*float64)(&c.UnauthRate), "unauth-rate", "calls per second, apart from -rate, of callers without a known token; health is never limited; 0: no limit")
-	f.Duration(&c.AuthStale, "auth-stale", "how long past -auth-ttl a known token keeps working while Accounts cannot be reached; 0: not at all")
-	f.Duration(&c.AuthNegativeTTL, "auth-negative-ttl", "how long a token Accounts refused is refused without asking again; 0: not cached")
-	f.Duration(&c.AccountsTimeout, "accounts-timeout", "longest wait for Accounts on a caller's behalf, then Unavailable; 0: the caller's deadline")
-	f.Duration(&c.AccountsRetryAfter, "accounts-retry-after", "after Accounts failed to answer, how long before asking again (the RetryInfo delay)")
-	f.Duration(&c.AccountsKeepaliveTime, "accounts-keepalive-time", "after this long without a frame from Accounts, ping it (at least 10s, gRPC's floor; 0: 10s)")
-	f.Duration(&c.AccountsKeepaliveTimeout, "accounts-keepalive-timeout", "an Accounts that does not answer a ping, or acknowledge bytes sent, within this long is dropped: its address is resolved again and reconnected (0: 2s)")
+	f.Float((*float64)(&c.Limits.Rate), "rate", "calls per second for the whole replica; 0: no limit")
+	f.Float((*float64)(&c.Limits.TenantRate), "tenant-rate", "calls per second per tenant; 0: no limit")
+	f.Float((*float64)(&c.Limits.UnauthRate), "unauth-rate", "calls per second, apart from -rate, of callers without a known token; health is never limited; 0: no limit")
+	f.Duration(&c.Auth.Stale, "auth-stale", "how long past -auth-ttl a known token keeps working while Accounts cannot be reached; 0: not at all")
+	f.Duration(&c.Auth.NegativeTTL, "auth-negative-ttl", "how long a token Accounts refused is refused without asking again; 0: not cached")
+	f.Duration(&c.Accounts.Timeout, "accounts-timeout", "longest wait for Accounts on a caller's behalf, then Unavailable; 0: the caller's deadline")
+	f.Duration(&c.Accounts.RetryAfter, "accounts-retry-after", "after Accounts failed to answer, how long before asking again (the RetryInfo delay)")
+	f.Duration(&c.Accounts.KeepaliveTime, "accounts-keepalive-time", "after this long without a frame from Accounts, ping it (at least 10s, gRPC's floor; keepalive cannot be off)")
+	f.Duration(&c.Accounts.KeepaliveTimeout, "accounts-keepalive-timeout", "an Accounts that does not answer a ping, or acknowledge bytes sent, within this long is dropped: its address is resolved again and reconnected (must be positive)")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
-	f.String(&c.Web.Addr, "http-addr", "HTTP listener for browsers and REST: gRPC-Web, Connect, REST/JSON and the web console (empty: none)")
-	f.Bool(&c.Web.Plaintext, "http-plaintext", "serve -http-addr without TLS: loopback development, or behind a proxy that terminates TLS")
+	f.String(&c.HTTP.Addr, "http-addr", "HTTP listener for browsers and REST: gRPC-Web, Connect, REST/JSON and the web console (empty: none)")
+	f.Bool(&c.HTTP.Plaintext, "http-plaintext", "serve -http-addr without TLS: loopback development, or behind a proxy that terminates TLS")
 	f.String(&c.CORSOrigins, "cors-origins", "comma-separated origins whose pages may call -http-addr, e.g. https://console.example.com (empty: none)")
 	f.String(&c.ConsoleReplicas, "console-replicas", "comma-separated HTTP base URLs of every replica, for the web console (empty: this one)")
 	f.String(&c.LogFormat, "log-format", "text or json")
 	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
-	f.String(&c.Peers, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
-	f.String(&c.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
-	f.Duration(&c.PeerKeepaliveTime, "peer-keepalive-time", "after this long without a frame from a peer, ping it (at least 10s, gRPC's floor; 0: 10s)")
-	f.Duration(&c.PeerKeepaliveTimeout, "peer-keepalive-timeout", "a peer that does not answer a ping, or acknowledge bytes sent, within this long is dropped and its keys go to the next replica (0: 2s)")
+	f.String(&c.Peers.Addrs, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
+	f.String(&c.Peers.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
+	f.Duration(&c.Peers.KeepaliveTime, "peer-keepalive-time", "after this long without a frame from a peer, ping it (at least 10s, gRPC's floor; keepalive cannot be off)")
+	f.Duration(&c.Peers.KeepaliveTimeout, "peer-keepalive-timeout", "a peer that does not answer a ping, or acknowledge bytes sent, within this long is dropped and its keys go to the next replica (must be positive)")
 	f.Duration(&c.KeepaliveMinTime, "keepalive-min-time", "clients (and peers) may ping this often; more often gets GOAWAY too_many_pings; keep it below every client's keepalive time; 0: no limit")
 }
 
@@ -107,21 +107,21 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Web.AllowedOrigins, err = web.ParseOrigins(cfg.CORSOrigins); err != nil {
+	if cfg.HTTP.AllowedOrigins, err = web.ParseOrigins(cfg.CORSOrigins); err != nil {
 		return fmt.Errorf("-cors-origins: %w", err)
 	}
-	if cfg.Web.Replicas, err = web.ParseOrigins(cfg.ConsoleReplicas); err != nil {
+	if cfg.HTTP.Replicas, err = web.ParseOrigins(cfg.ConsoleReplicas); err != nil {
 		return fmt.Errorf("-console-replicas: %w", err)
 	}
 	if cfg.TLS, err = tlsutil.ServerConfig(cfg.Cert, cfg.Key, ""); err != nil {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
-	if cfg.AccountsTLS, err = tlsutil.ClientConfig(cfg.CA, cfg.ClientCert, cfg.ClientKey); err != nil {
+	if cfg.Accounts.TLS, err = tlsutil.ClientConfig(cfg.CA, cfg.ClientCert, cfg.ClientKey); err != nil {
 		return err
 	}
 	// The peers' certificates are signed by the same CA; forwarded calls
 	// carry the caller's token, so no client certificate is needed.
-	if cfg.PeerTLS, err = tlsutil.ClientConfig(cfg.CA, "", ""); err != nil {
+	if cfg.Peers.TLS, err = tlsutil.ClientConfig(cfg.CA, "", ""); err != nil {
 		return err
 	}
 	cfg.Logger = log

@@ -37,7 +37,7 @@ func TestEveryFlagHasAPrefixedVariable(t *testing.T) {
 	cfg.bind(fs)
 	require.NoError(t, fs.Parse(nil))
 	assert.Equal(t, "warn", cfg.LogLevel)
-	assert.Zero(t, cfg.Rate, "0 means no limit, in the struct as on the command line")
+	assert.Zero(t, cfg.Limits.Rate, "0 means no limit, in the struct as on the command line")
 	t.Setenv("LOG_LEVEL", "error") // a host's unprefixed variable is not ours
 	cfg = defaultConfig()
 	fs = flag.NewFlagSet("cache-server", flag.ContinueOnError)

@@ -50,7 +50,7 @@ func defaultConfig() config {
 		HTTP:     "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082",
 		LogLevel: "info", LogFormat: "text",
 		AccountsAdmin: "127.0.0.1:9050", ReplicasAdmin: "127.0.0.1:9051,127.0.0.1:9052,127.0.0.1:9053",
-		Rate: float64(c.Rate), TenantRate: float64(c.TenantRate),
+		Rate: float64(c.Limits.Rate), TenantRate: float64(c.Limits.TenantRate),
 	}
 }
 
@@ -99,7 +99,7 @@ func run(args []string) error {
 		AccountsAdminAddr: cfg.AccountsAdmin,
 		CacheAdminAddrs:   splitList(cfg.ReplicasAdmin),
 		TuneCache: func(_ int, c *server.CacheConfig) {
-			c.Rate, c.TenantRate = rate.Limit(cfg.Rate), rate.Limit(cfg.TenantRate)
+			c.Limits.Rate, c.Limits.TenantRate = rate.Limit(cfg.Rate), rate.Limit(cfg.TenantRate)
 		},
 	})
 	if err != nil {
