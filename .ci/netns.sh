@@ -6,7 +6,7 @@
 # as in Kubernetes: "accounts" and "cache" (one address per replica), from
 # per-namespace /etc/hosts files that `ip netns exec` mounts. Then one
 # replica's cable is pulled (its switch port set down) and the client must
-# see what final/README.md promises (Deploy, failure modes across hosts).
+# see what final/docs/operations.md and failures.md promise (Deploy, failure modes across hosts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -86,11 +86,11 @@ func TestFromAccountsDecidesByReasonNotCode(t *testing.T) {
 	assert.NoError(t, FromAccounts(nil))
 }
 
-func TestTheReadmeListsEveryReason(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+func TestTheDesignDocListsEveryReason(t *testing.T) {
+	readme, err := os.ReadFile("../docs/design.md")
 	require.NoError(t, err)
 	for _, r := range Reasons() {
-		assert.True(t, strings.Contains(string(readme), "`"+string(r)+"`"), "final/README.md does not list %s", r)
+		assert.True(t, strings.Contains(string(readme), "`"+string(r)+"`"), "final/docs/design.md does not list %s", r)
 	}
 	assert.Contains(t, string(readme), Domain)
 }

@@ -35,7 +35,7 @@ import (
 // built once per registered method and status code, and a call costs one
 // context and two recordings.
 //
-// What this measures differently from the plugin (final/README.md,
+// What this measures differently from the plugin (final/docs/operations.md,
 // Observability): a call's duration ends when its handler returns, before
 // gRPC writes the response and status (the plugin's ends after); calls the
 // tap refuses are recorded (the plugin never sees them); calls gRPC itself

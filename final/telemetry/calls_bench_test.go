@@ -10,8 +10,8 @@ import (
 	"grpcworkshop.example/final/rpc"
 )
 
-// BenchmarkServerCallsRecording is what final/README.md's Performance
-// section quotes for calls.go: one call through the tap wrapper and the
+// BenchmarkServerCallsRecording is what final/docs/performance.md
+// quotes for calls.go: one call through the tap wrapper and the
 // unary interceptor around a handler that does nothing, with gRPC's
 // per-call metrics on ("metrics") and off ("nometrics": Options.NoMetrics,
 // which still begins and ends every call to count rejections).

@@ -1,5 +1,5 @@
 // Package readmetest runs the READMEs: every console block of the root
-// README, final/README.md and each step's README that shows commands is
+// README, final/README.md with final/docs/*.md, and each step's README that shows commands is
 // turned into a testscript (github.com/rogpeppe/go-internal/testscript) and
 // run against binaries built once with `go build`, and what each command
 // prints is compared with what the README shows. The READMEs are the only
@@ -13,7 +13,9 @@
 //
 // # How a README is run
 //
-// Each README is one script, run in a fresh directory that has the
+// Each README is one script (final/README.md followed by final/docs/*.md
+// in name order: the docs' blocks use the servers its quick start
+// started), run in a fresh directory that has the
 // repository's final/ and step directories linked in (so that paths such as
 // final/clients/python/cachectl.py work) and nothing else: files a command
 // writes (certs/, .dev/, bin/) start afresh. Blocks run in order and share

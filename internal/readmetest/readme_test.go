@@ -31,6 +31,8 @@ type tally struct {
 var (
 	mu      sync.Mutex
 	tallies = map[string]*tally{}
+	// owner is the README whose script runs a file's blocks (readmeFiles).
+	owner = map[string]string{}
 )
 
 func TestREADMEs(t *testing.T) {
@@ -70,17 +72,27 @@ func TestREADMEs(t *testing.T) {
 
 	scripts := t.TempDir()
 	for _, readme := range readmes {
-		text, err := os.ReadFile(filepath.Join(repo, readme))
-		require.NoError(t, err)
-		blocks, err := parseREADME(readme, string(text))
-		require.NoError(t, err)
-		tl := &tally{blocks: len(blocks)}
+		var blocks []block
+		tl := &tally{}
 		tallies[readme] = tl
-		for _, b := range blocks {
-			if b.skip != "" {
-				tl.skipped = append(tl.skipped, fmt.Sprintf("line %d: %s", b.line, b.skip))
+		for _, file := range readmeFiles(t, repo, readme) {
+			text, err := os.ReadFile(filepath.Join(repo, file))
+			require.NoError(t, err)
+			bs, err := parseREADME(file, string(text))
+			require.NoError(t, err)
+			owner[file] = readme
+			where := ""
+			if file != readme {
+				where = file + " "
 			}
+			for _, b := range bs {
+				if b.skip != "" {
+					tl.skipped = append(tl.skipped, fmt.Sprintf("%sline %d: %s", where, b.line, b.skip))
+				}
+			}
+			blocks = append(blocks, bs...)
 		}
+		tl.blocks = len(blocks)
 		archive := script(blocks)
 		if archive == "" {
 			continue
@@ -124,7 +136,11 @@ func TestREADMEs(t *testing.T) {
 		if !tl.ran && tl.blocks > len(tl.skipped) {
 			continue
 		}
-		fmt.Fprintf(&sum, "  %-34s %2d / %2d matched, %d not run\n", readme, tl.matched, tl.blocks, len(tl.skipped))
+		name := readme
+		if files := readmeFiles(t, repo, readme); len(files) > 1 {
+			name += " + docs"
+		}
+		fmt.Fprintf(&sum, "  %-34s %2d / %2d matched, %d not run\n", name, tl.matched, tl.blocks, len(tl.skipped))
 		for _, s := range tl.skipped {
 			fmt.Fprintf(&sum, "      not run: %s\n", s)
 		}
@@ -136,6 +152,25 @@ func TestREADMEs(t *testing.T) {
 			t.Errorf("%s: %d blocks, %d matched and %d not run", readme, tl.blocks, tl.matched, len(tl.skipped))
 		}
 	}
+}
+
+// readmeFiles are the files whose blocks make up readme's script, in
+// order: final's front page is followed by its docs/*.md in name order, as
+// one script, so that the docs' blocks run against the servers and the
+// data the quick start left (final/docs/http.md's curl calls use
+// devstack's HTTP ports and the keys stored on the front page).
+func readmeFiles(t *testing.T, repo, readme string) []string {
+	if readme != "final/README.md" {
+		return []string{readme}
+	}
+	docs, err := filepath.Glob(filepath.Join(repo, "final", "docs", "*.md"))
+	require.NoError(t, err)
+	slices.Sort(docs)
+	files := []string{readme}
+	for _, d := range docs {
+		files = append(files, "final/docs/"+filepath.Base(d))
+	}
+	return files
 }
 
 // buildBinaries builds every command of final and every step into bin, once.
@@ -393,5 +428,5 @@ func cmdBlockok(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	tallies[args[0]].matched++
+	tallies[owner[args[0]]].matched++
 }

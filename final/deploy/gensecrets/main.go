@@ -8,7 +8,7 @@
 //	go run ./final/deploy/gensecrets -namespace default
 //
 // For production, issue the certificates with cert-manager instead (see
-// final/README.md, Deploy).
+// final/docs/operations.md, Deploy).
 package main
 
 import (
