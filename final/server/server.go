@@ -3,6 +3,11 @@
 // keepalive, connection limits, background work and graceful shutdown. The
 // commands, devstack and the tests all build the same stack through
 // NewCache and NewAccounts; a new listener or interceptor belongs here.
+//
+// config.go is the configuration, nested by concern with each part's
+// defaults; parts.go builds each part on its own; chain.go and
+// cacheChain/accountsChain are the one ordered interceptor table per
+// server; NewCache and NewAccounts only assemble.
 package server
 
 import (
