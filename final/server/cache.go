@@ -23,7 +23,6 @@ type CacheServer struct {
 	*Server
 	cache *cache.Cache
 	fwd   *forward.Forwarder
-	chain chain
 	unary []grpc.UnaryServerInterceptor
 }
 
@@ -89,7 +88,7 @@ func NewCache(cfg CacheConfig) (_ *CacheServer, err error) {
 	}
 	srv.background = func(ctx context.Context) { c.Run(ctx, cfg.Accounts.LeaseInterval) }
 	srv.release = c.Release
-	return &CacheServer{Server: srv, cache: c, fwd: fwd, chain: chain, unary: chain.unary(cfg.Unary)}, nil
+	return &CacheServer{Server: srv, cache: c, fwd: fwd, unary: chain.unary(cfg.Unary)}, nil
 }
 
 // cacheChain is the replica's interceptor table, outermost first. The

@@ -17,8 +17,10 @@ import (
 // defaults next to it (Default…), and a zero field always means the same:
 // the feature is off (no cap, no limit, no delay, nothing cached), never
 // "take the default". Where off is not allowed (the lease interval,
-// keepalive to peers and Accounts), zero is an error. Start from
-// DefaultCacheConfig or DefaultAccountsConfig and change what you need.
+// keepalive to peers and Accounts), zero is an error. Two values follow
+// another when zero rather than being off: a burst (from its rate) and the
+// HTTP body limit (from the largest Store). Start from DefaultCacheConfig
+// or DefaultAccountsConfig and change what you need.
 
 // CacheConfig configures one cache replica. Start from DefaultCacheConfig.
 type CacheConfig struct {
