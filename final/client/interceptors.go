@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/apierr"
-	"grpcworkshop.example/final/internal/calllog"
+	"grpcworkshop.example/final/calllog"
 	"grpcworkshop.example/final/keyaffinity"
 )
 

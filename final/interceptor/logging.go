@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"grpcworkshop.example/final/internal/calllog"
+	"grpcworkshop.example/final/calllog"
 )
 
 // LogUnaryServer logs method, duration and status of every unary call.
