@@ -34,7 +34,12 @@ ip netns add "$P-sw" 2>/dev/null || skip "cannot create a network namespace (ip 
 
 echo "== build (static, so names resolve with Go's resolver from /etc/hosts)"
 CGO_ENABLED=0 go build -o "$TMP/" ./final/cmd/cache-server ./final/cmd/accounts-server ./final/cmd/cachectl ./final/cmd/cacheload ./final/deploy/gensecrets
-CGO_ENABLED=0 go build -o "$TMP/" github.com/fullstorydev/grpcurl/cmd/grpcurl
+# TOOLS_BIN (set by .ci/run): the pinned tools, already built (static) for this run.
+if [ -n "${TOOLS_BIN:-}" ]; then
+  cp "$TOOLS_BIN/grpcurl" "$TMP/"
+else
+  CGO_ENABLED=0 go build -o "$TMP/" github.com/fullstorydev/grpcurl/cmd/grpcurl
+fi
 "$TMP/gensecrets" -dir "$TMP/secrets" -tenant gw -max-keys 1000 >"$TMP/gensecrets.out"
 TOKEN=$(sed -n 's/^token for tenant gw: //p' "$TMP/gensecrets.out")
 S="$TMP/secrets"
@@ -62,11 +67,11 @@ on() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
 
 # wait_port NODE ADDR PORT: waits until ADDR:PORT accepts from NODE's namespace.
 wait_port() {
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     if on "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "FAIL: $2:$3 does not answer from $1"; cat "$TMP"/*.log; exit 1
+  echo "FAIL: $2:$3 does not answer from $1 after a minute"; cat "$TMP"/*.log; exit 1
 }
 
 echo "== start Accounts and three replicas, each in its own namespace"
