@@ -210,5 +210,5 @@ func TestEveryCallShowsOnTheTerminalsOfTheCommands(t *testing.T) {
 		"client /rpc.Accounts/GetByToken OK",
 		"server /rpc.Cache/Get NotFound",
 		"client /rpc.Cache/Get NotFound",
-	}, calls, "what the commands wrote to stderr:\n%s", out)
+	}, calls, "the records on the commands' stderr (all of it below):\n%s", out)
 }
