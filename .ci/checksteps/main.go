@@ -30,7 +30,8 @@
 //
 // checksteps runs that recipe (diff -ruN -x '*.pb.go' -x README.md
 // -I 'step[0-9][0-9]-' PREV STEP, and again with -x '*_test.go') and
-// compares.
+// compares, with the sentence and with the root README's table of sizes;
+// -update-diff-sizes writes the recipe's numbers into both instead.
 //
 // With -discover it instead reports, for every test that is new in a step,
 // what happens to it on the previous step.
@@ -61,7 +62,15 @@ import (
 func main() {
 	discover := flag.Bool("discover", false, "report what every new test of a step does on the previous step, instead of checking the READMEs")
 	only := flag.String("step", "", "check only the step whose directory starts with this (e.g. step03)")
+	updateSizes := flag.Bool("update-diff-sizes", false, "write the recipe's diff sizes into the step READMEs and the root README's table, and check nothing")
 	flag.Parse()
+	if *updateSizes {
+		if err := writeDiffSizes(); err != nil {
+			fmt.Fprintln(os.Stderr, "check-steps:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*discover, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "check-steps:", err)
 		os.Exit(1)
@@ -311,6 +320,55 @@ func checkDiffSize(root, step, prev string) (string, error) {
 		return "", fmt.Errorf("the root README's table of diff sizes has no row %q", strings.TrimSpace(row))
 	}
 	return fmt.Sprintf("diff %d lines (%d outside the tests), as the README says", all, code), nil
+}
+
+// writeDiffSizes puts the recipe's diff sizes into every step's README and
+// the root README's table, for after a change to a step.
+func writeDiffSizes() error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	steps, err := filepath.Glob(filepath.Join(root, "step[0-9][0-9]-*"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(steps)
+	rootPath := filepath.Join(root, "README.md")
+	rootReadme, err := os.ReadFile(rootPath)
+	if err != nil {
+		return err
+	}
+	for i := 1; i < len(steps); i++ {
+		step, prev := filepath.Base(steps[i]), filepath.Base(steps[i-1])
+		all, err := diffLines(root, prev, step)
+		if err != nil {
+			return err
+		}
+		code, err := diffLines(root, prev, step, "-x", "*_test.go")
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(steps[i], "README.md")
+		readme, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !diffSizeRE.Match(readme) {
+			return fmt.Errorf("%s/README.md has no sentence \"The diff is N lines, M of them outside the tests\" to update", step)
+		}
+		readme = diffSizeRE.ReplaceAll(readme, []byte(fmt.Sprintf("The diff is %d lines, %d of them outside the tests", all, code)))
+		if err := os.WriteFile(path, readme, 0o644); err != nil {
+			return err
+		}
+		rowRE := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(step) + ` \| [0-9]+ \| [0-9]+ \|$`)
+		if !rowRE.Match(rootReadme) {
+			return fmt.Errorf("the root README's table of diff sizes has no row for %s", step)
+		}
+		rootReadme = rowRE.ReplaceAll(rootReadme, []byte(fmt.Sprintf("| %s | %d | %d |", step, all, code)))
+		fmt.Printf("%s: %d lines, %d outside the tests\n", step, all, code)
+	}
+	return os.WriteFile(rootPath, rootReadme, 0o644)
 }
 
 // diffLines counts the lines of the root README's diff recipe for prev and
