@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -154,4 +157,58 @@ func TestCallThatReachesNoServerIsStillLogged(t *testing.T) {
 		{"server", cacheStore, "Unavailable"},
 	}, sys.cacheLog.rpcs())
 	assert.Equal(t, "", sys.cacheLog.all()[0]["peer"], "no peer was reached")
+}
+
+func TestEveryCallShowsOnTheTerminalsOfTheCommands(t *testing.T) {
+	// The commands' configurations are made while stderr is a file, so
+	// the file holds what a person running them would see on stderr.
+	stderr := os.Stderr
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	require.NoError(t, err)
+	defer f.Close()
+	os.Stderr = f
+	certs := devCerts(t)
+	accountsCfg := testAccountsConfig(t, certs, testAccounts)
+	serverCfg := testServerConfig(t, certs, startAccounts(t, accountsCfg))
+	clientCfg := testClientConfig(t, certs, startServer(t, serverCfg))
+	os.Stderr = stderr
+
+	_, err = runClientCmd(t, clientCfg, "store", "gopher", "con")
+	require.NoError(t, err)
+	_, err = runClientCmd(t, clientCfg, "get", "nothing-here")
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+
+	out, err := os.ReadFile(f.Name())
+	require.NoError(t, err)
+	var calls []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, " msg=rpc ") {
+			continue
+		}
+		var side, method, code string
+		for _, field := range strings.Fields(line) {
+			k, v, _ := strings.Cut(field, "=")
+			switch k {
+			case "side":
+				side = v
+			case "method":
+				method = v
+			case "code":
+				code = v
+			}
+		}
+		calls = append(calls, side+" "+method+" "+code)
+	}
+	// The client, the cache server and Accounts each write one record per
+	// call, the server before its answer leaves, so the order is fixed.
+	assert.Equal(t, []string{
+		"server /rpc.Accounts/GetByToken OK",
+		"client /rpc.Accounts/GetByToken OK",
+		"server /rpc.Cache/Store OK",
+		"client /rpc.Cache/Store OK",
+		"server /rpc.Accounts/GetByToken OK",
+		"client /rpc.Accounts/GetByToken OK",
+		"server /rpc.Cache/Get NotFound",
+		"client /rpc.Cache/Get NotFound",
+	}, calls, "the records on the commands' stderr (all of it below):\n%s", out)
 }

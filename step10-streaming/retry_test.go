@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"grpcworkshop/step10-streaming/rpc"
 )
@@ -186,4 +188,37 @@ func TestBackoffIsFullJitterUnderAnExponentialCeiling(t *testing.T) {
 		}
 		assert.True(t, low && high, "retry %d: waits spread over [0, %s)", n, ceiling)
 	}
+}
+
+func TestClientCommandGetsThroughAServerThatFailsTwice(t *testing.T) {
+	// A stand-in cache server that fails the first two attempts of every
+	// call with Unavailable, as a dropped connection does, and then
+	// answers; it counts the attempts of each method.
+	certs := devCerts(t)
+	creds, err := credentials.NewServerTLSFromFile(filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"))
+	require.NoError(t, err)
+	var mu sync.Mutex
+	attempts := make(map[string]int)
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		method, _ := grpc.MethodFromServerStream(stream)
+		mu.Lock()
+		attempts[method]++
+		n := attempts[method]
+		mu.Unlock()
+		if n <= 2 {
+			return status.Errorf(codes.Unavailable, "attempt %d fails on purpose", n)
+		}
+		return stream.SendMsg(&emptypb.Empty{}) // an empty StoreResp on the wire
+	}))
+	addr := serveOnLoopback(t, func(ctx context.Context, lis net.Listener) error { return serve(ctx, srv, lis) })
+	// The client command's own defaults (testClientConfig turns retries off).
+	cfg, err := parseClientFlags([]string{"-addr", addr, "-ca", filepath.Join(certs, "ca.crt")})
+	require.NoError(t, err)
+
+	out, err := runClientCmd(t, cfg, "store", "k", "v")
+	require.NoError(t, err, "the client command gave up after the first failure")
+	assert.Contains(t, out, "Stored k")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"/rpc.Cache/Store": 3}, attempts)
 }

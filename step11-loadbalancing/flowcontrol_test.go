@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,4 +96,47 @@ func TestLimitsOfZeroMeanNone(t *testing.T) {
 	require.NoError(t, err)
 	defer lis.Close()
 	assert.Same(t, lis, lim.listener(lis), "no cap on connections")
+}
+
+func TestAFloodOfCallsIsPartlyRefusedBeforeAnyWork(t *testing.T) {
+	// The server command with its default limits (testServerConfig lifts
+	// the rate limit for the other tests).
+	certs := devCerts(t)
+	accountsLog := new(logCapture)
+	acfg := testAccountsConfig(t, certs, testAccounts)
+	acfg.logger = accountsLog.logger()
+	cfg, err := parseServerFlags([]string{
+		"-accounts", startAccounts(t, acfg), "-ca", filepath.Join(certs, "ca.crt"),
+		"-cert", filepath.Join(certs, "server.crt"), "-key", filepath.Join(certs, "server.key"),
+	})
+	require.NoError(t, err)
+	cfg.logger = slog.New(slog.DiscardHandler) // a record per call on stderr would slow the flood
+	cache := connect(t, testClientConfig(t, certs, startServer(t, cfg)))
+	ctx := testContext(t)
+
+	// 16 callers making Gets as fast as they can, until one is refused:
+	// soon, once they outrun a rate limit of a few hundred calls a
+	// second. A server without one serves them all, up to 3000.
+	var served, refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for refused.Load() == 0 && served.Load() < 3000 {
+				_, err := get(ctx, cache, testToken, "k")
+				switch status.Code(err) {
+				case codes.NotFound:
+					served.Add(1)
+				case codes.ResourceExhausted:
+					refused.Add(1)
+				default:
+					assert.NoError(t, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	assert.NotZero(t, refused.Load(), "the server took on every call of a flood (%d served)", served.Load())
+	// A refused call never reached a handler, so nobody asked Accounts for it.
+	assert.EqualValues(t, served.Load(), len(accountsLog.rpcs()))
 }

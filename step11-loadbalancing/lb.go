@@ -36,14 +36,20 @@ func serviceConfig(policy string) (string, error) {
 	}
 }
 
-// dialReplicas returns one client connection to every replica in addrs,
-// spreading calls over them by policy. The list is handed to gRPC by a
-// resolver, as DNS with several addresses would be, and gRPC connects to
-// each and balances calls itself: no proxy, no hand-made picker.
+// dialReplicas returns one client connection to every replica in addrs, or
+// to every address of one dns: name, spreading calls over them by policy.
+// A list is handed to gRPC by a resolver, as DNS with several addresses
+// would be, and gRPC connects to each and balances calls itself: no proxy,
+// no hand-made picker.
 func dialReplicas(addrs []string, policy string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	cfg, err := serviceConfig(policy)
 	if err != nil {
 		return nil, err
+	}
+	// A dns: name is resolved by gRPC itself: every address it has is a
+	// replica, and a change in DNS is a change of replicas.
+	if len(addrs) == 1 && strings.HasPrefix(addrs[0], "dns:") {
+		return grpc.NewClient(addrs[0], append(opts, grpc.WithDefaultServiceConfig(cfg))...)
 	}
 	var endpoints []resolver.Endpoint
 	for _, addr := range addrs {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/dns/dnsmessage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -250,5 +251,87 @@ func TestClientCommandDefaultsFindEveryKeyOnThreeReplicas(t *testing.T) {
 	for i := range 30 {
 		_, err := get(ctx, cache, testToken, fmt.Sprint("key-", i))
 		assert.NoError(t, err, "key-%d is read from the replica it was stored on", i)
+	}
+}
+
+func TestKeysSpreadOverEveryAddressOfTheServersName(t *testing.T) {
+	// Two replicas on one port of 127.0.0.1 and 127.0.0.2, both listed
+	// under the name cache.test by a DNS server of the test's own: the
+	// client is given only the name, as in a deployment whose DNS lists
+	// its replicas.
+	certs := t.TempDir()
+	require.NoError(t, writeDevCerts(certs, []string{"cache.test", "127.0.0.1", "127.0.0.2"}))
+	accountsAddr := startAccounts(t, testAccountsConfig(t, certs, testAccounts))
+	lis1, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	_, port, err := net.SplitHostPort(lis1.Addr().String())
+	require.NoError(t, err)
+	lis2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", port))
+	if err != nil {
+		lis1.Close()
+		require.NoError(t, err)
+	}
+	for _, lis := range []net.Listener{lis1, lis2} {
+		cfg := testServerConfig(t, certs, accountsAddr)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- runServer(ctx, cfg, lis) }()
+		t.Cleanup(func() {
+			cancel()
+			assert.NoError(t, <-done, "server")
+		})
+	}
+
+	// The DNS server answers A queries for cache.test with both addresses,
+	// and every other query with no records.
+	dns, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { dns.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := dns.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired})
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			_ = b.StartAnswers()
+			if q.Type == dnsmessage.TypeA && strings.EqualFold(q.Name.String(), "cache.test.") {
+				for _, ip := range [][4]byte{{127, 0, 0, 1}, {127, 0, 0, 2}} {
+					_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: ip})
+				}
+			}
+			if msg, err := b.Finish(); err == nil {
+				dns.WriteTo(msg, from)
+			}
+		}
+	}()
+	ctx := testContext(t)
+
+	cache := connect(t, testClientConfig(t, certs, "dns://"+dns.LocalAddr().String()+"/cache.test:"+port))
+	for i := range 30 {
+		require.NoError(t, store(ctx, cache, testToken, fmt.Sprint("key-", i), "v"))
+	}
+	// Each replica, asked directly, holds some of the keys.
+	for _, addr := range []string{lis1.Addr().String(), lis2.Addr().String()} {
+		replica := connect(t, testClientConfig(t, certs, addr))
+		held := 0
+		for i := range 30 {
+			if _, err := get(ctx, replica, testToken, fmt.Sprint("key-", i)); err == nil {
+				held++
+			}
+		}
+		assert.NotZero(t, held, "replica %s holds none of the 30 keys: the client sent every call to the other", addr)
 	}
 }
