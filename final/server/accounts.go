@@ -105,7 +105,7 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	n, err := s.svc.Reserve(PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	n, err := s.svc.Reserve(ctx, PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rp
 }
 
 func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	admitted, err := s.svc.Lease(PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
+	admitted, err := s.svc.Lease(ctx, PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 }
 
 func (s *accountsService) Release(ctx context.Context, req *rpc.ReleaseReq) (*rpc.ReleaseResp, error) {
-	if err := s.svc.Release(PeerIdentity(ctx), req.LeaseId); err != nil {
+	if err := s.svc.Release(ctx, PeerIdentity(ctx), req.LeaseId); err != nil {
 		return nil, err
 	}
 	return &rpc.ReleaseResp{}, nil
