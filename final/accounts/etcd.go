@@ -53,7 +53,7 @@ type EtcdOptions struct {
 	// TLS for the connection to etcd (a client certificate if etcd asks
 	// for one); nil: plaintext.
 	TLS *tls.Config
-	// Prefix of every key the ledger writes (default "/grpcworkshop/quota/").
+	// Prefix of every key the ledger writes (default DefaultEtcdPrefix).
 	Prefix string
 	// TTL is how long a lease outlives its last renewal; etcd counts it in
 	// whole seconds (rounded up, and at least its own minimum, about 2s
@@ -62,6 +62,9 @@ type EtcdOptions struct {
 	// DialTimeout bounds the connection to a member (default 2s).
 	DialTimeout time.Duration
 }
+
+// DefaultEtcdPrefix is where the ledger's keys live in etcd by default.
+const DefaultEtcdPrefix = "/grpcworkshop/quota/"
 
 // etcdCallTimeout bounds a ledger call whose context has no deadline.
 const etcdCallTimeout = 5 * time.Second
@@ -80,7 +83,7 @@ func OpenEtcdLedger(o EtcdOptions) (*EtcdLedger, error) {
 		return nil, fmt.Errorf("etcd ledger: lease TTL must be positive, got %v", o.TTL)
 	}
 	if o.Prefix == "" {
-		o.Prefix = "/grpcworkshop/quota/"
+		o.Prefix = DefaultEtcdPrefix
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 2 * time.Second

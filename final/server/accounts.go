@@ -34,14 +34,19 @@ type AccountsConfig struct {
 	// (set it to LeaseTTL when Accounts may restart without its replicas);
 	// 0: none, for a ledger that starts with its replicas (devstack, tests).
 	RecoveryGrace time.Duration
+	// LedgerEtcd, with Endpoints, keeps the ledger in etcd instead, shared
+	// by every Accounts process pointed at it (LedgerPath and
+	// RecoveryGrace are then unused; its TTL is LeaseTTL).
+	LedgerEtcd accounts.EtcdOptions
 }
 
 // DefaultAccountsConfig is the Accounts service's configuration when no
 // flag is given.
 func DefaultAccountsConfig() AccountsConfig {
 	return AccountsConfig{
-		Common:   defaultCommon("localhost:5050", "localhost:9050"),
-		LeaseTTL: 15 * time.Second, // three missed reports at the default lease interval
+		Common:     defaultCommon("localhost:5050", "localhost:9050"),
+		LeaseTTL:   15 * time.Second, // three missed reports at the default lease interval
+		LedgerEtcd: accounts.EtcdOptions{Prefix: accounts.DefaultEtcdPrefix},
 	}
 }
 
@@ -59,7 +64,14 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	if cfg.Directory == nil {
 		cfg.Directory = accounts.Default()
 	}
-	ledger, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	var ledger accounts.LedgerEngine
+	var err error
+	if len(cfg.LedgerEtcd.Endpoints) > 0 {
+		cfg.LedgerEtcd.TTL = cfg.LeaseTTL
+		ledger, err = accounts.OpenEtcdLedger(cfg.LedgerEtcd)
+	} else {
+		ledger, err = accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	}
 	if err != nil {
 		return nil, err
 	}
