@@ -27,8 +27,8 @@ type ReplicatedOptions struct {
 
 // Replicated is the running system.
 type Replicated struct {
-	*Stack                      // Accounts is the first Accounts process; Replicas
-	AccountsProcs []*Proc       // every Accounts process
+	*Stack                // Accounts is the first Accounts process; Replicas
+	AccountsProcs []*Proc // every Accounts process
 	Etcd          *etcdtest.Cluster
 	Links         []*Link // Links[i]: replica i to every Accounts
 	Opts          ReplicatedOptions
