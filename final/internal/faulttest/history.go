@@ -277,7 +277,10 @@ type Verdict struct {
 	OverQuota, Isolation, Future      []string
 	Stale, Lost                       []string // not excused by a fault
 	ExcusedStale, ExcusedLost         int
-	Faults                            string // when each fault began and ended
+	// Excused are the keys (tenant/key) a replica fault excused; the rest
+	// are checked for linearizability (Linearizable).
+	Excused map[string]bool
+	Faults  string // when each fault began and ended
 }
 
 // Failures lists every broken invariant.
@@ -304,7 +307,7 @@ func (v Verdict) String() string {
 func (w Workload) Check(h *History) Verdict {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	v := Verdict{Calls: len(h.Ops), Observations: len(h.Obs), MaxHeld: map[string]int{}}
+	v := Verdict{Calls: len(h.Ops), Observations: len(h.Obs), MaxHeld: map[string]int{}, Excused: map[string]bool{}}
 	for _, f := range h.Faults {
 		v.Faults += fmt.Sprintf("%s-%s %s\n", f.Start.Format("15:04:05.000"), f.End.Format("15:04:05.000"), f.What)
 	}
@@ -363,6 +366,9 @@ func (w Workload) Check(h *History) Verdict {
 			}
 			what := fmt.Sprintf("%s/%s: read %q (%s) at %s, after %q was acknowledged at %s",
 				g.Tenant, g.Key, g.Val, g.Code, g.Start.Format("15:04:05.000"), w.Val, w.End.Format("15:04:05.000"))
+			if excused(w.Start, g.End) {
+				v.Excused[g.Tenant+"/"+g.Key] = true
+			}
 			switch {
 			case excused(w.Start, g.End) && g.Code == codes.OK:
 				v.ExcusedStale++

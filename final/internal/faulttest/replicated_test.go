@@ -73,6 +73,9 @@ func TestReplicatedLedgerKeepsTheQuotaThroughEtcdLeaderAccountsAndReplicaFaults(
 	v := w.Check(h)
 	t.Log(v)
 	assert.Empty(t, v.Failures())
+	illegal, checked, unknown := w.Linearizable(h, v, 10*time.Second)
+	t.Logf("linearizable (porcupine): %d keys checked, %d undecided within 10s, not: %v", checked, unknown, illegal)
+	assert.Empty(t, illegal, "keys whose history no replica fault excuses are linearizable")
 	assert.Positive(t, v.Acked)
 	assert.Positive(t, v.Observations)
 }

@@ -148,6 +148,9 @@ func runSchedule(t *testing.T, seed uint64) {
 	v := w.Check(h)
 	t.Log(v)
 	assert.Empty(t, v.Failures(), "seed %d", seed)
+	illegal, checked, unknown := w.Linearizable(h, v, 10*time.Second)
+	t.Logf("linearizable (porcupine): %d keys checked, %d undecided within 10s, not: %v", checked, unknown, illegal)
+	assert.Empty(t, illegal, "keys whose history no replica fault excuses are linearizable")
 	assert.Positive(t, v.Acked)
 }
 
