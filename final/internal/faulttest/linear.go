@@ -2,7 +2,6 @@ package faulttest
 
 import (
 	"fmt"
-	"math"
 	"sort"
 	"time"
 
@@ -10,16 +9,21 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// registerModel is one key as a register: a Store sets it, a Get reads it
-// ("" when NotFound).
-var registerModel = porcupine.Model{
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
+// registerModel is one key as a register: a Store sets it, a Store whose
+// outcome is unknown sets it or not, a Get reads it ("" when NotFound).
+var registerModel = porcupine.NondeterministicModel{
+	Init: func() []any { return []any{""} },
+	Step: func(state, input, output any) []any {
 		in := input.(Op)
-		if in.Store {
-			return true, in.Val
+		switch {
+		case in.Indeterminate():
+			return []any{state, in.Val}
+		case in.Store:
+			return []any{in.Val}
+		case output.(string) == state.(string):
+			return []any{state}
 		}
-		return output.(string) == state.(string), state
+		return nil
 	},
 	DescribeOperation: func(input, output any) string {
 		in := input.(Op)
@@ -32,9 +36,10 @@ var registerModel = porcupine.Model{
 
 // Linearizable checks every key's history that no replica fault excused
 // (v.Excused) with porcupine, the checker of etcd's robustness tests: a
-// Store that timed out may take effect at any time after it began, or
-// never (its return is at infinity); a Store refused, or a Get that
-// failed, did nothing. It returns the keys whose history is not
+// Store that timed out took effect within its call or never (a replica
+// applies no call whose deadline passed; a second is added for the
+// deadline's trip to the server); a Store refused, or a Get that failed,
+// did nothing. It returns the keys whose history is not
 // linearizable, and how many it checked and could not decide in time.
 func (w Workload) Linearizable(h *History, v Verdict, timeout time.Duration) (illegal []string, checked, unknown int) {
 	h.mu.Lock()
@@ -48,7 +53,7 @@ func (w Workload) Linearizable(h *History, v Verdict, timeout time.Duration) (il
 		switch {
 		case o.Acked():
 		case o.Indeterminate():
-			op.Return = math.MaxInt64
+			op.Return = o.End.Add(time.Second).UnixNano()
 		case !o.Store && (o.Code == codes.OK || o.Code == codes.NotFound):
 		default:
 			continue
@@ -63,7 +68,7 @@ func (w Workload) Linearizable(h *History, v Verdict, timeout time.Duration) (il
 	sort.Strings(keys)
 	for _, k := range keys {
 		checked++
-		switch porcupine.CheckOperationsTimeout(registerModel, byKey[k], timeout) {
+		switch porcupine.CheckOperationsTimeout(registerModel.ToModel(), byKey[k], timeout) {
 		case porcupine.Illegal:
 			illegal = append(illegal, k)
 		case porcupine.Unknown:

@@ -46,7 +46,7 @@ func schedule(seed uint64, d time.Duration) []scheduled {
 				f.For = d - f.At
 			}
 			out = append(out, f)
-			at += f.For + between(2*time.Second, 10*time.Second)
+			at += f.For + between(4*time.Second, 12*time.Second)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].At < out[j].At })
