@@ -164,6 +164,7 @@ type snapshot struct {
 	leaseRev int64      // its mod revision; 0 when absent
 	held     map[string]int64
 	own      map[string]*slots
+	ownRev   map[string]int64 // mod revision of each own slots key read
 }
 
 // read reads the lease record of k and, for every tenant in tenants and
@@ -173,7 +174,7 @@ func (e *EtcdLedger) read(ctx context.Context, k leaseKey, tenants []string) (*s
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{rev: resp.Header.Revision, held: map[string]int64{}, own: map[string]*slots{}}
+	s := &snapshot{rev: resp.Header.Revision, held: map[string]int64{}, own: map[string]*slots{}, ownRev: map[string]int64{}}
 	if len(resp.Kvs) == 1 {
 		s.lease = &etcdLease{}
 		if err := json.Unmarshal(resp.Kvs[0].Value, s.lease); err != nil {
@@ -205,6 +206,7 @@ func (e *EtcdLedger) read(ctx context.Context, k leaseKey, tenants []string) (*s
 				s.held[t] += sl.Held
 				if strings.TrimPrefix(string(kv.Key), e.tenantPrefix(t)) == own {
 					s.own[t] = &sl
+					s.ownRev[t] = kv.ModRevision
 				}
 			}
 		}
@@ -213,10 +215,17 @@ func (e *EtcdLedger) read(ctx context.Context, k leaseKey, tenants []string) (*s
 }
 
 // unchanged are the compares that make a write apply only if the lease
-// record and the given tenants' slots are as s read them.
-func (e *EtcdLedger) unchanged(s *snapshot, k leaseKey, tenants []string) []clientv3.Cmp {
+// record, the lease's own slots of the tenants it writes (a grant that
+// landed since the read must not be overwritten), and every lease's slots
+// of the tenants whose count grows are as s read them.
+func (e *EtcdLedger) unchanged(s *snapshot, k leaseKey, writes, grown []string) []clientv3.Cmp {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.leaseKey(k)), "=", s.leaseRev)}
-	for _, t := range tenants {
+	for _, t := range writes {
+		if !slices.Contains(grown, t) {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(e.slotKey(t, k)), "=", s.ownRev[t]))
+		}
+	}
+	for _, t := range grown {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(e.tenantPrefix(t)), "<", s.rev+1).WithPrefix())
 	}
 	return cmps
@@ -278,7 +287,8 @@ func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string
 	}
 	admitted := make(map[string]int64, len(holdings))
 	var ops []clientv3.Op
-	var grown []string // tenants whose count goes up: their slots are compared
+	var writes []string // tenants whose own slots are written: compared
+	var grown []string  // tenants whose count goes up: all their slots are compared
 	for t := range s.held {
 		prev := s.own[t]
 		if prev == nil {
@@ -308,12 +318,14 @@ func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string
 					return nil, false, err
 				}
 				ops = append(ops, clientv3.OpPut(key, string(v), clientv3.WithLease(rec.ID)))
+				writes = append(writes, t)
 			}
 			if granted || next.Held > prev.Held {
 				grown = append(grown, t)
 			}
 		case s.own[t] != nil:
 			ops = append(ops, clientv3.OpDelete(key))
+			writes = append(writes, t)
 		}
 	}
 	slices.Sort(rec.Tenants)
@@ -327,7 +339,7 @@ func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string
 	if len(ops) == 0 {
 		return admitted, false, nil // renewed; nothing else changed
 	}
-	tr, err := e.cli.Txn(ctx).If(e.unchanged(s, k, grown)...).Then(ops...).Commit()
+	tr, err := e.cli.Txn(ctx).If(e.unchanged(s, k, writes, grown)...).Then(ops...).Commit()
 	if err != nil || !tr.Succeeded {
 		if granted {
 			_, _ = e.cli.Revoke(ctx, rec.ID) // unused; it would lapse anyway
@@ -417,7 +429,7 @@ func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max
 		}
 		ops = append(ops, clientv3.OpPut(e.leaseKey(k), string(rv), clientv3.WithLease(s.lease.ID)))
 	}
-	tr, err := e.cli.Txn(ctx).If(e.unchanged(s, k, []string{tenant})...).Then(ops...).Commit()
+	tr, err := e.cli.Txn(ctx).If(e.unchanged(s, k, nil, []string{tenant})...).Then(ops...).Commit()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return 0, true, nil // lapsed since the read: read again (no lease)

@@ -257,3 +257,45 @@ func TestWithEtcdDownTheLedgerIsUnavailableNotWrong(t *testing.T) {
 	c.Members[0].Start()
 	assert.Zero(t, ls[0].Held("t"), "nothing was granted")
 }
+
+// A replica's report and its own reservation racing through two Accounts:
+// the report was taken before any grant arrived (it settles none), so
+// every grant stays counted, whichever transaction lands first.
+func TestAReportRacingAGrantNeverDropsIt(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ls := etcdLedgers(t, c.Endpoints(), time.Minute, 2)
+	ctx := ctxT(t)
+	limit := func(string) int64 { return 1000 }
+	_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, nil, limit)
+	require.NoError(t, err)
+	var granted atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(done)
+		for seq := int64(1); seq <= 60; seq++ {
+			n, err := ls[1].Reserve(ctx, "", "r", "t", 1000, 1, seq, false)
+			if !assert.NoError(t, err) {
+				return
+			}
+			granted.Add(n)
+		}
+	})
+	wg.Go(func() {
+		// Holdings of one key, then none: the lease's count goes up and
+		// down while grants arrive.
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": int64(i % 2)}, map[string]int64{"t": 0}, limit)
+			assert.NoError(t, err)
+		}
+	})
+	wg.Wait()
+	_, err = ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
+	require.NoError(t, err)
+	assert.Equal(t, granted.Load(), ls[0].Held("t"), "every grant still counted")
+}
