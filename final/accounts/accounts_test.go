@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -43,20 +44,20 @@ func testLedger() (*Ledger, *clock) {
 }
 
 func reserve(l *Ledger, id string, max int64, dry bool) error {
-	_, err := l.Reserve("", id, "t", max, 1, 0, dry)
+	_, err := l.Reserve(context.Background(), "", id, "t", max, 1, 0, dry)
 	return err
 }
 
 func svcReserve(s *Service, id, tenant string, dry bool) error {
-	_, err := s.Reserve("", id, tenant, 1, 0, dry)
+	_, err := s.Reserve(context.Background(), "", id, tenant, 1, 0, dry)
 	return err
 }
 
 func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register("", "a", nil, nil, limit)
-	l.Register("", "b", nil, nil, limit)
+	l.Register(context.Background(), "", "a", nil, nil, limit)
+	l.Register(context.Background(), "", "b", nil, nil, limit)
 	require.NoError(t, reserve(l, "a", 3, false))
 	require.NoError(t, reserve(l, "b", 3, false))
 	require.NoError(t, reserve(l, "a", 3, true), "a dry run takes nothing")
@@ -69,14 +70,14 @@ func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 	l, c := testLedger()
 	limit := func(string) int64 { return 2 }
-	l.Register("", "dies", nil, nil, limit)
-	l.Register("", "lives", nil, nil, limit)
+	l.Register(context.Background(), "", "dies", nil, nil, limit)
+	l.Register(context.Background(), "", "lives", nil, nil, limit)
 	require.NoError(t, reserve(l, "dies", 2, false))
 	require.NoError(t, reserve(l, "dies", 2, false))
 	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded)
 
 	c.t = c.t.Add(10 * time.Second)
-	l.Register("", "lives", map[string]int64{}, nil, limit) // the living replica reports; the dead one does not
+	l.Register(context.Background(), "", "lives", map[string]int64{}, nil, limit) // the living replica reports; the dead one does not
 	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded, "within the TTL the slots are still held")
 
 	c.t = c.t.Add(6 * time.Second) // 16s after the dead replica's last report
@@ -87,14 +88,14 @@ func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 func TestRegisterAdmitsOnlyWhatFits(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register("", "b", map[string]int64{"t": 2}, nil, limit)
+	l.Register(context.Background(), "", "b", map[string]int64{"t": 2}, nil, limit)
 	// "a" lost its lease while "b" took slots; it comes back holding 2.
-	admitted, err := l.Register("", "a", map[string]int64{"t": 2}, nil, limit)
+	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 3, l.Held("t"))
 	// Re-registering replaces a lease's holdings rather than adding to them.
-	admitted, err = l.Register("", "b", map[string]int64{"t": 1}, nil, limit)
+	admitted, err = l.Register(context.Background(), "", "b", map[string]int64{"t": 1}, nil, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 2, l.Held("t"))
@@ -111,7 +112,7 @@ func TestServiceAnswersWithDomainErrors(t *testing.T) {
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
 
 	assert.ErrorIs(t, svcReserve(s, "r1", "tok", false), fault.ErrLeaseNotFound, "a replica registers before it reserves")
-	_, err = s.Lease("", "r1", nil, nil)
+	_, err = s.Lease(context.Background(), "", "r1", nil, nil)
 	require.NoError(t, err)
 	require.NoError(t, svcReserve(s, "r1", "tok", true), "a dry run takes nothing")
 	require.NoError(t, svcReserve(s, "r1", "tok", false))
@@ -126,12 +127,12 @@ func TestServiceAnswersWithDomainErrors(t *testing.T) {
 
 func TestReleaseGivesSlotsBackAtOnce(t *testing.T) {
 	s := NewService(Accounts(map[string]Account{"tok": {MaxCacheKeys: 1}}), time.Hour)
-	_, err := s.Lease("", "r1", map[string]int64{"tok": 1}, nil)
+	_, err := s.Lease(context.Background(), "", "r1", map[string]int64{"tok": 1}, nil)
 	require.NoError(t, err)
-	_, err = s.Lease("", "r2", nil, nil)
+	_, err = s.Lease(context.Background(), "", "r2", nil, nil)
 	require.NoError(t, err)
 	require.ErrorIs(t, svcReserve(s, "r2", "tok", false), fault.ErrQuotaExceeded)
-	require.NoError(t, s.Release("", "r1"))
+	require.NoError(t, s.Release(context.Background(), "", "r1"))
 	assert.Zero(t, s.Ledger().Held("tok"))
 	require.NoError(t, svcReserve(s, "r2", "tok", false), "r1's slot is free without waiting for the TTL")
 }
@@ -141,11 +142,11 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	limit := func(string) int64 { return 10 }
 	l, err := OpenLedger(LedgerOptions{TTL: time.Minute, Path: path})
 	require.NoError(t, err)
-	_, err = l.Register("cache-1", "a", map[string]int64{"t": 4}, nil, limit)
+	_, err = l.Register(context.Background(), "cache-1", "a", map[string]int64{"t": 4}, nil, limit)
 	require.NoError(t, err)
-	_, err = l.Register("cache-2", "b", nil, nil, limit)
+	_, err = l.Register(context.Background(), "cache-2", "b", nil, nil, limit)
 	require.NoError(t, err)
-	n, err := l.Reserve("cache-2", "b", "t", 10, 3, 1, false)
+	n, err := l.Reserve(context.Background(), "cache-2", "b", "t", 10, 3, 1, false)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "a quarter of the 6 left, at least one")
 	require.NoError(t, l.Close()) // as a kill -9 would: every change is on disk already
@@ -157,11 +158,11 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	assert.Equal(t, 2, l.Leases())
 	// The grant in flight (seq 1) is still counted on top of a report that
 	// was taken before it arrived.
-	admitted, err := l.Register("cache-2", "b", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
+	admitted, err := l.Register(context.Background(), "cache-2", "b", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 0, admitted["t"])
 	assert.EqualValues(t, 5, l.Held("t"))
-	_, err = l.Reserve("cache-2", "b", "t", 10, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "cache-2", "b", "t", 10, 1, 1, false)
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument, "a duplicate of a request already granted")
 }
 
@@ -171,42 +172,42 @@ func TestAnInMemoryLedgerGrantsNothingDuringItsRecoveryGrace(t *testing.T) {
 	c := &clock{t: time.Now()}
 	l.now = c.now
 	limit := func(string) int64 { return 3 }
-	admitted, err := l.Register("", "a", map[string]int64{"t": 2}, nil, limit)
+	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, limit)
 	require.NoError(t, err, "replicas re-register during the grace")
 	assert.EqualValues(t, 2, admitted["t"])
-	_, err = l.Reserve("", "a", "t", 3, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, false)
 	require.ErrorIs(t, err, fault.ErrLedgerRecovering)
 	var fe *fault.Error
 	require.ErrorAs(t, err, &fe)
 	assert.Positive(t, fe.RetryAfter)
 
 	c.t = c.t.Add(time.Hour + time.Second)
-	_, err = l.Reserve("", "a", "t", 3, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, false)
 	require.NoError(t, err)
 }
 
 func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 100 }
-	_, err := l.Register("", "r", nil, nil, limit)
+	_, err := l.Register(context.Background(), "", "r", nil, nil, limit)
 	require.NoError(t, err)
-	n1, err := l.Reserve("", "r", "t", 100, 8, 1, false)
+	n1, err := l.Reserve(context.Background(), "", "r", "t", 100, 8, 1, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, n1)
 	// A report taken before grant 1 reached the replica: grant 1 stays counted.
-	_, err = l.Register("", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
+	_, err = l.Register(context.Background(), "", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2's answer is lost; the replica gives up on it (resolved 2)
 	// and reports 8 slots: grant 2 is no longer counted.
-	_, err = l.Reserve("", "r", "t", 100, 4, 2, false)
+	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 2, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 12, l.Held("t"))
-	_, err = l.Register("", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
+	_, err = l.Register(context.Background(), "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2 arriving late is refused: it was settled.
-	_, err = l.Reserve("", "r", "t", 100, 4, 2, false)
+	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 2, false)
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
 	assert.EqualValues(t, 8, l.Held("t"))
 }
@@ -214,11 +215,11 @@ func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 100 }
-	_, err := l.Register("", "r", nil, nil, limit)
+	_, err := l.Register(context.Background(), "", "r", nil, nil, limit)
 	require.NoError(t, err)
 	var got []int64
 	for seq := int64(1); ; seq++ {
-		n, err := l.Reserve("", "r", "t", 100, 64, seq, false)
+		n, err := l.Reserve(context.Background(), "", "r", "t", 100, 64, seq, false)
 		if err != nil {
 			require.ErrorIs(t, err, fault.ErrQuotaExceeded)
 			break
@@ -232,15 +233,15 @@ func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
 func TestALeaseBelongsToTheIdentityThatCreatedIt(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 5 }
-	_, err := l.Register("cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	_, err := l.Register(context.Background(), "cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
 	require.NoError(t, err)
 	// cache-2's certificate names cache-1's lease: it only ever reaches a
 	// lease of its own.
-	admitted, err := l.Register("cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	admitted, err := l.Register(context.Background(), "cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
 	require.NoError(t, err)
 	assert.Zero(t, admitted["t"])
-	require.NoError(t, l.Release("cache-2", "cache-1/x"))
-	_, err = l.Reserve("cache-2", "cache-1/x", "t", 5, 1, 1, false)
+	require.NoError(t, l.Release(context.Background(), "cache-2", "cache-1/x"))
+	_, err = l.Reserve(context.Background(), "cache-2", "cache-1/x", "t", 5, 1, 1, false)
 	assert.Error(t, err)
 	assert.EqualValues(t, 5, l.Held("t"), "cache-1's slots are untouched")
 }

@@ -1,11 +1,30 @@
 package accounts
 
 import (
+	"context"
 	"sync"
 	"time"
 
 	"grpcworkshop.example/final/fault"
 )
+
+// LedgerEngine is where the slots are counted, as Service asks of it:
+// the Ledger in this process (in memory, or written through to a bbolt
+// file), or the EtcdLedger, which several Accounts processes share.
+// Register, Reserve and Release take effect (durably, with a file or
+// etcd) before they return; an error means they may or may not have.
+type LedgerEngine interface {
+	Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error)
+	Reserve(ctx context.Context, owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error)
+	Release(ctx context.Context, owner, id string) error
+	// TTL is how long a lease outlives its last renewal.
+	TTL() time.Duration
+	// Held is how many slots tenant holds across all live leases, and
+	// Leases how many live leases there are (for tests and operators).
+	Held(tenant string) int64
+	Leases() int
+	Close() error
+}
 
 // Ledger counts the slots every tenant holds across all replicas: a slot
 // is a key a replica stores, or a spare one it reserved for its next new
@@ -154,7 +173,7 @@ func (l *Ledger) adjust(tenant string, d int64) {
 // all of them unless other replicas took slots while this one's lease had
 // lapsed. resolved is, per tenant, the highest Reserve seq whose outcome
 // the holdings include; grants above it are counted on top.
-func (l *Ledger) Register(owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error) {
+func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -223,7 +242,7 @@ func (l *Ledger) Register(owner, id string, holdings, resolved map[string]int64,
 // 0: not tracked) orders the replica's requests: one at or below what it
 // last reported as resolved is refused, so a late duplicate never counts.
 // A dry run only checks that a slot is free.
-func (l *Ledger) Reserve(owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error) {
+func (l *Ledger) Reserve(_ context.Context, owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -279,7 +298,7 @@ func maxInt(a, b int64) int64 {
 // Release drops lease (owner, id) and its slots at once: a replica that
 // shuts down cleanly gives its slots back instead of holding them for the
 // TTL.
-func (l *Ledger) Release(owner, id string) error {
+func (l *Ledger) Release(_ context.Context, owner, id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := leaseKey{owner, id}

@@ -1,6 +1,7 @@
 package accounts
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,12 +26,12 @@ func BenchmarkReserve(b *testing.B) {
 			}
 			defer l.Close()
 			limit := func(string) int64 { return 1 << 40 }
-			if _, err := l.Register("", "r", nil, nil, limit); err != nil {
+			if _, err := l.Register(context.Background(), "", "r", nil, nil, limit); err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
 			for i := range b.N {
-				if _, err := l.Reserve("", "r", "t", 1<<40, 256, int64(i+1), false); err != nil {
+				if _, err := l.Reserve(context.Background(), "", "r", "t", 1<<40, 256, int64(i+1), false); err != nil {
 					b.Fatal(err)
 				}
 			}

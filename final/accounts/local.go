@@ -15,14 +15,14 @@ func (l Local) Account(_ context.Context, token string) (Account, error) {
 	return l.Service.Account(token)
 }
 
-func (l Local) Reserve(_ context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
-	return l.Service.Reserve(l.Owner, leaseID, tenant, count, seq, dryRun)
+func (l Local) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+	return l.Service.Reserve(ctx, l.Owner, leaseID, tenant, count, seq, dryRun)
 }
 
-func (l Local) Lease(_ context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
-	return l.Service.Lease(l.Owner, leaseID, holdings, resolved)
+func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+	return l.Service.Lease(ctx, l.Owner, leaseID, holdings, resolved)
 }
 
-func (l Local) Release(_ context.Context, leaseID string) error {
-	return l.Service.Release(l.Owner, leaseID)
+func (l Local) Release(ctx context.Context, leaseID string) error {
+	return l.Service.Release(ctx, l.Owner, leaseID)
 }

@@ -5,6 +5,7 @@
 package accounts
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // Service is the Accounts service's logic.
 type Service struct {
 	dir    atomic.Pointer[Directory]
-	ledger *Ledger
+	ledger LedgerEngine
 }
 
 // NewService serves dir, with replica leases lasting leaseTTL, in memory.
@@ -23,8 +24,8 @@ func NewService(dir *Directory, leaseTTL time.Duration) *Service {
 }
 
 // NewServiceWith serves dir with ledger (OpenLedger: durable, or with a
-// recovery grace).
-func NewServiceWith(dir *Directory, ledger *Ledger) *Service {
+// recovery grace; OpenEtcdLedger: shared by several Accounts).
+func NewServiceWith(dir *Directory, ledger LedgerEngine) *Service {
 	s := &Service{ledger: ledger}
 	s.dir.Store(dir)
 	return s
@@ -36,7 +37,7 @@ func NewServiceWith(dir *Directory, ledger *Ledger) *Service {
 func (s *Service) SetDirectory(dir *Directory) { s.dir.Store(dir) }
 
 // Ledger exposes the key ledger (for tests and operators).
-func (s *Service) Ledger() *Ledger { return s.ledger }
+func (s *Service) Ledger() LedgerEngine { return s.ledger }
 
 func (s *Service) maxOf(tenant string) int64 { return s.dir.Load().maxByTenant[tenant] }
 
@@ -55,7 +56,7 @@ func (s *Service) Account(token string) (Account, error) {
 // Reserve grants up to count slots (at least one) for new keys of tenant
 // under the lease (owner, leaseID); owner is the identity in the caller's
 // client certificate. A dry run only checks that one is free.
-func (s *Service) Reserve(owner, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error) {
+func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error) {
 	switch {
 	case leaseID == "":
 		return 0, fault.BadField("lease_id", "lease_id is required")
@@ -66,12 +67,12 @@ func (s *Service) Reserve(owner, leaseID, tenant string, count, seq int64, dryRu
 	case seq < 0:
 		return 0, fault.BadField("seq", "seq must not be negative")
 	}
-	return s.ledger.Reserve(owner, leaseID, tenant, s.maxOf(tenant), count, seq, dryRun)
+	return s.ledger.Reserve(ctx, owner, leaseID, tenant, s.maxOf(tenant), count, seq, dryRun)
 }
 
 // Lease (re)registers a replica's holdings under (owner, leaseID),
 // renewing its lease, and returns what it keeps.
-func (s *Service) Lease(owner, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error) {
+func (s *Service) Lease(ctx context.Context, owner, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error) {
 	if leaseID == "" {
 		return nil, fault.BadField("lease_id", "lease_id is required")
 	}
@@ -80,13 +81,13 @@ func (s *Service) Lease(owner, leaseID string, holdings, resolved map[string]int
 			return nil, fault.BadField("holdings", "holdings must name tenants and not be negative")
 		}
 	}
-	return s.ledger.Register(owner, leaseID, holdings, resolved, s.maxOf)
+	return s.ledger.Register(ctx, owner, leaseID, holdings, resolved, s.maxOf)
 }
 
 // Release gives a replica's slots back at once (it is shutting down).
-func (s *Service) Release(owner, leaseID string) error {
+func (s *Service) Release(ctx context.Context, owner, leaseID string) error {
 	if leaseID == "" {
 		return fault.BadField("lease_id", "lease_id is required")
 	}
-	return s.ledger.Release(owner, leaseID)
+	return s.ledger.Release(ctx, owner, leaseID)
 }

@@ -86,7 +86,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 func TestALapsedLeaseIsRenewedOnce(t *testing.T) {
 	c, acc := newCache(t, 5)
 	require.NoError(t, c.Store(ctxT(t), "t", "a", nil, false))
-	require.NoError(t, acc.Release("", c.Quota().LeaseID())) // as if the lease had lapsed
+	require.NoError(t, acc.Release(context.Background(), "", c.Quota().LeaseID())) // as if the lease had lapsed
 	require.NoError(t, c.Store(ctxT(t), "t", "b", nil, false), "the replica reports its holdings and retries")
 	assert.EqualValues(t, 2, acc.Ledger().Held("t"))
 }

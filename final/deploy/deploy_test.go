@@ -609,9 +609,14 @@ func TestCacheReplicasAreFoundThroughAHeadlessService(t *testing.T) {
 	require.NotNil(t, id.ValueFrom.FieldRef)
 	assert.Equal(t, "metadata.name", id.ValueFrom.FieldRef.FieldPath)
 
-	require.Len(t, m.pdbs, 1)
-	pdb := m.pdbs[0]
-	assert.True(t, selects(pdb.Spec.Selector.MatchLabels, &sts.Spec.Template), "the PodDisruptionBudget covers the replicas")
+	var pdb *policyv1.PodDisruptionBudget
+	for _, p := range m.pdbs {
+		if selects(p.Spec.Selector.MatchLabels, &sts.Spec.Template) {
+			require.Nil(t, pdb, "one PodDisruptionBudget covers the replicas")
+			pdb = p
+		}
+	}
+	require.NotNil(t, pdb, "a PodDisruptionBudget covers the replicas")
 	require.NotNil(t, pdb.Spec.MaxUnavailable)
 	assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
 }
@@ -727,27 +732,36 @@ func TestShutdownFitsInTheGracePeriod(t *testing.T) {
 	}
 }
 
-func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
+func TestAccountsRunsSeveralInstancesOnOneLedgerOnlyReplicasReach(t *testing.T) {
 	m := load(t)
 	w, c := m.running(t, "accounts-server")
-	// Two Accounts at once, even for a moment during a rollout, would each
-	// grant a tenant its whole quota. A StatefulSet never runs two pods of
-	// one ordinal; a Deployment does unless its strategy is Recreate.
-	if w.sts != nil {
-		require.NotNil(t, w.sts.Spec.Replicas)
-		assert.EqualValues(t, 1, *w.sts.Spec.Replicas, "%s: one Accounts", w.name)
-	} else {
-		var d *appsv1.Deployment
-		for _, dd := range m.deployments {
-			if "Deployment/"+dd.Name == w.name {
-				d = dd
-			}
+	// Its ledger is in etcd, so several Accounts serve at once: a
+	// Deployment of more than one, which keeps no state of its own.
+	require.Nil(t, w.sts, "%s: a Deployment (nothing of it is the pod's)", w.name)
+	var d *appsv1.Deployment
+	for _, dd := range m.deployments {
+		if "Deployment/"+dd.Name == w.name {
+			d = dd
 		}
-		require.NotNil(t, d)
-		require.NotNil(t, d.Spec.Replicas)
-		assert.EqualValues(t, 1, *d.Spec.Replicas, "%s: one Accounts", w.name)
-		assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type, "%s: never two ledgers at once, not even during a rollout", w.name)
 	}
+	require.NotNil(t, d)
+	require.NotNil(t, d.Spec.Replicas)
+	assert.GreaterOrEqual(t, *d.Spec.Replicas, int32(2), "%s: no single point of failure", w.name)
+	b0 := describe(t, "accounts-server")
+	assert.NotEmpty(t, env(t, c, "ACCOUNTS_", "ledger-etcd", b0), "%s: the ledger is in etcd", w.name)
+	for _, e := range c.Env {
+		assert.NotContains(t, []string{"ACCOUNTS_LEDGER", "ACCOUNTS_RECOVERY_GRACE"}, e.Name,
+			"%s: several processes cannot share a bbolt file, nor wait for a recovery", w.name)
+	}
+	var pdb *policyv1.PodDisruptionBudget
+	for _, p := range m.pdbs {
+		if selects(p.Spec.Selector.MatchLabels, w.template) {
+			pdb = p
+		}
+	}
+	require.NotNil(t, pdb, "a PodDisruptionBudget covers Accounts")
+	require.NotNil(t, pdb.Spec.MaxUnavailable)
+	assert.Less(t, pdb.Spec.MaxUnavailable.IntValue(), int(*d.Spec.Replicas), "a drain leaves an Accounts running")
 
 	require.Len(t, m.netpols, 1)
 	np := m.netpols[0]
@@ -789,59 +803,120 @@ func TestAccountsIsOneInstanceOnlyReplicasReach(t *testing.T) {
 	assert.Equal(t, p, strconv.Itoa(int(svc.Spec.Ports[0].Port)))
 }
 
-// TestAccountsKeepsItsLedgerOnAPersistentVolume: without -ledger, every
-// restart of Accounts refuses new keys for -recovery-grace, and a ledger
-// on the container's own filesystem would be lost with the pod.
-func TestAccountsKeepsItsLedgerOnAPersistentVolume(t *testing.T) {
+// TestAccountsKeepsItsLedgerInTheEtcdCluster: etcd/ (its own
+// kustomization, applied first, or replaced by an existing cluster) is a
+// cluster of an odd number of members, each with its data on a volume of
+// its own, which find each other by the names the headless Service gives
+// them, and whose client addresses are exactly what Accounts dials.
+func TestAccountsKeepsItsLedgerInTheEtcdCluster(t *testing.T) {
 	m := load(t)
-	w, c := m.running(t, "accounts-server")
-	require.NotNil(t, w.sts, "%s: a StatefulSet, whose volumeClaimTemplate gives its pod the same volume after every restart", w.name)
-	ledger := env(t, c, "ACCOUNTS_", "ledger", describe(t, "accounts-server"))
-	require.NotEmpty(t, ledger, "%s: ACCOUNTS_LEDGER", w.name)
-	require.True(t, filepath.IsAbs(ledger), "%s: ACCOUNTS_LEDGER=%s", w.name, ledger)
-
-	var mount *corev1.VolumeMount
-	for i, vm := range c.VolumeMounts {
-		if filepath.Clean(vm.MountPath) == filepath.Dir(ledger) {
-			mount = &c.VolumeMounts[i]
-		}
-	}
-	require.NotNil(t, mount, "%s: the ledger %s is on a mounted volume (the root filesystem is read-only and the pod's own)", w.name, ledger)
-	assert.False(t, mount.ReadOnly, "%s: the ledger's volume is writable", w.name)
-	for _, v := range w.template.Spec.Volumes {
-		assert.NotEqual(t, mount.Name, v.Name, "%s: volume %s is the pod's; the ledger's comes from a volumeClaimTemplate", w.name, v.Name)
-	}
-	var claim *corev1.PersistentVolumeClaim
-	for i := range w.sts.Spec.VolumeClaimTemplates {
-		if w.sts.Spec.VolumeClaimTemplates[i].Name == mount.Name {
-			claim = &w.sts.Spec.VolumeClaimTemplates[i]
-		}
-	}
-	require.NotNil(t, claim, "%s: volumeClaimTemplate %s", w.name, mount.Name)
-	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, claim.Spec.AccessModes, "one writer, on one node")
-	storage := claim.Spec.Resources.Requests[corev1.ResourceStorage]
-	assert.False(t, storage.IsZero(), "%s: the claim requests storage", w.name)
-	if p := w.sts.Spec.PersistentVolumeClaimRetentionPolicy; p != nil {
-		assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, p.WhenDeleted, "deleting the StatefulSet keeps the ledger")
-		assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, p.WhenScaled)
-	}
-
-	// The image's user must be able to write the volume: fsGroup is its group.
-	df, err := os.ReadFile("Dockerfile")
+	_, c := m.running(t, "accounts-server")
+	var e manifests
+	data, err := os.ReadFile("etcd/kustomization.yaml")
 	require.NoError(t, err)
-	user := regexp.MustCompile(`(?m)^USER ([0-9]+)(?::([0-9]+))?`).FindStringSubmatch(string(df))
-	require.NotNil(t, user, "Dockerfile: USER uid[:gid]")
-	gid := user[1]
-	if user[2] != "" {
-		gid = user[2]
+	require.NoError(t, yaml.UnmarshalStrict(data, &e.kust), "etcd/kustomization.yaml")
+	files, err := filepath.Glob("etcd/*.yaml")
+	require.NoError(t, err)
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "etcd/kustomization.yaml" })
+	var resources []string
+	for _, r := range e.kust.Resources {
+		resources = append(resources, filepath.Join("etcd", r))
 	}
-	sc := w.template.Spec.SecurityContext
-	require.NotNil(t, sc.FSGroup, "%s: fsGroup, so the image's user can write the ledger's volume", w.name)
-	assert.Equal(t, gid, strconv.FormatInt(*sc.FSGroup, 10), "%s: fsGroup is the image's group", w.name)
+	require.ElementsMatch(t, files, resources, "every manifest in etcd/ is deployed, and only these")
+	for _, f := range resources {
+		data, err := os.ReadFile(f)
+		require.NoError(t, err)
+		e.decode(t, f, data)
+	}
+	require.Len(t, e.statefulSets, 1)
+	sts := e.statefulSets[0]
+	require.NotNil(t, sts.Spec.Replicas)
+	n := *sts.Spec.Replicas
+	assert.True(t, n >= 3 && n%2 == 1, "an odd number of members, at least 3: a quorum survives a lost one (%d)", n)
+	assert.Equal(t, appsv1.ParallelPodManagement, sts.Spec.PodManagementPolicy, "members start together: none is ready before a quorum is up")
+	var svc *corev1.Service
+	for _, s := range e.services {
+		if s.Name == sts.Spec.ServiceName {
+			svc = s
+		}
+	}
+	require.NotNil(t, svc, "the StatefulSet's serviceName %q is a Service here", sts.Spec.ServiceName)
+	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP, "headless: a DNS name per member")
+	assert.True(t, svc.Spec.PublishNotReadyAddresses, "members resolve each other before they are ready")
+	assert.True(t, selects(svc.Spec.Selector, &sts.Spec.Template))
 
-	// The ledger survives restarts, so no grace is needed and none is set.
-	for _, e := range c.Env {
-		assert.NotEqual(t, "ACCOUNTS_RECOVERY_GRACE", e.Name, "%s: -recovery-grace applies only without the ledger", w.name)
+	require.Len(t, sts.Spec.Template.Spec.Containers, 1)
+	ec := &sts.Spec.Template.Spec.Containers[0]
+	ports := map[string]int32{}
+	for _, p := range ec.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	require.Contains(t, ports, "client")
+	require.Contains(t, ports, "peer")
+	w := workload{"StatefulSet/" + sts.Name, &sts.Spec.Template, sts}
+	var members, clients []string
+	for _, pod := range w.podNames() {
+		members = append(members, fmt.Sprintf("%s=http://%s.%s:%d", pod, pod, svc.Name, ports["peer"]))
+		clients = append(clients, fmt.Sprintf("%s.%s:%d", pod, svc.Name, ports["client"]))
+	}
+	vars := map[string]string{}
+	for _, pod := range w.podNames() {
+		for _, v := range podEnv(t, w, ec, pod, w.podIP(pod)) {
+			vars[v.Name] = v.Value
+		}
+		assert.Equal(t, strings.Join(members, ","), vars["ETCD_INITIAL_CLUSTER"], "the initial cluster is every pod, by its Service name")
+		assert.Equal(t, pod, vars["ETCD_NAME"])
+		assert.Equal(t, fmt.Sprintf("http://%s.%s:%d", pod, svc.Name, ports["peer"]), vars["ETCD_INITIAL_ADVERTISE_PEER_URLS"])
+		assert.Equal(t, fmt.Sprintf("http://%s.%s:%d", pod, svc.Name, ports["client"]), vars["ETCD_ADVERTISE_CLIENT_URLS"])
+	}
+	assert.ElementsMatch(t, clients, strings.Split(env(t, c, "ACCOUNTS_", "ledger-etcd", describe(t, "accounts-server")), ","),
+		"Accounts dials every member")
+
+	// Each member's data on a claim of its own, kept when the StatefulSet goes.
+	dataDir := vars["ETCD_DATA_DIR"]
+	require.True(t, filepath.IsAbs(dataDir), "ETCD_DATA_DIR=%s", dataDir)
+	var claim string
+	for _, vm := range ec.VolumeMounts {
+		if strings.HasPrefix(dataDir+"/", filepath.Clean(vm.MountPath)+"/") {
+			claim = vm.Name
+		}
+	}
+	require.NotEmpty(t, claim, "the data directory is on a mounted volume")
+	var found bool
+	for _, vct := range sts.Spec.VolumeClaimTemplates {
+		if vct.Name == claim {
+			found = true
+			assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, vct.Spec.AccessModes)
+		}
+	}
+	assert.True(t, found, "volume %s is a volumeClaimTemplate", claim)
+	if p := sts.Spec.PersistentVolumeClaimRetentionPolicy; p != nil {
+		assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, p.WhenDeleted, "deleting the StatefulSet keeps the ledger")
+	}
+	sc := sts.Spec.Template.Spec.SecurityContext
+	require.NotNil(t, sc)
+	require.NotNil(t, sc.RunAsUser)
+	require.NotNil(t, sc.FSGroup, "the data volume is writable for the user")
+	require.NotNil(t, ec.SecurityContext)
+	assert.True(t, ec.SecurityContext.ReadOnlyRootFilesystem != nil && *ec.SecurityContext.ReadOnlyRootFilesystem)
+
+	require.Len(t, e.pdbs, 1)
+	require.NotNil(t, e.pdbs[0].Spec.MaxUnavailable)
+	assert.Equal(t, 1, e.pdbs[0].Spec.MaxUnavailable.IntValue(), "a drain keeps the quorum")
+	assert.True(t, selects(e.pdbs[0].Spec.Selector.MatchLabels, &sts.Spec.Template))
+
+	// Only Accounts reaches the client port.
+	aw, _ := m.running(t, "accounts-server")
+	require.Len(t, e.netpols, 1)
+	for _, rule := range e.netpols[0].Spec.Ingress {
+		for _, p := range rule.Ports {
+			require.NotNil(t, p.Port)
+			if p.Port.IntValue() == int(ports["client"]) {
+				require.Len(t, rule.From, 1)
+				require.NotNil(t, rule.From[0].PodSelector)
+				assert.True(t, selects(rule.From[0].PodSelector.MatchLabels, aw.template), "the client port admits Accounts")
+			}
+		}
 	}
 }
 

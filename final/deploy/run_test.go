@@ -35,6 +35,7 @@ import (
 	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/forward"
 	"grpcworkshop.example/final/internal/dnstest"
+	"grpcworkshop.example/final/internal/etcdtest"
 	"grpcworkshop.example/final/keyaffinity"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/tlsutil"
@@ -232,7 +233,8 @@ type stack struct {
 	acc     *pod
 	ns      *dnstest.Server
 	ips     map[string]string // pod -> IP
-	port    string            // the replicas' public port, on each IP
+	etcd    *etcdtest.Cluster
+	port    string // the replicas' public port, on each IP
 }
 
 // newStack writes secrets for a tenant with maxKeys and starts Accounts.
@@ -248,7 +250,13 @@ func newStack(t *testing.T, maxKeys int) *stack {
 	require.Len(t, accts, 1)
 	s.token = slices.Collect(maps.Keys(accts))[0]
 
-	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, "accounts-0", "127.0.0.1", freeAddr(t))
+	aw, _ := s.m.running(t, "accounts-server")
+	s.acc = podFor(t, s.m, "accounts-server", "ACCOUNTS_", s.secrets, aw.podNames()[0], "127.0.0.1", freeAddr(t))
+	// In the cluster the ledger's etcd is etcd/'s StatefulSet; here it is
+	// one member on loopback.
+	require.NotEmpty(t, s.acc.env["ACCOUNTS_LEDGER_ETCD"])
+	s.etcd = etcdtest.Start(t, 1)
+	s.acc.env["ACCOUNTS_LEDGER_ETCD"] = strings.Join(s.etcd.Endpoints(), ",")
 	s.acc.start(t)
 	s.acc.awaitReady(t)
 
@@ -328,9 +336,9 @@ func (s *stack) store(t *testing.T, r *pod, key string) error {
 }
 
 // TestManifestsRunWithTheLedgerAndACertificatePerReplica runs the real
-// binaries with the manifests' environment: Accounts with its ledger on
-// the claimed volume, two replicas each with the client certificate named
-// like its pod. The probes pass on the admin port, new keys are granted from the first
+// binaries with the manifests' environment: Accounts with its ledger in
+// etcd, two replicas each with the client certificate named like its pod.
+// The probes pass on the admin port, new keys are granted from the first
 // Store (no recovery grace), and after a restart of Accounts the ledger
 // still counts every slot: a third replica cannot exceed the quota.
 func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
@@ -344,14 +352,8 @@ func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
 	require.NoError(t, s.store(t, r0, "k0"), "a new key on cache-0: Accounts reached over mutual TLS with cache-0's certificate")
 	require.NoError(t, s.store(t, r1, "k1"), "a new key on cache-1, with cache-1's certificate")
 
-	ledger := s.acc.env["ACCOUNTS_LEDGER"]
-	require.NotEmpty(t, ledger)
-	fi, err := os.Stat(ledger)
-	require.NoError(t, err, "the ledger is on the claimed volume")
-	assert.Positive(t, fi.Size())
-
-	// The kubelet restarts Accounts: SIGTERM, then the same pod again
-	// with the same volume.
+	// The kubelet restarts Accounts (or another pod of the Deployment
+	// takes over): SIGTERM, then a process with the same etcd.
 	s.acc.stop(t, time.Duration(*s.acc.w.template.Spec.TerminationGracePeriodSeconds)*time.Second)
 	s.acc.start(t)
 	s.acc.awaitReady(t)
@@ -360,7 +362,7 @@ func TestManifestsRunWithTheLedgerAndACertificatePerReplica(t *testing.T) {
 	// over the quota at once, not granted (an empty ledger) nor put off
 	// (LEDGER_RECOVERING).
 	r2 := s.replica(t, "cache-2")
-	err = s.store(t, r2, "k2")
+	err := s.store(t, r2, "k2")
 	require.Error(t, err, "a third key over a quota of 2")
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
 	assert.Equal(t, fault.QuotaExceeded, apierr.ReasonOf(err), "%v", err)

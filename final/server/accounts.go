@@ -34,14 +34,19 @@ type AccountsConfig struct {
 	// (set it to LeaseTTL when Accounts may restart without its replicas);
 	// 0: none, for a ledger that starts with its replicas (devstack, tests).
 	RecoveryGrace time.Duration
+	// LedgerEtcd, with Endpoints, keeps the ledger in etcd instead, shared
+	// by every Accounts process pointed at it (LedgerPath and
+	// RecoveryGrace are then unused; its TTL is LeaseTTL).
+	LedgerEtcd accounts.EtcdOptions
 }
 
 // DefaultAccountsConfig is the Accounts service's configuration when no
 // flag is given.
 func DefaultAccountsConfig() AccountsConfig {
 	return AccountsConfig{
-		Common:   defaultCommon("localhost:5050", "localhost:9050"),
-		LeaseTTL: 15 * time.Second, // three missed reports at the default lease interval
+		Common:     defaultCommon("localhost:5050", "localhost:9050"),
+		LeaseTTL:   15 * time.Second, // three missed reports at the default lease interval
+		LedgerEtcd: accounts.EtcdOptions{Prefix: accounts.DefaultEtcdPrefix},
 	}
 }
 
@@ -59,7 +64,14 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	if cfg.Directory == nil {
 		cfg.Directory = accounts.Default()
 	}
-	ledger, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	var ledger accounts.LedgerEngine
+	var err error
+	if len(cfg.LedgerEtcd.Endpoints) > 0 {
+		cfg.LedgerEtcd.TTL = cfg.LeaseTTL
+		ledger, err = accounts.OpenEtcdLedger(cfg.LedgerEtcd)
+	} else {
+		ledger, err = accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +117,7 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	n, err := s.svc.Reserve(PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	n, err := s.svc.Reserve(ctx, PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +125,7 @@ func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rp
 }
 
 func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	admitted, err := s.svc.Lease(PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
+	admitted, err := s.svc.Lease(ctx, PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +133,7 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 }
 
 func (s *accountsService) Release(ctx context.Context, req *rpc.ReleaseReq) (*rpc.ReleaseResp, error) {
-	if err := s.svc.Release(PeerIdentity(ctx), req.LeaseId); err != nil {
+	if err := s.svc.Release(ctx, PeerIdentity(ctx), req.LeaseId); err != nil {
 		return nil, err
 	}
 	return &rpc.ReleaseResp{}, nil

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"grpcworkshop.example/final/accounts"
@@ -36,6 +37,9 @@ func main() {
 type config struct {
 	server.AccountsConfig
 	AccountsFile, Cert, Key, CA, LogLevel, LogFormat string
+	// Etcd: host:port,... of etcd's members (empty: the ledger is -ledger
+	// or memory); EtcdCA, EtcdCert, EtcdKey: TLS to them (empty: plaintext).
+	Etcd, EtcdCA, EtcdCert, EtcdKey string
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -61,6 +65,11 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.CA, "ca", "CA that signs the replicas' client certificates")
 	f.Duration(&c.LeaseTTL, "lease-ttl", "how long a silent replica's key slots stay reserved")
 	f.String(&c.LedgerPath, "ledger", "quota ledger file (bbolt), kept across restarts; empty: in memory")
+	f.String(&c.Etcd, "ledger-etcd", "etcd members host:port,... that hold the quota ledger, shared by every Accounts process pointed at them (replaces -ledger); empty: -ledger")
+	f.String(&c.LedgerEtcd.Prefix, "ledger-etcd-prefix", "prefix of the ledger's keys in etcd")
+	f.String(&c.EtcdCA, "ledger-etcd-ca", "CA of etcd's server certificates; with it the connection to etcd is TLS")
+	f.String(&c.EtcdCert, "ledger-etcd-cert", "client certificate presented to etcd (with -ledger-etcd-ca)")
+	f.String(&c.EtcdKey, "ledger-etcd-key", "key of -ledger-etcd-cert")
 	f.Duration(&c.RecoveryGrace, "recovery-grace", "with the ledger in memory, how long after starting no key slot is granted while replicas re-register (at least -lease-ttl after a restart); 0: none")
 	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
 	f.Duration(&c.HandshakeTimeout, "handshake-timeout", "how long a new connection has to finish its TLS handshake; 0: gRPC's 120s")
@@ -91,6 +100,15 @@ func run(args []string) error {
 	if cfg.TLS, err = tlsutil.ServerConfig(cfg.Cert, cfg.Key, cfg.CA); err != nil {
 		return fmt.Errorf("%w (for development certificates run go run ./final/cmd/devstack once)", err)
 	}
+	if cfg.Etcd != "" {
+		cfg.LedgerEtcd.Endpoints = strings.Split(cfg.Etcd, ",")
+		cfg.RecoveryGrace = 0 // the ledger outlives this process
+		if cfg.EtcdCA != "" {
+			if cfg.LedgerEtcd.TLS, err = tlsutil.ClientConfig(cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey); err != nil {
+				return fmt.Errorf("etcd tls: %w", err)
+			}
+		}
+	}
 	cfg.Logger = log
 	// Metrics always (read on the admin port); traces when OTEL_* says so.
 	if cfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "accounts", Instance: "accounts"}); err != nil {
@@ -105,6 +123,8 @@ func run(args []string) error {
 	go reloadOnHUP(ctx, srv, cfg.AccountsFile, log)
 	log.Info("accounts", "tokens", cfg.Directory.Len())
 	switch {
+	case cfg.Etcd != "":
+		log.Info("quota ledger in etcd", "endpoints", cfg.Etcd, "prefix", cfg.LedgerEtcd.Prefix)
 	case cfg.LedgerPath != "":
 		log.Info("quota ledger on disk", "file", cfg.LedgerPath, "leases", srv.Service().Ledger().Leases())
 	case cfg.RecoveryGrace > 0:
