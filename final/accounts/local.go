@@ -1,6 +1,9 @@
 package accounts
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Local is s in process, with the methods the cache asks of Accounts (it
 // satisfies cache.Authority): for tests, benchmarks and single-binary
@@ -19,8 +22,12 @@ func (l Local) Reserve(_ context.Context, leaseID, tenant string, count, seq int
 	return l.Service.Reserve(l.Owner, leaseID, tenant, count, seq, dryRun)
 }
 
-func (l Local) Lease(_ context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
-	return l.Service.Lease(l.Owner, leaseID, holdings, resolved)
+func (l Local) Lease(_ context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
+	admitted, err := l.Service.Lease(l.Owner, leaseID, holdings, resolved)
+	if err != nil {
+		return nil, 0, err
+	}
+	return admitted, l.Service.Ledger().TTL(), nil
 }
 
 func (l Local) Release(_ context.Context, leaseID string) error {
