@@ -18,7 +18,7 @@ import (
 // fakeClock replaces the quota's monotonic clock.
 type fakeClock struct{ now atomic.Int64 }
 
-func (f *fakeClock) read() time.Duration      { return time.Duration(f.now.Load()) }
+func (f *fakeClock) read() time.Duration     { return time.Duration(f.now.Load()) }
 func (f *fakeClock) advance(d time.Duration) { f.now.Add(int64(d)) }
 
 func withClock(c *Cache) *fakeClock {
