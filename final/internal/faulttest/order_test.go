@@ -50,7 +50,9 @@ func TestAReplicaCutFromAccountsStopsServingItsKeysBeforeAccountsRegrantsThem(t 
 	cut, other := s.Replicas[0], s.Replicas[1]
 	onCut := rpc.NewCacheClient(s.Dial(cut.Addr, "tiny", client.Options{}))
 	onOther := rpc.NewCacheClient(s.Dial(other.Addr, "tiny", client.Options{}))
-	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 5*time.Second) }
+	call := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 5*time.Second)
+	}
 
 	ctx, cancel := call()
 	_, err := onCut.Store(ctx, &rpc.StoreReq{Key: "k1", Val: []byte("v1")})
@@ -215,7 +217,9 @@ func TestAStoreTheClientGaveUpOnIsNotAppliedOverANewerAcknowledgedOne(t *testing
 func TestAConditionalStoreRefusesAStaleRevision(t *testing.T) {
 	s := faulttest.Start(t, faulttest.Options{})
 	c := s.Client("good")
-	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 5*time.Second) }
+	call := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 5*time.Second)
+	}
 
 	ctx, cancel := call()
 	r0, err := c.Store(ctx, &rpc.StoreReq{Key: "cas", Val: []byte("v0"), IfAbsent: true})
