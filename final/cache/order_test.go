@@ -200,3 +200,39 @@ func TestARevisionIsNeverReusedAfterTheKeyIsDroppedAndStoredAgain(t *testing.T) 
 	_, err = c.StoreIf(ctxT(t), "t", "k", []byte("c"), Cond{Revision: r1}, false)
 	assert.ErrorIs(t, err, fault.ErrRevisionMismatch, "the old incarnation's revision does not match the new one")
 }
+
+// signalLease tells the test when a report reached Accounts.
+type signalLease struct {
+	accounts.Local
+	reported chan struct{}
+}
+
+func (s *signalLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
+	admitted, ttl, err := s.Local.Lease(ctx, leaseID, holdings, resolved)
+	s.reported <- struct{}{}
+	return admitted, ttl, err
+}
+
+func TestAFencedReplicaAskedForAKeyReportsAtOnce(t *testing.T) {
+	const ttl = 10 * time.Second
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 5}}), ttl)
+	sl := &signalLease{Local: accounts.Local{Service: acc}, reported: make(chan struct{}, 1)}
+	c := New(sl, "r", Limits{}, quiet)
+	clock := withClock(c)
+	require.NoError(t, c.Store(ctxT(t), "t", "k", []byte("v"), false))
+	<-sl.reported
+	clock.advance(ttl)
+	_, err := c.Get("t", "k")
+	require.ErrorIs(t, err, fault.ErrReplicaFenced)
+
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, time.Hour) }() // no tick within the test
+	defer func() { cancel(); <-done }()
+	<-sl.reported           // the loop reported, kicked by the Get
+	c.quota.reportMu.Lock() // the report has finished
+	c.quota.reportMu.Unlock()
+	got, err := c.Get("t", "k")
+	require.NoError(t, err, "re-registered without waiting for the next tick")
+	assert.Equal(t, "v", string(got))
+}

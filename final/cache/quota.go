@@ -101,10 +101,8 @@ func (q *Quota) fence() error {
 	case q.kick <- struct{}{}:
 	default:
 	}
-	retry := time.Duration(q.interval.Load())
-	if retry <= 0 {
-		retry = time.Second
-	}
+	// The report loop reports at most once per tenth of an interval.
+	retry := max(time.Duration(q.interval.Load())/10, 100*time.Millisecond)
 	return fault.Fenced(retry)
 }
 
@@ -258,23 +256,26 @@ func (q *Quota) release(ctx context.Context) error {
 }
 
 // run reports holdings every interval until ctx ends, and at once when a
-// fenced replica is asked for a key (but after a failed report, only at
-// the next tick: a fenced replica does not hammer an Accounts that is down).
+// fenced replica is asked for a key, but at most once per tenth of an
+// interval: a fenced replica does not hammer an Accounts that is down.
 func (q *Quota) run(ctx context.Context, interval time.Duration) {
 	q.log.Info("quota slots held under lease", "lease", q.id)
 	q.interval.Store(int64(interval))
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	kick := q.kick
+	var last time.Time
 	fencedLogged := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			kick = q.kick
-		case <-kick:
+		case <-q.kick:
+			if time.Since(last) < interval/10 {
+				continue // the clients' retries kick again
+			}
 		}
+		last = time.Now()
 		wasFenced := q.leased.Load() && q.ValidFor() <= 0
 		if wasFenced && !fencedLogged {
 			fencedLogged = true
@@ -285,7 +286,6 @@ func (q *Quota) run(ctx context.Context, interval time.Duration) {
 		cancel()
 		switch {
 		case err != nil:
-			kick = nil
 			q.log.Warn("report holdings to accounts", "error", err)
 		case wasFenced:
 			fencedLogged = false
