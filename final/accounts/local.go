@@ -1,6 +1,9 @@
 package accounts
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Local is s in process, with the methods the cache asks of Accounts (it
 // satisfies cache.Authority): for tests, benchmarks and single-binary
@@ -19,8 +22,12 @@ func (l Local) Reserve(ctx context.Context, leaseID, tenant string, count, seq i
 	return l.Service.Reserve(ctx, l.Owner, leaseID, tenant, count, seq, dryRun)
 }
 
-func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
-	return l.Service.Lease(ctx, l.Owner, leaseID, holdings, resolved)
+func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
+	admitted, err := l.Service.Lease(ctx, l.Owner, leaseID, holdings, resolved)
+	if err != nil {
+		return nil, 0, err
+	}
+	return admitted, l.Service.Ledger().TTL(), nil
 }
 
 func (l Local) Release(ctx context.Context, leaseID string) error {

@@ -82,13 +82,14 @@ func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, count, seq
 	return resp.GetGranted(), nil
 }
 
-// Lease reports the replica's holdings and renews its lease.
-func (c *Client) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+// Lease reports the replica's holdings and renews its lease; it returns
+// what the replica keeps and the lease's TTL.
+func (c *Client) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
 	resp, err := c.rpc.Lease(ctx, &rpc.LeaseReq{LeaseId: leaseID, Holdings: holdings, Resolved: resolved})
 	if err != nil {
-		return nil, apierr.FromAccounts(err)
+		return nil, 0, apierr.FromAccounts(err)
 	}
-	return resp.GetAdmitted(), nil
+	return resp.GetAdmitted(), time.Duration(resp.GetTtlMillis()) * time.Millisecond, nil
 }
 
 // Release gives the lease's slots back at once.

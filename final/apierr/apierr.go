@@ -37,7 +37,9 @@ var codeOf = map[fault.Reason]codes.Code{
 	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
 	fault.LeaseNotFound:       codes.NotFound,
 	fault.AccountsUnavailable: codes.Unavailable,
-	fault.LedgerRecovering:    codes.Unavailable, // retrying after RetryInfo's delay does
+	fault.LedgerRecovering:    codes.Unavailable,        // retrying after RetryInfo's delay does
+	fault.ReplicaFenced:       codes.Unavailable,        // likewise, once the replica re-registered
+	fault.RevisionMismatch:    codes.FailedPrecondition, // retrying does not help: read the key again
 	fault.DeadlineExceeded:    codes.DeadlineExceeded,
 	fault.Canceled:            codes.Canceled,
 	fault.Unavailable:         codes.Unavailable,
@@ -128,6 +130,8 @@ func fromFault(e *fault.Error) *status.Status {
 		})
 	case fault.RateLimited:
 		md["subject"] = e.Subject
+	case fault.RevisionMismatch:
+		md["revision"] = strconv.FormatInt(e.Revision, 10)
 	}
 	// Any error that says when a retry may succeed (a rate limit, Accounts
 	// unreachable) tells the client so.

@@ -26,8 +26,9 @@ type Authority interface {
 	Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error)
 	// Lease reports the replica's holdings (and, per tenant, the last
 	// reservation they include), renewing the lease, and returns how many
-	// slots of each tenant it keeps.
-	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error)
+	// slots of each tenant it keeps and the lease's TTL at Accounts (the
+	// replica's own lease deadline is counted from it).
+	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, ttl time.Duration, err error)
 	// Release gives the lease's slots back at once.
 	Release(ctx context.Context, leaseID string) error
 }
@@ -115,39 +116,95 @@ func (c *Cache) checkKey(key string) error {
 	return nil
 }
 
+// Cond makes a Store conditional. The zero Cond is no condition.
+type Cond struct {
+	// Revision: store only if the key's revision is still this one (it
+	// exists and nobody wrote it since the caller read it), as memcached's
+	// CAS or etcd's compare on mod_revision. 0: no condition.
+	Revision int64
+	// Absent: store only if the key does not exist.
+	Absent bool
+}
+
+func (c Cond) validate() error {
+	switch {
+	case c.Revision < 0:
+		return fault.BadField("if_revision", "if_revision must not be negative")
+	case c.Revision != 0 && c.Absent:
+		return fault.BadField("if_absent", "if_absent and if_revision exclude each other")
+	}
+	return nil
+}
+
+// check refuses a write whose condition does not hold for key, which is at
+// revision rev (0: absent). Caller holds the tenant's lock.
+func (c Cond) check(key string, rev int64, exists bool) error {
+	switch {
+	case c.Absent && exists, c.Revision != 0 && c.Revision != rev:
+		return fault.StaleRevision(key, rev)
+	}
+	return nil
+}
+
 // Store sets key to val for tenant; a new key takes a slot of the tenant's
 // quota. A dry run checks everything and changes nothing. val is copied.
 func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRun bool) error {
+	_, err := c.StoreIf(ctx, tenant, key, val, Cond{}, dryRun)
+	return err
+}
+
+// StoreIf is Store under a condition (RevisionMismatch when it does not
+// hold), and returns the write's revision (0 for a dry run). A Store whose
+// ctx is done by the time it would take effect is not applied, so a write
+// its caller gave up on never lands after one acknowledged later.
+func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, cond Cond, dryRun bool) (int64, error) {
 	if err := c.checkKey(key); err != nil {
-		return err
+		return 0, err
 	}
 	if len(val) > c.limits.MaxValueBytes {
-		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
+		return 0, fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
+	}
+	if err := cond.validate(); err != nil {
+		return 0, err
 	}
 	t := c.store.tenant(tenant)
+	w := &write{ctx: ctx, key: key, val: val, cond: cond, fence: c.quota.fence}
 	if dryRun {
-		if t.fits(key) {
-			return nil
+		fits, err := t.fits(w)
+		if err != nil || fits {
+			return 0, err
 		}
-		return c.quota.check(ctx, tenant)
+		return 0, c.quota.check(ctx, tenant)
 	}
-	val = bytes.Clone(val) // the caller's buffer is not ours to keep
-	if t.putHeld(key, val) {
-		return nil
+	w.val = bytes.Clone(val) // the caller's buffer is not ours to keep
+	if done, rev, err := t.apply(w); done {
+		return rev, err
 	}
-	return c.quota.storeNew(ctx, tenant, t, key, val)
+	return c.quota.storeNew(ctx, tenant, t, w)
 }
 
 // Get returns tenant's value of key. The value must not be modified.
 func (c *Cache) Get(tenant, key string) ([]byte, error) {
+	val, _, err := c.GetRevision(tenant, key)
+	return val, err
+}
+
+// GetRevision returns tenant's value of key and its revision. The value
+// must not be modified. A fenced replica serves no key (ReplicaFenced).
+func (c *Cache) GetRevision(tenant, key string) ([]byte, int64, error) {
 	if err := c.checkKey(key); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	val, ok := c.store.Get(tenant, key)
+	val, rev, ok := c.store.GetRevision(tenant, key)
+	// Checked after the read: a value read before the lease's end may be
+	// returned; one read after it is not.
+	if err := c.quota.fence(); err != nil {
+		return nil, 0, err
+	}
 	if !ok {
-		return nil, fault.NoKey(key)
+		return nil, 0, fault.NoKey(key)
 	}
-	return val, nil
+	return val, rev, nil
 }
 
 // Dump calls send with each of tenant's items, in the order they were first
@@ -172,6 +229,9 @@ func (c *Cache) Dump(tenant string, send func(key string, val []byte) error) err
 	buf := make([]Item, 0, c.limits.DumpBatch)
 	for pos := 0; ; {
 		buf = t.batch(pos, c.limits.DumpBatch, buf)
+		if err := c.quota.fence(); err != nil {
+			return err
+		}
 		if len(buf) == 0 {
 			return nil
 		}

@@ -300,7 +300,7 @@ type hungLease struct {
 	open    chan struct{}
 }
 
-func (h *hungLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, error) {
+func (h *hungLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
 	if h.hang.Load() {
 		h.entered <- struct{}{}
 		<-h.open

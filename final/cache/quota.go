@@ -41,7 +41,29 @@ type Quota struct {
 	// reports counts successful reports, so the Stores that all learn at
 	// once that the lease lapsed re-register it once, not each.
 	reports atomic.Int64
+
+	// The replica's own view of its lease, on its monotonic clock (clock:
+	// time since the Quota was made). validUntil is when it ends: the send
+	// time of the last report Accounts acknowledged, plus Accounts' TTL,
+	// minus LeaseMargin. Past it the replica serves none of its keys
+	// (fence) until a report renews it: Accounts may have given their slots
+	// away. leased says a lease was ever acknowledged (before, the replica
+	// holds no keys and has nothing to fence).
+	clock      func() time.Duration
+	validUntil atomic.Int64
+	leased     atomic.Bool
+	// kick asks the report loop to report now (a fenced replica was
+	// asked for a key); interval is the loop's, for RetryInfo.
+	kick     chan struct{}
+	interval atomic.Int64
 }
+
+// LeaseMargin is how much earlier than Accounts a replica considers its
+// lease over: a tenth of the TTL (1.5s of the default 15s). It covers a
+// difference between the two machines' clock rates of up to 10% (quartz
+// drifts by about 0.01%, and NTP slews a clock by at most 0.05%), and the
+// time the replica takes between reading its clock and serving a key.
+func LeaseMargin(ttl time.Duration) time.Duration { return ttl / 10 }
 
 // flight is one reservation in flight for a tenant; the new keys that need
 // a slot meanwhile wait for it instead of sending their own.
@@ -62,21 +84,46 @@ func LeaseID(replicaID string) string {
 }
 
 func newQuota(accounts Authority, id string, store *Store, log *slog.Logger) *Quota {
-	return &Quota{accounts: accounts, id: id, store: store, log: log}
+	start := time.Now()
+	return &Quota{accounts: accounts, id: id, store: store, log: log,
+		clock: func() time.Duration { return time.Since(start) }, // monotonic
+		kick:  make(chan struct{}, 1),
+	}
+}
+
+// fence refuses to serve the replica's keys once its own lease deadline
+// passed, and asks the report loop to renew the lease at once.
+func (q *Quota) fence() error {
+	if !q.leased.Load() || q.clock() < time.Duration(q.validUntil.Load()) {
+		return nil
+	}
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	// The report loop reports at most once per tenth of an interval.
+	retry := max(time.Duration(q.interval.Load())/10, 100*time.Millisecond)
+	return fault.Fenced(retry)
+}
+
+// ValidFor is how long the replica's lease lasts on its own clock (0 or
+// less: it is fenced, or it holds no lease yet).
+func (q *Quota) ValidFor() time.Duration {
+	return time.Duration(q.validUntil.Load()) - q.clock()
 }
 
 // LeaseID is the lease this replica holds its slots under.
 func (q *Quota) LeaseID() string { return q.id }
 
-// storeNew writes key of tenant, reserving slots when no spare one is
-// at hand.
-func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key string, val []byte) error {
+// storeNew applies w to tenant, reserving slots when no spare one is at
+// hand.
+func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, w *write) (int64, error) {
 	renewed := false
 	for {
 		reports := q.reports.Load()
-		ok, f, start := t.put(key, val)
-		if ok {
-			return nil
+		rev, f, start, err := t.put(w)
+		if f == nil {
+			return rev, err
 		}
 		if start {
 			q.fly(ctx, tenant, t, f)
@@ -84,22 +131,22 @@ func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, key 
 			select {
 			case <-f.done:
 			case <-ctx.Done():
-				return ctx.Err()
+				return 0, ctx.Err()
 			}
 		}
 		switch {
 		case f.err == nil:
 			continue // slots arrived: take one
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return 0, ctx.Err()
 		case errors.Is(f.err, fault.ErrLeaseNotFound) && !renewed:
 			// The lease lapsed (or Accounts lost it): report and retry once.
 			renewed = true
 			if err := q.reregister(ctx, reports); err != nil {
-				return err
+				return 0, err
 			}
 		default:
-			return f.err
+			return 0, f.err
 		}
 	}
 }
@@ -171,15 +218,27 @@ func (q *Quota) Report(ctx context.Context) error {
 
 func (q *Quota) reportLocked(ctx context.Context) error {
 	holdings, resolved := q.store.report()
-	admitted, err := q.accounts.Lease(ctx, q.id, holdings, resolved)
+	// The lease is counted from before the report is sent: Accounts
+	// renews it when the report arrives, later, so the replica's view
+	// ends first even if the answer took long (or the replica was paused
+	// before reading it).
+	sent := q.clock()
+	admitted, ttl, err := q.accounts.Lease(ctx, q.id, holdings, resolved)
 	if err != nil {
 		return err
+	}
+	if ttl <= 0 {
+		return &fault.Error{Reason: fault.Internal, Err: errors.New("accounts acknowledged a lease report without its TTL")}
 	}
 	q.registered.Store(true)
 	q.reports.Add(1)
 	if n := q.store.trim(holdings, admitted); n > 0 {
 		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots of", "dropped", n)
 	}
+	// Only now, with the keys Accounts no longer admits dropped, does the
+	// replica serve its keys again.
+	q.validUntil.Store(int64(sent + ttl - LeaseMargin(ttl)))
+	q.leased.Store(true)
 	return nil
 }
 
@@ -192,24 +251,45 @@ func (q *Quota) release(ctx context.Context) error {
 		return nil
 	}
 	q.registered.Store(false)
+	q.validUntil.Store(0) // its keys are no longer paid for
 	return q.accounts.Release(ctx, q.id)
 }
 
-// run reports holdings every interval until ctx ends.
+// run reports holdings every interval until ctx ends, and at once when a
+// fenced replica is asked for a key, but at most once per tenth of an
+// interval: a fenced replica does not hammer an Accounts that is down.
 func (q *Quota) run(ctx context.Context, interval time.Duration) {
 	q.log.Info("quota slots held under lease", "lease", q.id)
+	q.interval.Store(int64(interval))
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last time.Time
+	fencedLogged := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-q.kick:
+			if time.Since(last) < interval/10 {
+				continue // the clients' retries kick again
+			}
+		}
+		last = time.Now()
+		wasFenced := q.leased.Load() && q.ValidFor() <= 0
+		if wasFenced && !fencedLogged {
+			fencedLogged = true
+			q.log.Warn("lease expired on this replica's clock: its keys are refused until a report renews it")
 		}
 		rctx, cancel := context.WithTimeout(ctx, interval)
-		if err := q.Report(rctx); err != nil {
-			q.log.Warn("report holdings to accounts", "error", err)
-		}
+		err := q.Report(rctx)
 		cancel()
+		switch {
+		case err != nil:
+			q.log.Warn("report holdings to accounts", "error", err)
+		case wasFenced:
+			fencedLogged = false
+			q.log.Warn("lease renewed: serving keys again")
+		}
 	}
 }

@@ -1,5 +1,7 @@
 package cache
 
+import "context"
+
 // The replica's side of each tenant's quota: slots reserved from Accounts
 // in blocks, spent by new keys, returned with lease reports. It lives
 // under the tenant's lock, next to the keys it pays for.
@@ -15,50 +17,88 @@ type tenantQuota struct {
 	flight   *flight // the reservation in flight, which new keys wait for
 }
 
-// put writes key if it needs no new slot: it exists already, or a spare
-// slot is at hand. Otherwise it returns the reservation in flight to wait
-// for, or starts one (start true): the caller then reserves and settles it.
-func (t *tenantData) put(key string, val []byte) (ok bool, f *flight, start bool) {
+// write is one Store as it reaches the tenant's lock: whether it is still
+// wanted (its context), allowed (the replica's lease, the condition), and
+// what it sets.
+type write struct {
+	ctx   context.Context
+	key   string
+	val   []byte
+	cond  Cond
+	fence func() error // the replica's own lease (Quota.fence)
+}
+
+// put applies w if it needs no new slot: the key exists already, or a
+// spare slot is at hand. Otherwise it returns the reservation in flight to
+// wait for, or starts one (start true): the caller then reserves and
+// settles it. With no flight, w was applied (rev) or refused (err).
+func (t *tenantData) put(w *write) (rev int64, f *flight, start bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.putHeldLocked(key, val) {
-		return true, nil, false
+	if done, rev, err := t.applyLocked(w); done {
+		return rev, nil, false, err
 	}
 	q := &t.q
 	if q.flight != nil {
-		return false, q.flight, false
+		return 0, q.flight, false, nil
 	}
 	q.seq++
 	q.flight = &flight{done: make(chan struct{}), seq: q.seq, count: max(q.block, 1)}
-	return false, q.flight, true
+	return 0, q.flight, true, nil
 }
 
-// putHeld writes key if it needs no new slot: the hot path (an
-// overwrite), which needs nothing from the quota.
-func (t *tenantData) putHeld(key string, val []byte) bool {
+// apply applies w if it needs no new slot: the hot path (an overwrite),
+// which needs nothing from the quota.
+func (t *tenantData) apply(w *write) (done bool, rev int64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.putHeldLocked(key, val)
+	return t.applyLocked(w)
 }
 
-func (t *tenantData) putHeldLocked(key string, val []byte) bool {
-	if t.overwrite(key, val) {
-		return true
+// applyLocked is the one place a Store takes effect, under the tenant's
+// lock: a write whose caller is gone (its context done: canceled, or past
+// its deadline) is not applied, nor one on a fenced replica, nor one whose
+// condition no longer holds. Writes to a key thus take effect in the order
+// of this lock, and a write the caller abandoned before a later one was
+// applied never lands on top of it (see "Writes to a key" in the design
+// notes). done is false when the key is new and no spare slot is at hand.
+func (t *tenantData) applyLocked(w *write) (done bool, rev int64, err error) {
+	if err := w.ctx.Err(); err != nil {
+		return true, 0, err
+	}
+	if err := w.fence(); err != nil {
+		return true, 0, err
+	}
+	i, exists := t.index[w.key]
+	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
+		return true, 0, err
+	}
+	if exists {
+		e := t.at(i)
+		e.val, e.rev = w.val, t.nextRev()
+		return true, e.rev, nil
 	}
 	if q := &t.q; q.spare > 0 {
 		q.spare--
 		q.used++
-		t.insert(key, val)
-		return true
+		return true, t.insert(w.key, w.val), nil
 	}
-	return false
+	return false, 0, nil
 }
 
-// fits says whether key could be written without a new slot (dry run).
-func (t *tenantData) fits(key string) bool {
+// fits says whether w could be applied without a new slot, and checks the
+// replica's lease and w's condition (dry run).
+func (t *tenantData) fits(w *write) (bool, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.has(key) || t.q.spare > 0
+	if err := w.fence(); err != nil {
+		return false, err
+	}
+	_, exists := t.index[w.key]
+	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
+		return false, err
+	}
+	return exists || t.q.spare > 0, nil
 }
 
 // settle ends the reservation in flight: its slots become spare, and the

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"sync"
+	"time"
 )
 
 // Store holds every tenant's keys. Each tenant has its own lock, so tenants
@@ -19,6 +20,14 @@ type tenantData struct {
 	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
 	items [][]entry        // in insertion order, in blocks of orderBlock
 	q     tenantQuota      // the replica's side of the tenant's quota (slots.go)
+	// rev is the last revision given to a write of this tenant: every
+	// write takes the next, so a key's revision changes with every write
+	// and never repeats while the replica runs. It starts at the wall
+	// clock in microseconds, so a restarted replica (or a tenant that
+	// returns) goes on above what an earlier process gave, as long as it
+	// wrote fewer than a million keys per second: a revision a client
+	// read from a process that died never matches a key written since.
+	rev int64
 }
 
 // entry is one stored item. The map holds only positions: a slot of a
@@ -27,6 +36,7 @@ type tenantData struct {
 type entry struct {
 	key string
 	val []byte
+	rev int64 // the revision of the write that set val
 }
 
 // orderBlock is how many items one block holds. The items grow a block at
@@ -44,23 +54,30 @@ func (s *Store) tenant(tenant string) *tenantData {
 	if t := s.lookup(tenant); t != nil {
 		return t
 	}
-	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{index: map[string]int32{}})
+	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{index: map[string]int32{}, rev: time.Now().UnixMicro()})
 	return t.(*tenantData)
 }
 
 // Get returns the value of key for tenant.
 func (s *Store) Get(tenant, key string) ([]byte, bool) {
+	val, _, ok := s.GetRevision(tenant, key)
+	return val, ok
+}
+
+// GetRevision returns the value of key for tenant and its revision.
+func (s *Store) GetRevision(tenant, key string) ([]byte, int64, bool) {
 	t := s.lookup(tenant)
 	if t == nil {
-		return nil, false
+		return nil, 0, false
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	i, ok := t.index[key]
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
-	return t.at(i).val, true
+	e := t.at(i)
+	return e.val, e.rev, true
 }
 
 // Len is how many keys tenant has on this replica.
@@ -74,13 +91,12 @@ func (s *Store) Len(tenant string) int {
 	return len(t.index)
 }
 
-// overwrite sets key if it exists. Caller holds mu.
-func (t *tenantData) overwrite(key string, val []byte) bool {
+// revision is key's revision, 0 if it does not exist. Caller holds mu.
+func (t *tenantData) revision(key string) int64 {
 	if i, ok := t.index[key]; ok {
-		t.at(i).val = val
-		return true
+		return t.at(i).rev
 	}
-	return false
+	return 0
 }
 
 // has says whether key exists. Caller holds mu.
@@ -92,7 +108,14 @@ func (t *tenantData) has(key string) bool {
 // count is how many keys the tenant has. Caller holds mu.
 func (t *tenantData) count() int { return len(t.index) }
 
-func (t *tenantData) insert(key string, val []byte) {
+// nextRev is the revision of the next write. Caller holds mu.
+func (t *tenantData) nextRev() int64 {
+	t.rev++
+	return t.rev
+}
+
+// insert appends key with the next revision and returns it. Caller holds mu.
+func (t *tenantData) insert(key string, val []byte) int64 {
 	n := len(t.items)
 	if n == 0 || len(t.items[n-1]) == orderBlock {
 		t.items = append(t.items, nil)
@@ -104,8 +127,10 @@ func (t *tenantData) insert(key string, val []byte) {
 		copy(grown, b)
 		b = grown
 	}
+	rev := t.nextRev()
 	t.index[key] = int32(len(t.index))
-	t.items[n-1] = append(b, entry{key: key, val: val})
+	t.items[n-1] = append(b, entry{key: key, val: val, rev: rev})
+	return rev
 }
 
 // at is the item stored i-th; i < len(t.index).

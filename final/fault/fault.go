@@ -26,6 +26,8 @@ const (
 	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
 	AccountsUnavailable Reason = "ACCOUNTS_UNAVAILABLE" // the replica could not reach Accounts
 	LedgerRecovering    Reason = "LEDGER_RECOVERING"    // Accounts just started without its ledger on disk: no new slots yet
+	ReplicaFenced       Reason = "REPLICA_FENCED"       // the replica's own lease deadline passed: it serves none of its keys until it re-registers
+	RevisionMismatch    Reason = "REVISION_MISMATCH"    // a conditional Store whose condition no longer holds (the key changed, or exists)
 	DeadlineExceeded    Reason = "DEADLINE_EXCEEDED"    // the call's deadline passed
 	Canceled            Reason = "CANCELED"             // the caller went away
 	Unavailable         Reason = "UNAVAILABLE"          // the server is stopping or unreachable
@@ -44,9 +46,13 @@ type Error struct {
 	Subject string
 	// Limit is the quota that was reached (QuotaExceeded).
 	Limit int64
-	// RetryAfter is when a retry may succeed (RateLimited, LedgerRecovering).
+	// RetryAfter is when a retry may succeed (RateLimited, LedgerRecovering,
+	// ReplicaFenced).
 	RetryAfter time.Duration
-	Err        error
+	// Revision is the key's current revision (RevisionMismatch; 0: the
+	// key does not exist).
+	Revision int64
+	Err      error
 }
 
 func (e *Error) Error() string {
@@ -76,6 +82,8 @@ var (
 	ErrLeaseNotFound       = &Error{Reason: LeaseNotFound}
 	ErrAccountsUnavailable = &Error{Reason: AccountsUnavailable}
 	ErrLedgerRecovering    = &Error{Reason: LedgerRecovering}
+	ErrReplicaFenced       = &Error{Reason: ReplicaFenced}
+	ErrRevisionMismatch    = &Error{Reason: RevisionMismatch}
 )
 
 // ReasonOf is err's reason; "" for an error that is not a domain error.
@@ -137,4 +145,22 @@ func AccountsDown(cause error) error {
 func Recovering(retryAfter time.Duration) error {
 	return &Error{Reason: LedgerRecovering, RetryAfter: retryAfter,
 		Msg: fmt.Sprintf("accounts is recovering its ledger: no new keys for %v", retryAfter.Round(time.Millisecond))}
+}
+
+// Fenced refuses a key of a replica whose own lease deadline passed: Accounts
+// may have given its slots to other replicas, so it serves none of its keys
+// until a report renews the lease.
+func Fenced(retryAfter time.Duration) error {
+	return &Error{Reason: ReplicaFenced, RetryAfter: retryAfter,
+		Msg: "this replica's lease at Accounts expired: it serves no keys until it re-registers"}
+}
+
+// StaleRevision refuses a conditional Store of key whose condition no
+// longer holds; current is the key's revision now (0: it does not exist).
+func StaleRevision(key string, current int64) error {
+	msg := fmt.Sprintf("key %q is at revision %d", key, current)
+	if current == 0 {
+		msg = fmt.Sprintf("key %q does not exist", key)
+	}
+	return &Error{Reason: RevisionMismatch, Revision: current, Msg: msg}
 }

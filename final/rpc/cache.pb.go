@@ -24,9 +24,17 @@ const (
 )
 
 type StoreReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Val           []byte                 `protobuf:"bytes,2,opt,name=val,proto3" json:"val,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Val   []byte                 `protobuf:"bytes,2,opt,name=val,proto3" json:"val,omitempty"`
+	// if_revision makes the Store conditional: it is applied only if the
+	// key's revision is still this one (as memcached's CAS or etcd's compare
+	// on mod_revision); otherwise FailedPrecondition, ErrorInfo reason
+	// REVISION_MISMATCH with the key's revision now. 0: no condition.
+	IfRevision int64 `protobuf:"varint,4,opt,name=if_revision,json=ifRevision,proto3" json:"if_revision,omitempty"`
+	// if_absent: applied only if the key does not exist (REVISION_MISMATCH
+	// otherwise). Not together with if_revision.
+	IfAbsent      bool `protobuf:"varint,5,opt,name=if_absent,json=ifAbsent,proto3" json:"if_absent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -75,8 +83,25 @@ func (x *StoreReq) GetVal() []byte {
 	return nil
 }
 
+func (x *StoreReq) GetIfRevision() int64 {
+	if x != nil {
+		return x.IfRevision
+	}
+	return 0
+}
+
+func (x *StoreReq) GetIfAbsent() bool {
+	if x != nil {
+		return x.IfAbsent
+	}
+	return false
+}
+
 type StoreResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision is the key's revision after this Store (0 for a dry run).
+	// Every write of a key gives it a new, higher revision.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,6 +134,13 @@ func (x *StoreResp) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StoreResp.ProtoReflect.Descriptor instead.
 func (*StoreResp) Descriptor() ([]byte, []int) {
 	return file_cache_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StoreResp) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type GetReq struct {
@@ -156,8 +188,11 @@ func (x *GetReq) GetKey() string {
 }
 
 type GetResp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Val           []byte                 `protobuf:"bytes,1,opt,name=val,proto3" json:"val,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Val   []byte                 `protobuf:"bytes,1,opt,name=val,proto3" json:"val,omitempty"`
+	// revision is the revision of the write that set val: a Store with
+	// if_revision set to it applies only if nobody wrote the key since.
+	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +232,13 @@ func (x *GetResp) GetVal() []byte {
 		return x.Val
 	}
 	return nil
+}
+
+func (x *GetResp) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 type DumpReq struct {
@@ -327,15 +369,20 @@ var File_cache_proto protoreflect.FileDescriptor
 
 const file_cache_proto_rawDesc = "" +
 	"\n" +
-	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n" +
+	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x81\x01\n" +
 	"\bStoreReq\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
-	"\x03val\x18\x02 \x01(\fR\x03valJ\x04\b\x03\x10\x04R\raccount_token\"\v\n" +
-	"\tStoreResp\"/\n" +
+	"\x03val\x18\x02 \x01(\fR\x03val\x12\x1f\n" +
+	"\vif_revision\x18\x04 \x01(\x03R\n" +
+	"ifRevision\x12\x1b\n" +
+	"\tif_absent\x18\x05 \x01(\bR\bifAbsentJ\x04\b\x03\x10\x04R\raccount_token\"'\n" +
+	"\tStoreResp\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"/\n" +
 	"\x06GetReq\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03keyJ\x04\b\x02\x10\x03R\raccount_token\"\x1b\n" +
+	"\x03key\x18\x01 \x01(\tR\x03keyJ\x04\b\x02\x10\x03R\raccount_token\"7\n" +
 	"\aGetResp\x12\x10\n" +
-	"\x03val\x18\x01 \x01(\fR\x03val\"\t\n" +
+	"\x03val\x18\x01 \x01(\fR\x03val\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\t\n" +
 	"\aDumpReq\".\n" +
 	"\bDumpItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +

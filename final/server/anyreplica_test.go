@@ -225,6 +225,23 @@ func TestAForwardedCallKeepsTokenDryRunDeadlineTraceAndErrors(t *testing.T) {
 	err = store(metadata.AppendToOutgoingContext(ctx, client.DryRunHeader, "yes"), dry, "dry", "v")
 	assertReason(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
 
+	// A conditional Store: the condition travels in the message, the
+	// revision comes back, a stale one is refused by the owner.
+	_, cas := notOwning(t, st, "cas", tok)
+	first, err := cas.Store(ctx, &rpc.StoreReq{Key: "cas", Val: []byte("v0"), IfAbsent: true})
+	require.NoError(t, err)
+	require.Positive(t, first.GetRevision())
+	second, err := cas.Store(ctx, &rpc.StoreReq{Key: "cas", Val: []byte("v1"), IfRevision: first.GetRevision()})
+	require.NoError(t, err)
+	_, err = cas.Store(ctx, &rpc.StoreReq{Key: "cas", Val: []byte("stale"), IfRevision: first.GetRevision()})
+	assertReason(t, err, codes.FailedPrecondition, "REVISION_MISMATCH")
+	_, err = cas.Store(ctx, &rpc.StoreReq{Key: "cas", Val: []byte("stale"), IfAbsent: true})
+	assertReason(t, err, codes.FailedPrecondition, "REVISION_MISMATCH")
+	read, err := cas.Get(ctx, &rpc.GetReq{Key: "cas"})
+	require.NoError(t, err)
+	assert.Equal(t, "v1", string(read.GetVal()))
+	assert.Equal(t, second.GetRevision(), read.GetRevision())
+
 	// Errors come back with their details; the quota is the owner's.
 	_, bad := notOwning(t, st, "k", "nobody")
 	assertReason(t, store(ctx, bad, "k", "v"), codes.Unauthenticated, "UNKNOWN_TOKEN")

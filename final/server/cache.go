@@ -159,10 +159,12 @@ func (s *cacheService) Store(ctx context.Context, req *rpc.StoreReq) (*rpc.Store
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cache.Store(ctx, tenant, req.Key, req.Val, interceptor.IsDryRun(ctx)); err != nil {
+	cond := cache.Cond{Revision: req.IfRevision, Absent: req.IfAbsent}
+	rev, err := s.cache.StoreIf(ctx, tenant, req.Key, req.Val, cond, interceptor.IsDryRun(ctx))
+	if err != nil {
 		return nil, err
 	}
-	return &rpc.StoreResp{}, nil
+	return &rpc.StoreResp{Revision: rev}, nil
 }
 
 func (s *cacheService) Get(ctx context.Context, req *rpc.GetReq) (*rpc.GetResp, error) {
@@ -170,11 +172,11 @@ func (s *cacheService) Get(ctx context.Context, req *rpc.GetReq) (*rpc.GetResp, 
 	if err != nil {
 		return nil, err
 	}
-	val, err := s.cache.Get(tenant, req.Key)
+	val, rev, err := s.cache.GetRevision(tenant, req.Key)
 	if err != nil {
 		return nil, err
 	}
-	return &rpc.GetResp{Val: val}, nil
+	return &rpc.GetResp{Val: val, Revision: rev}, nil
 }
 
 func (s *cacheService) Dump(req *rpc.DumpReq, stream rpc.Cache_DumpServer) error {

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x81\x01\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12\x1f\n\x0bif_revision\x18\x04 \x01(\x03R\nifRevision\x12\x1b\n\tif_absent\x18\x05 \x01(\x08R\x08ifAbsentJ\x04\x08\x03\x10\x04R\raccount_token\"\'\n\tStoreResp\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"7\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
   ,
   dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,])
 
@@ -49,6 +49,20 @@ _STOREREQ = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, json_name='val', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='if_revision', full_name='rpc.StoreReq.if_revision', index=2,
+      number=4, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='ifRevision', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='if_absent', full_name='rpc.StoreReq.if_absent', index=3,
+      number=5, type=8, cpp_type=7, label=1,
+      has_default_value=False, default_value=False,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='ifAbsent', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -61,8 +75,8 @@ _STOREREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=77,
-  serialized_end=144,
+  serialized_start=78,
+  serialized_end=207,
 )
 
 
@@ -73,6 +87,13 @@ _STORERESP = _descriptor.Descriptor(
   file=DESCRIPTOR,
   containing_type=None,
   fields=[
+    _descriptor.FieldDescriptor(
+      name='revision', full_name='rpc.StoreResp.revision', index=0,
+      number=1, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='revision', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -85,8 +106,8 @@ _STORERESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=146,
-  serialized_end=157,
+  serialized_start=209,
+  serialized_end=248,
 )
 
 
@@ -116,8 +137,8 @@ _GETREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=159,
-  serialized_end=206,
+  serialized_start=250,
+  serialized_end=297,
 )
 
 
@@ -135,6 +156,13 @@ _GETRESP = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, json_name='val', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='revision', full_name='rpc.GetResp.revision', index=1,
+      number=2, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='revision', file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -147,8 +175,8 @@ _GETRESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=208,
-  serialized_end=235,
+  serialized_start=299,
+  serialized_end=354,
 )
 
 
@@ -171,8 +199,8 @@ _DUMPREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=237,
-  serialized_end=246,
+  serialized_start=356,
+  serialized_end=365,
 )
 
 
@@ -209,8 +237,8 @@ _DUMPITEM = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=248,
-  serialized_end=294,
+  serialized_start=367,
+  serialized_end=413,
 )
 
 
@@ -233,8 +261,8 @@ _EXPORTREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=296,
-  serialized_end=307,
+  serialized_start=415,
+  serialized_end=426,
 )
 
 DESCRIPTOR.message_types_by_name['StoreReq'] = _STOREREQ
@@ -303,8 +331,8 @@ _CACHE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=310,
-  serialized_end=551,
+  serialized_start=429,
+  serialized_end=670,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',

@@ -97,6 +97,9 @@ def main():
     p.add_argument("--token", default=os.environ.get("CACHE_TOKEN", "inconshreveable"), help="account token ($CACHE_TOKEN)")
     p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
     p.add_argument("--gzip", action="store_true", help="compress requests with gzip (pays off only on slow links)")
+    p.add_argument("--if-revision", type=int, default=0, help="store only if the key is still at this revision")
+    p.add_argument("--if-absent", action="store_true", help="store only if the key does not exist")
+    p.add_argument("--revision", action="store_true", help="print the key's revision after store and get")
     p.add_argument("command", choices=["store", "get", "dump"])
     p.add_argument("args", nargs="*")
     a = p.parse_args()
@@ -133,10 +136,16 @@ def main():
         cache = cache_pb2_grpc.CacheStub(channel)
         try:
             if a.command == "store":
-                cache.Store(cache_pb2.StoreReq(key=a.args[0], val=a.args[1].encode()), timeout=a.timeout, compression=compression)
-                print("Stored", a.args[0])
+                req = cache_pb2.StoreReq(key=a.args[0], val=a.args[1].encode(), if_revision=a.if_revision, if_absent=a.if_absent)
+                resp = cache.Store(req, timeout=a.timeout, compression=compression)
+                if a.revision:
+                    print("Stored %s (revision %d)" % (a.args[0], resp.revision))
+                else:
+                    print("Stored", a.args[0])
             elif a.command == "get":
                 resp = cache.Get(cache_pb2.GetReq(key=a.args[0]), timeout=a.timeout, compression=compression)
+                if a.revision:
+                    print("revision %d" % resp.revision)
                 print(resp.val.decode(errors="replace"))
             else:
                 for item in cache.Dump(cache_pb2.DumpReq(), timeout=a.timeout, compression=compression):

@@ -98,6 +98,22 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 		conn.Close()
 	}
 
+	// A read-modify-write with the revision read.
+	out, err = client("--revision", "get", "gopher")
+	require.NoError(t, err, out)
+	rev, val, ok := strings.Cut(strings.TrimPrefix(out, "revision "), "\n")
+	require.True(t, ok, out)
+	assert.Equal(t, "con\n", val)
+	out, err = client("--if-revision", rev, "--revision", "store", "gopher", "con2")
+	require.NoError(t, err, out)
+	assert.Regexp(t, `^Stored gopher \(revision \d+\)\n$`, out)
+	out, err = client("--if-revision", rev, "store", "gopher", "stale")
+	assert.Error(t, err)
+	assert.Contains(t, out, "code = FAILED_PRECONDITION")
+	out, err = client("--if-absent", "store", "gopher", "stale")
+	assert.Error(t, err)
+	assert.Contains(t, out, "code = FAILED_PRECONDITION")
+
 	out, err = client("--ca", "/nonexistent/ca.crt", "get", "gopher")
 	assert.Error(t, err)
 	assert.Contains(t, out, "CA certificate /nonexistent/ca.crt: No such file or directory")

@@ -63,6 +63,10 @@ type config struct {
 	Addr, Token, CA, Admin string
 	Timeout                time.Duration
 	DryRun, Verbose        bool
+	// IfRevision and IfAbsent make a store conditional; Revision prints
+	// the key's revision after store and get.
+	IfRevision         int64
+	IfAbsent, Revision bool
 }
 
 // defaultConfig is what runs when no flag or variable is given: the
@@ -87,6 +91,9 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.Timeout, "timeout", "deadline for the whole command")
 	f.Bool(&c.DryRun, "dry-run", "check everything, change nothing")
 	f.Bool(&c.Verbose, "v", "log every call attempt to stderr")
+	f.Int64(&c.IfRevision, "if-revision", "store only if the key is still at this revision (0: no condition)")
+	f.Bool(&c.IfAbsent, "if-absent", "store only if the key does not exist")
+	f.Bool(&c.Revision, "revision", "print the key's revision after store and get")
 }
 
 func run(args []string, out io.Writer) error {
@@ -150,18 +157,27 @@ func run(args []string, out io.Writer) error {
 	var hdr metadata.MD
 	switch cmd[0] {
 	case "store":
-		if _, err := c.Store(client.AskReplica(ctx), &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2])}, grpc.Header(&hdr)); err != nil {
+		req := &rpc.StoreReq{Key: cmd[1], Val: []byte(cmd[2]), IfRevision: cfg.IfRevision, IfAbsent: cfg.IfAbsent}
+		resp, err := c.Store(client.AskReplica(ctx), req, grpc.Header(&hdr))
+		if err != nil {
 			return fmt.Errorf("store %q: %s", cmd[1], describe(err))
 		}
 		verb := "Stored"
 		if cfg.DryRun {
 			verb = "Would store"
 		}
-		fmt.Fprintf(out, "%s %s (replica %s)\n", verb, cmd[1], strings.Join(hdr.Get(client.ReplicaHeader), ","))
+		where := "replica " + strings.Join(hdr.Get(client.ReplicaHeader), ",")
+		if cfg.Revision && !cfg.DryRun {
+			where += fmt.Sprint(", revision ", resp.GetRevision())
+		}
+		fmt.Fprintf(out, "%s %s (%s)\n", verb, cmd[1], where)
 	case "get":
 		resp, err := c.Get(ctx, &rpc.GetReq{Key: cmd[1]})
 		if err != nil {
 			return fmt.Errorf("get %q: %s", cmd[1], describe(err))
+		}
+		if cfg.Revision {
+			fmt.Fprintf(out, "revision %d\n", resp.GetRevision())
 		}
 		fmt.Fprintf(out, "%s\n", resp.Val)
 	case "dump":

@@ -41,6 +41,23 @@ func TestCachectlAgainstADevstack(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "con\n", out)
 
+	// A read-modify-write: the revision read makes the store conditional.
+	out, err = ctl("-revision", "get", "gopher")
+	require.NoError(t, err)
+	rev, val, ok := strings.Cut(strings.TrimPrefix(out, "revision "), "\n")
+	require.True(t, ok, out)
+	assert.Equal(t, "con\n", val)
+	out, err = ctl("-if-revision", rev, "-revision", "store", "gopher", "con2")
+	require.NoError(t, err)
+	assert.Regexp(t, `^Stored gopher \(replica cache-\d, revision \d+\)\n$`, out)
+	_, err = ctl("-if-revision", rev, "store", "gopher", "stale")
+	assert.ErrorContains(t, err, "code = FailedPrecondition desc = key \"gopher\" is at revision")
+	_, err = ctl("-if-absent", "store", "gopher", "stale")
+	assert.ErrorContains(t, err, "code = FailedPrecondition")
+	out, err = ctl("get", "gopher")
+	require.NoError(t, err)
+	assert.Equal(t, "con2\n", out)
+
 	for _, k := range []string{"a", "b", "c"} {
 		_, err := ctl("-token", "gopher", "store", k, "v")
 		require.NoError(t, err)

@@ -275,9 +275,44 @@ func (p *Proc) Terminate(limit time.Duration) error {
 }
 
 // Pause sends SIGSTOP: the process keeps its sockets open but answers
-// nothing, as a hung server does. Resume undoes it.
-func (p *Proc) Pause()  { p.Signal(syscall.SIGSTOP) }
+// nothing, as a hung server does. It returns once every thread of the
+// process is stopped (a signal is delivered asynchronously: a call sent
+// right after kill(2) returns could still be served). Resume undoes it.
+func (p *Proc) Pause() {
+	p.t.Helper()
+	p.Signal(syscall.SIGSTOP)
+	pid := p.Pid()
+	deadline := time.Now().Add(10 * time.Second)
+	for !stopped(pid) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("faulttest: %s not stopped 10s after SIGSTOP", p.Name)
+		}
+		time.Sleep(time.Millisecond) // the kernel's state, not awaitable: poll
+	}
+}
+
 func (p *Proc) Resume() { p.Signal(syscall.SIGCONT) }
+
+// stopped reports whether every thread of pid is stopped (state T in
+// /proc/PID/task/TID/stat); true if the process is gone.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Restart kills the process (if running) and starts it again on the same
 // address.

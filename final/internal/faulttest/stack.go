@@ -32,6 +32,9 @@ type Options struct {
 	Accounts map[string]Account
 	// AccountsArgs are extra flags for accounts-server.
 	AccountsArgs []string
+	// AccountsAddr is where Accounts listens ("": a free port), so that
+	// a test can put a Cable in front of it before the replicas start.
+	AccountsAddr string
 	// CacheArgs returns extra flags for replica i (0-based); later flags
 	// override earlier ones, so it can replace any default.
 	CacheArgs func(i int) []string
@@ -80,7 +83,10 @@ func Start(t testing.TB, o Options) *Stack {
 	}
 
 	s := &Stack{t: t, CertDir: dir}
-	s.Accounts = NewProc(t, "accounts", accBin, FreeAddr(t), append([]string{
+	if o.AccountsAddr == "" {
+		o.AccountsAddr = FreeAddr(t)
+	}
+	s.Accounts = NewProc(t, "accounts", accBin, o.AccountsAddr, append([]string{
 		"-accounts", accFile, "-ledger", filepath.Join(dir, "ledger.db"), "-cert", d.ServerCert(), "-key", d.ServerKey(), "-ca", d.CA(),
 		"-log-level", "warn", "-admin-addr=", // no admin port: its default is fixed
 	}, o.AccountsArgs...)...)

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cache.proto.
  */
 export const file_cache: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcTLxAQoFQ2FjaGUSQQoFU3RvcmUSDS5ycGMuU3RvcmVSZXEaDi5ycGMuU3RvcmVSZXNwIhmC0+STAhMaDi92MS9rZXlzL3trZXl9OgEqEjgKA0dldBILLnJwYy5HZXRSZXEaDC5ycGMuR2V0UmVzcCIWgtPkkwIQEg4vdjEva2V5cy97a2V5fRInCgREdW1wEgwucnBjLkR1bXBSZXEaDS5ycGMuRHVtcEl0ZW0iADABEkIKBkV4cG9ydBIOLnJwYy5FeHBvcnRSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhCC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjImEKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAwSEwoLaWZfcmV2aXNpb24YBCABKAMSEQoJaWZfYWJzZW50GAUgASgISgQIAxAEUg1hY2NvdW50X3Rva2VuIh0KCVN0b3JlUmVzcBIQCghyZXZpc2lvbhgBIAEoAyIqCgZHZXRSZXESCwoDa2V5GAEgASgJSgQIAhADUg1hY2NvdW50X3Rva2VuIigKB0dldFJlc3ASCwoDdmFsGAEgASgMEhAKCHJldmlzaW9uGAIgASgDIgkKB0R1bXBSZXEiJAoIRHVtcEl0ZW0SCwoDa2V5GAEgASgJEgsKA3ZhbBgCIAEoDCILCglFeHBvcnRSZXEy8QEKBUNhY2hlEkEKBVN0b3JlEg0ucnBjLlN0b3JlUmVxGg4ucnBjLlN0b3JlUmVzcCIZgtPkkwITGg4vdjEva2V5cy97a2V5fToBKhI4CgNHZXQSCy5ycGMuR2V0UmVxGgwucnBjLkdldFJlc3AiFoLT5JMCEBIOL3YxL2tleXMve2tleX0SJwoERHVtcBIMLnJwYy5EdW1wUmVxGg0ucnBjLkR1bXBJdGVtIgAwARJCCgZFeHBvcnQSDi5ycGMuRXhwb3J0UmVxGhQuZ29vZ2xlLmFwaS5IdHRwQm9keSIQgtPkkwIKEggvdjEva2V5czABYgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * @generated from message rpc.StoreReq
@@ -28,6 +28,24 @@ export type StoreReq = Message<"rpc.StoreReq"> & {
    * @generated from field: bytes val = 2;
    */
   val: Uint8Array;
+
+  /**
+   * if_revision makes the Store conditional: it is applied only if the
+   * key's revision is still this one (as memcached's CAS or etcd's compare
+   * on mod_revision); otherwise FailedPrecondition, ErrorInfo reason
+   * REVISION_MISMATCH with the key's revision now. 0: no condition.
+   *
+   * @generated from field: int64 if_revision = 4;
+   */
+  ifRevision: bigint;
+
+  /**
+   * if_absent: applied only if the key does not exist (REVISION_MISMATCH
+   * otherwise). Not together with if_revision.
+   *
+   * @generated from field: bool if_absent = 5;
+   */
+  ifAbsent: boolean;
 };
 
 /**
@@ -41,6 +59,13 @@ export const StoreReqSchema: GenMessage<StoreReq> = /*@__PURE__*/
  * @generated from message rpc.StoreResp
  */
 export type StoreResp = Message<"rpc.StoreResp"> & {
+  /**
+   * revision is the key's revision after this Store (0 for a dry run).
+   * Every write of a key gives it a new, higher revision.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
 };
 
 /**
@@ -75,6 +100,14 @@ export type GetResp = Message<"rpc.GetResp"> & {
    * @generated from field: bytes val = 1;
    */
   val: Uint8Array;
+
+  /**
+   * revision is the revision of the write that set val: a Store with
+   * if_revision set to it applies only if nobody wrote the key since.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
 };
 
 /**
