@@ -35,6 +35,7 @@ var codeOf = map[fault.Reason]codes.Code{
 	fault.UnknownToken:        codes.Unauthenticated,
 	fault.QuotaExceeded:       codes.FailedPrecondition, // retrying does not help until the quota changes
 	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
+	fault.TooLarge:            codes.ResourceExhausted,  // not retried: RetryInfo is absent
 	fault.LeaseNotFound:       codes.NotFound,
 	fault.AccountsUnavailable: codes.Unavailable,
 	fault.LedgerRecovering:    codes.Unavailable, // retrying after RetryInfo's delay does
@@ -113,7 +114,7 @@ func fromFault(e *fault.Error) *status.Status {
 	md := map[string]string{}
 	var details []protoadapt.MessageV1
 	switch e.Reason {
-	case fault.InvalidArgument:
+	case fault.InvalidArgument, fault.TooLarge:
 		md["field"] = e.Field
 		details = append(details, &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: msg}},

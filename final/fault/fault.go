@@ -23,6 +23,7 @@ const (
 	UnknownToken        Reason = "UNKNOWN_TOKEN"        // a well-formed token no account has
 	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a new key beyond the tenant's max_cache_keys
 	RateLimited         Reason = "RATE_LIMITED"         // over a rate limit; RetryInfo says when to retry
+	TooLarge            Reason = "TOO_LARGE"            // a request body over the HTTP listener's limit
 	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
 	AccountsUnavailable Reason = "ACCOUNTS_UNAVAILABLE" // the replica could not reach Accounts
 	LedgerRecovering    Reason = "LEDGER_RECOVERING"    // Accounts just started without its ledger on disk: no new slots yet
