@@ -31,6 +31,7 @@ const Domain = "cache.grpcworkshop"
 var codeOf = map[fault.Reason]codes.Code{
 	fault.InvalidArgument:     codes.InvalidArgument,
 	fault.KeyNotFound:         codes.NotFound,
+	fault.NotFound:            codes.NotFound,
 	fault.Unauthenticated:     codes.Unauthenticated,
 	fault.UnknownToken:        codes.Unauthenticated,
 	fault.QuotaExceeded:       codes.FailedPrecondition, // retrying does not help until the quota changes
@@ -66,8 +67,9 @@ const genericInternal = "internal error"
 
 // ToStatus maps err to the status error a client receives: a fault error
 // to its reason's code with details; a context error to DeadlineExceeded or
-// Canceled; a status from gRPC itself (a failed Send) passes through with an
-// ErrorInfo added when it is Canceled, DeadlineExceeded or Unavailable;
+// Canceled; a status from gRPC itself (a failed Send) or its services
+// (health) passes through with an ErrorInfo added when it is Canceled,
+// DeadlineExceeded, Unavailable or NotFound;
 // anything else is Internal with a generic message. nil stays nil.
 func ToStatus(err error) error {
 	if err == nil {
@@ -97,6 +99,10 @@ func toStatus(err error) *status.Status {
 			return withInfo(st, fault.Canceled, nil)
 		case codes.Unavailable:
 			return withInfo(st, fault.Unavailable, nil)
+		case codes.NotFound:
+			// gRPC's own services (health for a service it does not
+			// serve): what the protocol says, not a server fault.
+			return withInfo(st, fault.NotFound, nil)
 		}
 	}
 	return fromFault(&fault.Error{Reason: fault.Internal})

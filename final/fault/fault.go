@@ -19,6 +19,7 @@ type Reason string
 const (
 	InvalidArgument     Reason = "INVALID_ARGUMENT"     // a request field or metadata is malformed
 	KeyNotFound         Reason = "KEY_NOT_FOUND"        // Get of a key the tenant does not have
+	NotFound            Reason = "NOT_FOUND"            // something else not found, said by gRPC's own services (health: an unknown service)
 	Unauthenticated     Reason = "UNAUTHENTICATED"      // missing or malformed bearer token
 	UnknownToken        Reason = "UNKNOWN_TOKEN"        // a well-formed token no account has
 	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a new key beyond the tenant's max_cache_keys
