@@ -38,6 +38,8 @@ var codeOf = map[fault.Reason]codes.Code{
 	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
 	fault.TooLarge:            codes.ResourceExhausted,  // not retried: RetryInfo is absent
 	fault.LeaseNotFound:       codes.NotFound,
+	fault.NotAReplica:         codes.PermissionDenied,
+	fault.TooManyLeases:       codes.ResourceExhausted, // until one of them lapses or is released
 	fault.AccountsUnavailable: codes.Unavailable,
 	fault.LedgerRecovering:    codes.Unavailable, // retrying after RetryInfo's delay does
 	fault.DeadlineExceeded:    codes.DeadlineExceeded,
