@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,18 @@ const (
 // directory holds: replica i (from 1) presents ReplicaCert(i), named
 // cache-i, so that each replica has an identity of its own at Accounts.
 const DevReplicas = 8
+
+// TrustDomain is the SPIFFE trust domain of the development CA's
+// identities: a replica's client certificate names it
+// spiffe://grpcworkshop.example/replica/NAME (ReplicaURI), which Accounts
+// requires for lease operations (lease ids NAME/…) and token lookups.
+const TrustDomain = "grpcworkshop.example"
+
+// ReplicaURI is replica name's identity, a URI SAN of its client
+// certificate (the format accounts.ReplicaName parses).
+func ReplicaURI(name string) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: TrustDomain, Path: "/replica/" + name}
+}
 
 // DefaultHosts are the names the development server certificate is valid for.
 var DefaultHosts = []string{"localhost", "127.0.0.1", "::1"}
@@ -67,7 +80,8 @@ func WriteDevCerts(dir string, hosts []string) error {
 
 // WriteCerts is WriteDevCerts with the client certificates named by the
 // caller: NAME.crt and NAME.key for each name, with NAME as the common name
-// (the identity Accounts files a replica's lease under), and no others.
+// and ReplicaURI(NAME) as the URI SAN (the identity Accounts files a
+// replica's lease under), and no others.
 func WriteCerts(dir string, hosts, clientNames []string) error {
 	var clients []clientCert
 	for _, n := range clientNames {
@@ -135,6 +149,7 @@ func writeCerts(dir string, hosts []string, clients []clientCert) error {
 		return &x509.Certificate{
 			SerialNumber: serial(),
 			Subject:      pkix.Name{CommonName: name},
+			URIs:         []*url.URL{ReplicaURI(name)},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.AddDate(1, 0, 0),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -149,7 +164,7 @@ func writeCerts(dir string, hosts []string, clients []clientCert) error {
 	return nil
 }
 
-// ReplicaName is the identity in replica i's development certificate.
+// ReplicaName is the replica name in replica i's development certificate.
 func ReplicaName(i int) string { return fmt.Sprintf("cache-%d", i) }
 
 func issue(dir, certFile, keyFile string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
