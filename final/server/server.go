@@ -61,6 +61,11 @@ type Common struct {
 	// MaxConnectionAgeGrace for calls in flight, so clients re-resolve and
 	// spread over new replicas; 0: never.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
+	// MaxConnectionIdle closes a connection with no call in flight for
+	// this long (GOAWAY: a client reconnects when it next calls), and is
+	// the HTTP listener's keep-alive idle timeout; so idle connections do
+	// not hold the connection cap. 0: never.
+	MaxConnectionIdle time.Duration
 	// DrainDelay is how long Shutdown reports NOT_SERVING before it stops
 	// accepting calls, so load balancers that watch health move away first.
 	DrainDelay time.Duration
@@ -96,6 +101,7 @@ func defaultCommon(addr, admin string) Common {
 		KeepaliveMinTime:      5 * time.Second,
 		MaxConnectionAge:      5 * time.Minute,
 		MaxConnectionAgeGrace: 30 * time.Second,
+		MaxConnectionIdle:     time.Minute,
 	}
 }
 
@@ -116,6 +122,7 @@ func (c *Common) options() []grpc.ServerOption {
 			Timeout:               c.KeepaliveTimeout,
 			MaxConnectionAge:      c.MaxConnectionAge,
 			MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
+			MaxConnectionIdle:     c.MaxConnectionIdle,
 		}),
 		// Clients may ping idle connections (they do, to notice dead
 		// replicas), but not more often than KeepaliveMinTime.
