@@ -11,6 +11,7 @@ import (
 
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 )
@@ -26,6 +27,10 @@ type AccountsConfig struct {
 	Directory *accounts.Directory
 	// LeaseTTL is how long a replica's slots outlive its last report.
 	LeaseTTL time.Duration
+	// MaxLeasesPerReplica caps the live leases of one replica identity
+	// (its certificate): its own, and its restarts' until they lapse; so
+	// a stolen certificate cannot fill the ledger. 0: no cap.
+	MaxLeasesPerReplica int
 	// LedgerPath is the quota ledger's file (bbolt, created if missing), so
 	// a restart of Accounts keeps every replica's slots; "": in memory.
 	LedgerPath string
@@ -42,6 +47,9 @@ func DefaultAccountsConfig() AccountsConfig {
 	return AccountsConfig{
 		Common:   defaultCommon("localhost:5050", "localhost:9050"),
 		LeaseTTL: 15 * time.Second, // three missed reports at the default lease interval
+		// One lease, and restarts: a crash loop faster than this many per
+		// LeaseTTL waits for its old leases to lapse.
+		MaxLeasesPerReplica: 4,
 	}
 }
 
@@ -59,7 +67,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	if cfg.Directory == nil {
 		cfg.Directory = accounts.Default()
 	}
-	ledger, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+	ledger, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace, MaxLeasesPerOwner: cfg.MaxLeasesPerReplica})
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +105,13 @@ type accountsService struct {
 }
 
 func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) (*rpc.GetByTokenResp, error) {
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := accounts.ReplicaName(id); id != "" && !ok {
+		return nil, fault.Forbidden("%s is not a replica's identity: only replicas look tokens up", id)
+	}
 	a, err := s.svc.Account(req.Token)
 	if err != nil {
 		return nil, err
@@ -105,7 +120,11 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	n, err := s.svc.Reserve(PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.svc.Reserve(id, req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +132,11 @@ func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rp
 }
 
 func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	admitted, err := s.svc.Lease(PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	admitted, err := s.svc.Lease(id, req.LeaseId, req.Holdings, req.Resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -121,10 +144,27 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 }
 
 func (s *accountsService) Release(ctx context.Context, req *rpc.ReleaseReq) (*rpc.ReleaseResp, error) {
-	if err := s.svc.Release(PeerIdentity(ctx), req.LeaseId); err != nil {
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.Release(id, req.LeaseId); err != nil {
 		return nil, err
 	}
 	return &rpc.ReleaseResp{}, nil
+}
+
+// callerIdentity is PeerIdentity, or a refusal for a TLS caller without a
+// verified client certificate (a server that does not require one: only
+// replicas, which present one, may call Accounts). A plaintext caller is
+// "" (tests, or a mesh that checks identities itself): not checked.
+func callerIdentity(ctx context.Context) (string, error) {
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) == 0 {
+			return "", fault.Forbidden("a replica's client certificate is required")
+		}
+	}
+	return PeerIdentity(ctx), nil
 }
 
 // PeerIdentity is who the caller's verified client certificate names: its
