@@ -139,7 +139,7 @@ func mayUse(owner, leaseID string) error {
 		return fault.Forbidden("%s is not a replica's identity (spiffe://…%sNAME)", owner, ReplicaIDPrefix)
 	}
 	if !strings.HasPrefix(leaseID, name+"/") {
-		return fault.Forbidden("lease %q is not replica %s's (its lease ids begin %q): the replica's -id must match its certificate", leaseID, name, name+"/")
+		return fault.Forbidden("lease %q is not replica %s's (its lease ids begin %q)", leaseID, name, name+"/")
 	}
 	return nil
 }
