@@ -245,3 +245,52 @@ func TestALeaseBelongsToTheIdentityThatCreatedIt(t *testing.T) {
 	assert.Error(t, err)
 	assert.EqualValues(t, 5, l.Held("t"), "cache-1's slots are untouched")
 }
+
+// Issue 24, item 4: any certificate the CA signed could register a lease
+// for any tenant, under any lease id. Now a lease operation needs a
+// replica's identity (spiffe://TD/replica/NAME) and a lease id of that
+// replica's (NAME/…), one identity holds at most MaxLeasesPerOwner leases,
+// a lease never holds more than the quota, and a made-up tenant is not
+// kept.
+func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
+	ledger, err := OpenLedger(LedgerOptions{TTL: 15 * time.Second, MaxLeasesPerOwner: 2})
+	require.NoError(t, err)
+	svc := NewServiceWith(Accounts(map[string]Account{"tok": {Tenant: "q7", MaxCacheKeys: 10}}), ledger)
+	cache1 := ReplicaURI("grpcworkshop.example", "cache-1").String()
+	assert.Equal(t, "spiffe://grpcworkshop.example/replica/cache-1", cache1)
+
+	for _, c := range []struct{ owner, lease string }{
+		{"cache-replica", "cache-replica/1"},                  // a certificate naming no replica
+		{"spiffe://grpcworkshop.example/client/ops", "ops/1"}, // another kind of identity
+		{cache1, "cache-2/1"},                                 // another replica's lease
+		{cache1, "cache-1x/1"},                                // a name that only begins alike
+	} {
+		_, err := svc.Lease(t.Context(), c.owner, c.lease, map[string]int64{"q7": 1}, nil)
+		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
+		_, err = svc.Reserve(t.Context(), c.owner, c.lease, "q7", 1, 0, false)
+		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
+		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(svc.Release(t.Context(), c.owner, c.lease)))
+	}
+
+	// Its own lease: never more than the quota, made-up tenants not kept.
+	admitted, err := svc.Lease(t.Context(), cache1, "cache-1/a", map[string]int64{"q7": 1 << 40, "nobody": 5}, map[string]int64{"made-up": 9})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int64{"q7": 10, "nobody": 0}, admitted)
+	assert.EqualValues(t, 10, ledger.Held("q7"))
+	ledger.mu.Lock()
+	assert.Len(t, ledger.leases[leaseKey{cache1, "cache-1/a"}].tenants, 1, "only q7 is kept")
+	ledger.mu.Unlock()
+
+	// A second lease (a restart), then the cap.
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/b", nil, nil)
+	require.NoError(t, err)
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil)
+	assert.Equal(t, fault.TooManyLeases, fault.ReasonOf(err), "%v", err)
+	require.NoError(t, svc.Release(t.Context(), cache1, "cache-1/b"))
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil)
+	assert.NoError(t, err, "room again once one is released")
+
+	// Plaintext (no identity): not checked, as before.
+	_, err = svc.Lease(t.Context(), "", "anything", nil, nil)
+	assert.NoError(t, err)
+}

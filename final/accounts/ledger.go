@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -45,6 +46,8 @@ type Ledger struct {
 	mu     sync.Mutex
 	leases map[leaseKey]*lease
 	held   map[string]int64 // tenant -> slots across all live leases
+	// maxPerOwner caps the live leases of one non-empty owner; 0: no cap.
+	maxPerOwner int
 	// recoverUntil: before it, no slot is granted (an in-memory ledger
 	// that just started does not know what the replicas hold yet).
 	recoverUntil time.Time
@@ -95,6 +98,11 @@ type LedgerOptions struct {
 	// RecoveryGrace, for a ledger in memory, is how long after it
 	// starts no slot is granted while replicas re-register their holdings.
 	RecoveryGrace time.Duration
+	// MaxLeasesPerOwner caps the live leases one identity (a replica's
+	// certificate) holds: a replica holds one, plus those of its restarts
+	// until they lapse; so a stolen certificate cannot fill the ledger.
+	// The empty identity (plaintext, tests) is not capped. 0: no cap.
+	MaxLeasesPerOwner int
 }
 
 // NewLedger returns an empty in-memory ledger whose leases last ttl.
@@ -105,7 +113,7 @@ func NewLedger(ttl time.Duration) *Ledger {
 
 // OpenLedger returns a ledger, loading what its store holds.
 func OpenLedger(o LedgerOptions) (*Ledger, error) {
-	l := &Ledger{ttl: o.TTL, now: time.Now, leases: map[leaseKey]*lease{}, held: map[string]int64{}}
+	l := &Ledger{ttl: o.TTL, now: time.Now, leases: map[leaseKey]*lease{}, held: map[string]int64{}, maxPerOwner: o.MaxLeasesPerOwner}
 	now := l.now()
 	if o.Path == "" {
 		if o.RecoveryGrace > 0 {
@@ -181,6 +189,9 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 	k := leaseKey{owner, id}
 	old := l.leases[k]
 	if old == nil {
+		if owner != "" && l.maxPerOwner > 0 && l.ownedBy(owner) >= l.maxPerOwner {
+			return nil, &fault.Error{Reason: fault.TooManyLeases, Msg: fmt.Sprintf("%s holds %d leases already; one lapses %s after its last report", owner, l.maxPerOwner, l.ttl)}
+		}
 		old = &lease{tenants: map[string]*slots{}}
 	}
 	next := map[string]*slots{}
@@ -207,7 +218,9 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 			admitted[t] = n
 		}
 		s.Held = n + pending
-		if s.Held > 0 || len(s.Pending) > 0 || s.Resolved > 0 {
+		// A tenant no account has (a made-up name) holds nothing and is
+		// not kept: a report cannot grow the ledger with names.
+		if (s.Held > 0 || len(s.Pending) > 0 || s.Resolved > 0) && (maxOf(t) > 0 || s.Held > 0) {
 			next[t] = s
 		}
 	}
@@ -313,6 +326,17 @@ func (l *Ledger) Release(_ context.Context, owner, id string) error {
 	}
 	l.drop(k, ls)
 	return nil
+}
+
+// ownedBy counts owner's live leases; l.mu is held.
+func (l *Ledger) ownedBy(owner string) int {
+	n := 0
+	for k := range l.leases {
+		if k.owner == owner {
+			n++
+		}
+	}
+	return n
 }
 
 // TTL is how long a lease outlives its last renewal.

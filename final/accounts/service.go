@@ -6,6 +6,8 @@ package accounts
 
 import (
 	"context"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +69,9 @@ func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, co
 	case seq < 0:
 		return 0, fault.BadField("seq", "seq must not be negative")
 	}
+	if err := mayUse(owner, leaseID); err != nil {
+		return 0, err
+	}
 	return s.ledger.Reserve(ctx, owner, leaseID, tenant, s.maxOf(tenant), count, seq, dryRun)
 }
 
@@ -81,6 +86,9 @@ func (s *Service) Lease(ctx context.Context, owner, leaseID string, holdings, re
 			return nil, fault.BadField("holdings", "holdings must name tenants and not be negative")
 		}
 	}
+	if err := mayUse(owner, leaseID); err != nil {
+		return nil, err
+	}
 	return s.ledger.Register(ctx, owner, leaseID, holdings, resolved, s.maxOf)
 }
 
@@ -89,5 +97,50 @@ func (s *Service) Release(ctx context.Context, owner, leaseID string) error {
 	if leaseID == "" {
 		return fault.BadField("lease_id", "lease_id is required")
 	}
+	if err := mayUse(owner, leaseID); err != nil {
+		return err
+	}
 	return s.ledger.Release(ctx, owner, leaseID)
+}
+
+// ReplicaIDPrefix is the path of a replica's identity in its certificate's
+// URI SAN: spiffe://TRUST-DOMAIN/replica/NAME, NAME being the replica's
+// id (-id, the pod's name), which begins every lease id it uses.
+const ReplicaIDPrefix = "/replica/"
+
+// ReplicaURI is the identity a replica's certificate names (a URI SAN).
+func ReplicaURI(trustDomain, name string) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: ReplicaIDPrefix + name}
+}
+
+// ReplicaName is the replica an identity names (a URI
+// spiffe://TRUST-DOMAIN/replica/NAME), or false.
+func ReplicaName(identity string) (string, bool) {
+	u, err := url.Parse(identity)
+	if err != nil || u.Scheme != "spiffe" || u.Host == "" {
+		return "", false
+	}
+	name, ok := strings.CutPrefix(u.Path, ReplicaIDPrefix)
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return "", false
+	}
+	return name, true
+}
+
+// mayUse checks that owner, a caller's identity, may use the lease
+// leaseID: the identity names a replica, and the lease id is that
+// replica's (NAME/…, cache.LeaseID). The empty identity (a plaintext
+// connection: tests, a mesh that checks identities itself) is not checked.
+func mayUse(owner, leaseID string) error {
+	if owner == "" {
+		return nil
+	}
+	name, ok := ReplicaName(owner)
+	if !ok {
+		return fault.Forbidden("%s is not a replica's identity (spiffe://…%sNAME)", owner, ReplicaIDPrefix)
+	}
+	if !strings.HasPrefix(leaseID, name+"/") {
+		return fault.Forbidden("lease %q is not replica %s's (its lease ids begin %q)", leaseID, name, name+"/")
+	}
+	return nil
 }

@@ -2,6 +2,9 @@
 // call is made on them: sockets still in their TLS handshake are capped
 // apart from established connections, so idle sockets cannot lock real
 // clients out, and one client address can hold only so many of either.
+// When every slot is taken, a client from an address holding fewer than
+// the address holding the most gets in at that address's expense, so a
+// few addresses cannot hold the server between them.
 package admission
 
 import (
@@ -14,8 +17,15 @@ import (
 
 // Limits bound a listener's connections; 0 means no limit.
 type Limits struct {
-	// MaxConns bounds connections that finished their handshake; over it,
-	// new connections wait in the kernel's backlog until one closes.
+	// MaxConns bounds connections that finished their handshake. When it
+	// is reached, a new socket from an address that holds fewer
+	// connections than the address holding the most, by two or more,
+	// takes the place of one of that address's established connections
+	// (the oldest idle one, else the oldest; see SetIdle), which is
+	// closed. A socket from an address already holding at least an equal
+	// share (MaxConns divided among the addresses connected) is closed at
+	// once; any other waits until a connection closes (in the kernel's
+	// backlog meanwhile, for the sockets behind it).
 	MaxConns int
 	// MaxPending bounds connections still in their handshake. When it is
 	// reached, a new socket from an address that holds fewer pending
@@ -49,9 +59,11 @@ type Listener struct {
 	lim Limits
 
 	// Refused, if set before the first Accept, hears of every connection
-	// closed for a limit: "address" (too many from one address), or
+	// closed for a limit: "address" (too many from one address),
 	// "pending" (handshakes at the limit: the newcomer refused, or a
-	// pending one evicted to make room). For metrics.
+	// pending one evicted to make room), or "conns" (MaxConns reached:
+	// the newcomer refused, or an established one evicted to make room).
+	// For metrics.
 	Refused func(limit string)
 
 	mu          sync.Mutex
@@ -60,35 +72,40 @@ type Listener struct {
 	pending     int
 	perAddr     map[string]int
 	pendingBy   map[string][]*conn // each address's sockets in their handshake, oldest first
+	estBy       map[string][]*conn // each address's established connections, oldest first
 	closed      bool
 }
 
 // Listen wraps lis.
 func Listen(lis net.Listener, lim Limits) *Listener {
 	lim.defaults()
-	l := &Listener{Listener: lis, lim: lim, perAddr: map[string]int{}, pendingBy: map[string][]*conn{}}
+	l := &Listener{Listener: lis, lim: lim, perAddr: map[string]int{}, pendingBy: map[string][]*conn{}, estBy: map[string][]*conn{}}
 	l.changed = sync.NewCond(&l.mu)
 	return l
 }
 
-// Accept waits while MaxConns connections are established, then returns
-// the next socket that fits the pending and per-address limits, closing
-// those that do not.
+// Accept returns the next socket that fits the limits, closing those that
+// do not (and those evicted to make room for it).
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
-		l.mu.Lock()
-		for l.established >= l.lim.MaxConns && !l.closed {
-			l.changed.Wait()
-		}
-		l.mu.Unlock()
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
 		ip := addrKey(c.RemoteAddr())
+		var evicted []*conn
+		var refused []string
 		l.mu.Lock()
-		// Handshakes may have finished while Accept was blocked.
-		for l.established >= l.lim.MaxConns && !l.closed {
+		ok := true
+		for ok && l.established >= l.lim.MaxConns && !l.closed {
+			if v := l.victim(ip, l.estBy, l.perAddr); v != nil {
+				evicted, refused = append(evicted, v), append(refused, "conns")
+				break
+			}
+			if l.perAddr[ip] > 0 && l.perAddr[ip] >= l.lim.MaxConns/max(len(l.perAddr), 1) {
+				ok = false // it holds its share already: no waiting in line
+				break
+			}
 			l.changed.Wait()
 		}
 		if l.closed {
@@ -96,13 +113,21 @@ func (l *Listener) Accept() (net.Conn, error) {
 			c.Close()
 			return nil, net.ErrClosed
 		}
-		ok := l.perAddr[ip] < l.lim.MaxPerAddr
-		limit := "address"
-		var evict *conn
+		limit := "conns"
+		if ok && l.perAddr[ip] >= l.lim.MaxPerAddr {
+			ok, limit = false, "address"
+		}
 		if ok && l.pending >= l.lim.MaxPending {
-			evict = l.victim(ip)
-			ok = evict != nil
-			limit = "pending"
+			pendingCount := map[string]int{}
+			for a, cs := range l.pendingBy {
+				pendingCount[a] = len(cs)
+			}
+			v := l.victim(ip, l.pendingBy, pendingCount)
+			if v != nil {
+				evicted, refused = append(evicted, v), append(refused, "pending")
+			} else {
+				ok, limit = false, "pending"
+			}
 		}
 		var nc *conn
 		if ok {
@@ -112,11 +137,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 			l.pendingBy[ip] = append(l.pendingBy[ip], nc)
 		}
 		l.mu.Unlock()
-		if evict != nil {
+		for i, v := range evicted {
 			if l.Refused != nil {
-				l.Refused("pending")
+				l.Refused(refused[i])
 			}
-			evict.Close()
+			v.Close()
 		}
 		if !ok {
 			if l.Refused != nil {
@@ -129,31 +154,39 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// victim chooses, with l.mu held and every pending slot taken, the pending
-// socket a newcomer from ip replaces: the oldest of the address holding the
-// most, if that address would still hold more than ip once ip has the new
-// one; else nil (the newcomer is refused). The victim leaves the pending
-// list at once, so it is chosen only once and its handshake no longer
-// counts if it finishes before the caller closes it.
-func (l *Listener) victim(ip string) *conn {
+// victim chooses, with l.mu held and every slot of a kind taken, the
+// connection a newcomer from ip replaces: one of by's (pending or
+// established connections by address) of the address holding the most by
+// count, if that address would still hold more than ip once ip has the new
+// one; else nil (the newcomer is refused or waits). The victim is the
+// address's oldest idle connection, else its oldest. It is released at once
+// (it no longer counts), so it is chosen only once, and its handshake no
+// longer counts if it finishes before the caller closes it.
+func (l *Listener) victim(ip string, by map[string][]*conn, count map[string]int) *conn {
 	top, most := "", 0
-	for a, cs := range l.pendingBy {
-		if len(cs) > most {
-			top, most = a, len(cs)
+	for a := range by {
+		if n := count[a]; n > most || (n == most && a < top) {
+			top, most = a, n
 		}
 	}
-	if most <= len(l.pendingBy[ip])+1 {
+	if top == "" || most <= count[ip]+1 {
 		return nil
 	}
-	v := l.pendingBy[top][0]
-	l.unpend(v)
-	v.evicted = true
+	cs := by[top]
+	v := cs[0]
+	for _, c := range cs {
+		if c.idle {
+			v = c
+			break
+		}
+	}
+	l.release(v)
 	return v
 }
 
-// unpend removes c from its address's pending list; l.mu is held.
-func (l *Listener) unpend(c *conn) {
-	cs := l.pendingBy[c.ip]
+// remove drops c from by; l.mu is held.
+func remove(by map[string][]*conn, c *conn) {
+	cs := by[c.ip]
 	for i, x := range cs {
 		if x == c {
 			cs = append(cs[:i:i], cs[i+1:]...)
@@ -161,10 +194,29 @@ func (l *Listener) unpend(c *conn) {
 		}
 	}
 	if len(cs) == 0 {
-		delete(l.pendingBy, c.ip)
+		delete(by, c.ip)
 	} else {
-		l.pendingBy[c.ip] = cs
+		by[c.ip] = cs
 	}
+}
+
+// release stops counting c, once; l.mu is held.
+func (l *Listener) release(c *conn) {
+	if c.released {
+		return
+	}
+	c.released = true
+	if c.handshaked {
+		l.established--
+		remove(l.estBy, c)
+	} else {
+		l.pending--
+		remove(l.pendingBy, c)
+	}
+	if l.perAddr[c.ip]--; l.perAddr[c.ip] <= 0 {
+		delete(l.perAddr, c.ip)
+	}
+	l.changed.Broadcast()
 }
 
 // Close closes the listener and wakes a waiting Accept.
@@ -205,50 +257,69 @@ type conn struct {
 	l  *Listener
 	ip string
 
-	mu         sync.Mutex
+	closeOnce sync.Once
+	// Guarded by l.mu:
 	handshaked bool
-	closed     bool
-	evicted    bool // chosen to make room (guarded by l.mu): about to be closed
+	released   bool // no longer counted: closed, or evicted and about to be
+	idle       bool
 }
 
 func (c *conn) markHandshaked() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.handshaked || c.closed {
-		return
-	}
 	c.l.mu.Lock()
 	defer c.l.mu.Unlock()
-	if c.evicted {
-		return // its Close is on the way and counts it as pending
+	if c.handshaked || c.released {
+		return
 	}
 	c.handshaked = true
-	c.l.unpend(c)
+	remove(c.l.pendingBy, c)
 	c.l.pending--
 	c.l.established++
+	c.l.estBy[c.ip] = append(c.l.estBy[c.ip], c)
 }
 
 func (c *conn) Close() error {
-	c.mu.Lock()
-	if !c.closed {
-		c.closed = true
+	c.closeOnce.Do(func() {
 		c.l.mu.Lock()
-		if c.handshaked {
-			c.l.established--
-		} else {
-			c.l.pending--
-			if !c.evicted {
-				c.l.unpend(c)
-			}
-		}
-		if c.l.perAddr[c.ip]--; c.l.perAddr[c.ip] <= 0 {
-			delete(c.l.perAddr, c.ip)
-		}
-		c.l.changed.Broadcast()
+		c.l.release(c)
 		c.l.mu.Unlock()
-	}
-	c.mu.Unlock()
+	})
 	return c.Conn.Close()
+}
+
+// unwrap finds the Listener's connection under c (a *tls.Conn's, for
+// one), or nil.
+func unwrap(c net.Conn) *conn {
+	for {
+		switch t := c.(type) {
+		case *conn:
+			return t
+		case interface{ NetConn() net.Conn }:
+			c = t.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// Established marks c (accepted from a Listener, or wrapping such a
+// connection, as a *tls.Conn does) as past its handshake, for servers
+// whose handshake Credentials do not see: an HTTP server calls it when a
+// connection's first request arrives (http.Server.ConnState, StateActive).
+func Established(c net.Conn) {
+	if t := unwrap(c); t != nil {
+		t.markHandshaked()
+	}
+}
+
+// SetIdle tells the Listener whether c has no call in flight; an idle
+// connection is evicted before a busy one of the same address. For HTTP
+// servers (http.Server.ConnState: StateIdle and StateActive).
+func SetIdle(c net.Conn, idle bool) {
+	if t := unwrap(c); t != nil {
+		t.l.mu.Lock()
+		t.idle = idle
+		t.l.mu.Unlock()
+	}
 }
 
 // Credentials wraps a server's transport credentials so that a Listener

@@ -91,19 +91,87 @@ func TestPendingAndPerAddressLimitsCloseSocketsAtOnceAndOnlyHandshakedOnesCount(
 	est, pend = l.Counts()
 	assert.Equal(t, [2]int{2, 1}, [2]int{est, pend})
 
-	// MaxConns established: the next socket waits until one closes.
+	// MaxConns established, both by 127.0.0.2: a socket from another
+	// address takes the place of its oldest.
 	w := dial(t, addr, "127.0.0.5")
+	got := next(t, ch)
+	assert.Equal(t, w.LocalAddr().String(), got.RemoteAddr().String())
+	assert.True(t, closedByPeer(t, a1), "the largest holder's oldest connection makes room")
+	_, _, err = creds.ServerHandshake(got)
+	require.NoError(t, err)
+	est, pend = l.Counts()
+	assert.Equal(t, [2]int{2, 1}, [2]int{est, pend})
+
+	// Full again, one each: nobody holds more than a newcomer would, so
+	// the next socket waits until one closes.
+	v := dial(t, addr, "127.0.0.6")
 	select {
 	case c := <-ch:
 		t.Fatalf("accepted %v over MaxConns", c.RemoteAddr())
 	case <-time.After(100 * time.Millisecond): // proving a negative: nothing may arrive
 	}
-	require.NoError(t, s1.Close())
-	got := next(t, ch)
-	assert.Equal(t, w.LocalAddr().String(), got.RemoteAddr().String())
+	require.NoError(t, s2.Close())
+	got = next(t, ch)
+	assert.Equal(t, v.LocalAddr().String(), got.RemoteAddr().String())
 	require.NoError(t, s3.Close())
 	est, pend = l.Counts()
 	assert.Equal(t, [2]int{1, 1}, [2]int{est, pend})
+}
+
+// Issue 24, item 3: established connections from a few addresses, each
+// under the per-address cap, fill MaxConns. A newcomer from another
+// address gets in at the expense of the address holding the most (its
+// idle connection first); an address already holding its share cannot
+// win the slot back, and is refused at once rather than queued ahead of
+// others.
+func TestAFewAddressesHoldingEveryConnectionDoNotLockOutAnother(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := Listen(inner, Limits{MaxConns: 6, MaxPerAddr: 4})
+	t.Cleanup(func() { l.Close() })
+	ch := accepted(t, l)
+	addr := l.Addr().String()
+	creds := Credentials(insecure.NewCredentials())
+	establish := func(from string) (client, server net.Conn) {
+		client = dial(t, addr, from)
+		server = next(t, ch)
+		_, _, err := creds.ServerHandshake(server)
+		require.NoError(t, err)
+		return client, server
+	}
+	var b []net.Conn
+	var bServer []net.Conn
+	a1, _ := establish("127.0.0.2")
+	establish("127.0.0.2")
+	establish("127.0.0.2")
+	for range 3 {
+		c, s := establish("127.0.0.3")
+		b, bServer = append(b, c), append(bServer, s)
+	}
+	est, _ := l.Counts()
+	require.Equal(t, 6, est)
+
+	// A third address: 127.0.0.2 and .3 hold 3 each; .2 (first by name)
+	// loses its oldest.
+	establish("127.0.0.4")
+	assert.True(t, closedByPeer(t, a1), "the oldest of the largest holder is closed")
+
+	// .3 now holds the most; its idle connection goes before its oldest.
+	SetIdle(bServer[1], true)
+	establish("127.0.0.5")
+	assert.True(t, closedByPeer(t, b[1]), "the idle one is closed")
+	for _, c := range []net.Conn{b[0], b[2]} {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+		_, err := c.Read(make([]byte, 1))
+		assert.True(t, isTimeout(err), "busy connections stay open: %v", err)
+	}
+
+	// Now .2 and .3 hold 2 each, .4 and .5 one each: a socket from .2 would
+	// make it hold more than anyone, and it has its share (6/4): refused.
+	again := dial(t, addr, "127.0.0.2")
+	assert.True(t, closedByPeer(t, again), "refused: it holds its share")
+	est, pend := l.Counts()
+	assert.Equal(t, [2]int{6, 0}, [2]int{est, pend})
 }
 
 // Two addresses holding every pending slot (an idle-socket flood from a

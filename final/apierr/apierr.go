@@ -31,11 +31,15 @@ const Domain = "cache.grpcworkshop"
 var codeOf = map[fault.Reason]codes.Code{
 	fault.InvalidArgument:     codes.InvalidArgument,
 	fault.KeyNotFound:         codes.NotFound,
+	fault.NotFound:            codes.NotFound,
 	fault.Unauthenticated:     codes.Unauthenticated,
 	fault.UnknownToken:        codes.Unauthenticated,
 	fault.QuotaExceeded:       codes.FailedPrecondition, // retrying does not help until the quota changes
 	fault.RateLimited:         codes.ResourceExhausted,  // retrying after RetryInfo's delay does
+	fault.TooLarge:            codes.ResourceExhausted,  // not retried: RetryInfo is absent
 	fault.LeaseNotFound:       codes.NotFound,
+	fault.NotAReplica:         codes.PermissionDenied,
+	fault.TooManyLeases:       codes.ResourceExhausted, // until one of them lapses or is released
 	fault.AccountsUnavailable: codes.Unavailable,
 	fault.LedgerRecovering:    codes.Unavailable,        // retrying after RetryInfo's delay does
 	fault.ReplicaFenced:       codes.Unavailable,        // likewise, once the replica re-registered
@@ -67,8 +71,9 @@ const genericInternal = "internal error"
 
 // ToStatus maps err to the status error a client receives: a fault error
 // to its reason's code with details; a context error to DeadlineExceeded or
-// Canceled; a status from gRPC itself (a failed Send) passes through with an
-// ErrorInfo added when it is Canceled, DeadlineExceeded or Unavailable;
+// Canceled; a status from gRPC itself (a failed Send) or its services
+// (health) passes through with an ErrorInfo added when it is Canceled,
+// DeadlineExceeded, Unavailable or NotFound;
 // anything else is Internal with a generic message. nil stays nil.
 func ToStatus(err error) error {
 	if err == nil {
@@ -98,6 +103,10 @@ func toStatus(err error) *status.Status {
 			return withInfo(st, fault.Canceled, nil)
 		case codes.Unavailable:
 			return withInfo(st, fault.Unavailable, nil)
+		case codes.NotFound:
+			// gRPC's own services (health for a service it does not
+			// serve): what the protocol says, not a server fault.
+			return withInfo(st, fault.NotFound, nil)
 		}
 	}
 	return fromFault(&fault.Error{Reason: fault.Internal})
@@ -115,7 +124,7 @@ func fromFault(e *fault.Error) *status.Status {
 	md := map[string]string{}
 	var details []protoadapt.MessageV1
 	switch e.Reason {
-	case fault.InvalidArgument:
+	case fault.InvalidArgument, fault.TooLarge:
 		md["field"] = e.Field
 		details = append(details, &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: msg}},

@@ -33,6 +33,7 @@ func TestToStatusChoosesCodesAndDetails(t *testing.T) {
 		{fault.AccountsDown(errors.New("dial tcp: secret")), codes.Unavailable, fault.AccountsUnavailable, "accounts service unavailable"},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, fault.DeadlineExceeded, "deadline exceeded"},
 		{status.Error(codes.Canceled, "context canceled"), codes.Canceled, fault.Canceled, "context canceled"},
+		{status.Error(codes.NotFound, "unknown service"), codes.NotFound, fault.NotFound, "unknown service"}, // health (issue 24, item 7)
 		{errors.New("secret"), codes.Internal, fault.Internal, "internal error"},
 		{status.Error(codes.Unknown, "secret"), codes.Internal, fault.Internal, "internal error"},
 	} {

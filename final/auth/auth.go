@@ -31,8 +31,9 @@ func Token(ctx context.Context) (string, error) {
 
 // tokenOf checks the authorization values of a call: exactly one, of the
 // form "Bearer <token>", the token at most MaxTokenLen visible ASCII
-// characters (so a byte that is not UTF-8 is a malformed token, never a
-// failed lookup).
+// characters (so a byte that is not UTF-8, a space, a tab or any control
+// byte, even trailing, is a malformed token, never a failed lookup nor a
+// value that breaks the forward to another replica).
 func tokenOf(vals []string) (string, error) {
 	switch {
 	case len(vals) == 0:
@@ -44,7 +45,7 @@ func tokenOf(vals []string) (string, error) {
 	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
 		return "", fault.NotAuthenticated(`authorization must be "Bearer <token>"`)
 	}
-	tok := strings.TrimSpace(v[len(scheme):])
+	tok := v[len(scheme):]
 	switch {
 	case tok == "":
 		return "", fault.NotAuthenticated("empty bearer token")

@@ -338,3 +338,21 @@ func TestANewKeyDoesNotWaitForAHungLeaseReport(t *testing.T) {
 	require.NoError(t, <-reported)
 	assert.Equal(t, 2, c.Data().Len("t"))
 }
+
+// Issue 24, item 6: 30,000 dry-run Stores of new keys from a tenant at its
+// quota made 30,026 calls to Accounts. A refusal is remembered for
+// refusalTTL: the dry runs after it are refused without asking.
+func TestDryRunsAtTheQuotaAskAccountsOnce(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 1}}), time.Hour)
+	auth := &counting{Local: accounts.Local{Service: acc}}
+	c := New(auth, "r", Limits{}, quiet)
+	require.NoError(t, c.Store(ctxT(t), "t", "only", nil, false))
+	require.NoError(t, c.Store(ctxT(t), "t", "only", nil, true), "an existing key fits without asking")
+	before, start := auth.reserves.Load(), time.Now()
+	for i := range 1000 {
+		assert.ErrorIs(t, c.Store(ctxT(t), "t", fmt.Sprint("new", i), nil, true), fault.ErrQuotaExceeded)
+	}
+	periods := int64(time.Since(start)/refusalTTL) + 1
+	assert.LessOrEqual(t, auth.reserves.Load()-before, periods, "one question per refusalTTL, not one per dry run")
+	assert.EqualValues(t, 1, acc.Ledger().Held("t"), "dry runs reserve nothing")
+}

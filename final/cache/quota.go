@@ -32,6 +32,9 @@ type Quota struct {
 	id       string
 	store    *Store
 	log      *slog.Logger
+	// refused is, per tenant, Accounts' last QuotaExceeded to a dry run
+	// and until when a dry run gets it again without asking (refusalTTL).
+	refused sync.Map // tenant -> refusal
 
 	reportMu sync.Mutex
 	// registered is written under reportMu but read without it: a report
@@ -168,8 +171,31 @@ func (q *Quota) fly(ctx context.Context, tenant string, t *tenantData, f *flight
 	t.settle(f, granted, err)
 }
 
-// check is a dry run of a new key: would a slot be granted?
+// refusalTTL is how long a dry run of a new key is refused from memory
+// after Accounts refused one for the tenant's quota: dry runs from a
+// tenant at its quota reach Accounts once a second, not once each. A slot
+// freed meanwhile is seen by dry runs at most this late.
+const refusalTTL = time.Second
+
+type refusal struct {
+	until time.Time
+	err   error
+}
+
+// check is a dry run of a new key: would a slot be granted? It never
+// reserves, and a tenant Accounts just refused is refused from memory.
 func (q *Quota) check(ctx context.Context, tenant string) error {
+	if r, ok := q.refused.Load(tenant); ok && time.Now().Before(r.(refusal).until) {
+		return r.(refusal).err
+	}
+	err := q.checkRemote(ctx, tenant)
+	if errors.Is(err, fault.ErrQuotaExceeded) {
+		q.refused.Store(tenant, refusal{until: time.Now().Add(refusalTTL), err: err})
+	}
+	return err
+}
+
+func (q *Quota) checkRemote(ctx context.Context, tenant string) error {
 	if err := q.register(ctx); err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/tlsutil"
 )
@@ -952,7 +953,9 @@ func TestEachReplicaPresentsItsOwnClientCertificate(t *testing.T) {
 		require.NoError(t, err, "pod %s: its client certificate is signed by the CA Accounts trusts", pod)
 		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: chains}}})
 		id := server.PeerIdentity(ctx)
-		assert.Equal(t, pod, id, "pod %s: its certificate names it", pod)
+		assert.Equal(t, tlsutil.ReplicaURI(pod).String(), id, "pod %s: its certificate names it", pod)
+		name, ok := accounts.ReplicaName(id)
+		assert.True(t, ok && name == pod, "pod %s: Accounts reads the replica name %q from %q", pod, name, id)
 		if other, ok := identities[id]; ok {
 			t.Errorf("pods %s and %s present the same identity %q: each could renew or release the other's lease", other, pod, id)
 		}

@@ -194,10 +194,8 @@ func Start(cfg Config) (_ *Stack, err error) {
 		ccfg.Accounts.Addr, ccfg.Accounts.TLS = st.AccountsAddr, cliTLS
 		ccfg.Peers.Addrs, ccfg.Peers.Self, ccfg.Peers.TLS = st.Target(), st.CacheAddrs[i], peerTLS
 		if webLis[i] != nil {
-			ccfg.HTTP = server.WebConfig{
-				Addr: webLis[i].Addr().String(), Plaintext: true,
-				AllowedOrigins: st.WebURLs, Replicas: st.WebURLs,
-			}
+			ccfg.HTTP.Addr, ccfg.HTTP.Plaintext = webLis[i].Addr().String(), true
+			ccfg.HTTP.AllowedOrigins, ccfg.HTTP.Replicas = st.WebURLs, st.WebURLs
 		}
 		if cfg.Telemetry {
 			if ccfg.Telemetry, err = telemetry.New(context.Background(), telemetry.Options{Service: "cache", Instance: ccfg.ReplicaID}); err != nil {

@@ -19,11 +19,15 @@ type Reason string
 const (
 	InvalidArgument     Reason = "INVALID_ARGUMENT"     // a request field or metadata is malformed
 	KeyNotFound         Reason = "KEY_NOT_FOUND"        // Get of a key the tenant does not have
+	NotFound            Reason = "NOT_FOUND"            // something else not found, said by gRPC's own services (health: an unknown service)
 	Unauthenticated     Reason = "UNAUTHENTICATED"      // missing or malformed bearer token
 	UnknownToken        Reason = "UNKNOWN_TOKEN"        // a well-formed token no account has
 	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a new key beyond the tenant's max_cache_keys
 	RateLimited         Reason = "RATE_LIMITED"         // over a rate limit; RetryInfo says when to retry
+	TooLarge            Reason = "TOO_LARGE"            // a request body over the HTTP listener's limit
 	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
+	NotAReplica         Reason = "NOT_A_REPLICA"        // Accounts: the caller's certificate names no replica, or another replica than the lease's
+	TooManyLeases       Reason = "TOO_MANY_LEASES"      // Accounts: the caller's identity holds MaxLeasesPerOwner leases already
 	AccountsUnavailable Reason = "ACCOUNTS_UNAVAILABLE" // the replica could not reach Accounts
 	LedgerRecovering    Reason = "LEDGER_RECOVERING"    // Accounts just started without its ledger on disk: no new slots yet
 	ReplicaFenced       Reason = "REPLICA_FENCED"       // the replica's own lease deadline passed: it serves none of its keys until it re-registers
@@ -127,6 +131,11 @@ func OverQuota(tenant string, max int64) error {
 // OverRate refuses a call over the rate limit of scope.
 func OverRate(scope string, retryAfter time.Duration) error {
 	return &Error{Reason: RateLimited, Subject: scope, RetryAfter: retryAfter, Msg: scope + " is over rate limit"}
+}
+
+// Forbidden says the caller's identity may not do this (NotAReplica).
+func Forbidden(format string, args ...any) error {
+	return &Error{Reason: NotAReplica, Msg: fmt.Sprintf(format, args...)}
 }
 
 // NoLease tells a replica that its lease lapsed (or Accounts restarted).

@@ -11,6 +11,7 @@ import (
 
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/apierr"
+	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/interceptor"
 	"grpcworkshop.example/final/rpc"
 )
@@ -26,6 +27,10 @@ type AccountsConfig struct {
 	Directory *accounts.Directory
 	// LeaseTTL is how long a replica's slots outlive its last report.
 	LeaseTTL time.Duration
+	// MaxLeasesPerReplica caps the live leases of one replica identity
+	// (its certificate): its own, and its restarts' until they lapse; so
+	// a stolen certificate cannot fill the ledger. 0: no cap.
+	MaxLeasesPerReplica int
 	// LedgerPath is the quota ledger's file (bbolt, created if missing), so
 	// a restart of Accounts keeps every replica's slots; "": in memory.
 	LedgerPath string
@@ -47,6 +52,9 @@ func DefaultAccountsConfig() AccountsConfig {
 		Common:     defaultCommon("localhost:5050", "localhost:9050"),
 		LeaseTTL:   15 * time.Second, // three missed reports at the default lease interval
 		LedgerEtcd: accounts.EtcdOptions{Prefix: accounts.DefaultEtcdPrefix},
+		// One lease, and restarts: a crash loop faster than this many per
+		// LeaseTTL waits for its old leases to lapse.
+		MaxLeasesPerReplica: 4,
 	}
 }
 
@@ -70,7 +78,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 		cfg.LedgerEtcd.TTL = cfg.LeaseTTL
 		ledger, err = accounts.OpenEtcdLedger(cfg.LedgerEtcd)
 	} else {
-		ledger, err = accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace})
+		ledger, err = accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace, MaxLeasesPerOwner: cfg.MaxLeasesPerReplica})
 	}
 	if err != nil {
 		return nil, err
@@ -109,6 +117,13 @@ type accountsService struct {
 }
 
 func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) (*rpc.GetByTokenResp, error) {
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := accounts.ReplicaName(id); id != "" && !ok {
+		return nil, fault.Forbidden("%s is not a replica's identity: only replicas look tokens up", id)
+	}
 	a, err := s.svc.Account(req.Token)
 	if err != nil {
 		return nil, err
@@ -117,7 +132,11 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
-	n, err := s.svc.Reserve(ctx, PeerIdentity(ctx), req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.svc.Reserve(ctx, id, req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +144,11 @@ func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rp
 }
 
 func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.LeaseResp, error) {
-	admitted, err := s.svc.Lease(ctx, PeerIdentity(ctx), req.LeaseId, req.Holdings, req.Resolved)
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	admitted, err := s.svc.Lease(ctx, id, req.LeaseId, req.Holdings, req.Resolved)
 	if err != nil {
 		return nil, err
 	}
@@ -133,10 +156,27 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 }
 
 func (s *accountsService) Release(ctx context.Context, req *rpc.ReleaseReq) (*rpc.ReleaseResp, error) {
-	if err := s.svc.Release(ctx, PeerIdentity(ctx), req.LeaseId); err != nil {
+	id, err := callerIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.Release(ctx, id, req.LeaseId); err != nil {
 		return nil, err
 	}
 	return &rpc.ReleaseResp{}, nil
+}
+
+// callerIdentity is PeerIdentity, or a refusal for a TLS caller without a
+// verified client certificate (a server that does not require one: only
+// replicas, which present one, may call Accounts). A plaintext caller is
+// "" (tests, or a mesh that checks identities itself): not checked.
+func callerIdentity(ctx context.Context) (string, error) {
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) == 0 {
+			return "", fault.Forbidden("a replica's client certificate is required")
+		}
+	}
+	return PeerIdentity(ctx), nil
 }
 
 // PeerIdentity is who the caller's verified client certificate names: its

@@ -63,7 +63,7 @@ func NewCache(cfg CacheConfig) (_ *CacheServer, err error) {
 		return nil, err
 	}
 	accounts := newAccountsClient(conn, cfg.Accounts)
-	c := cache.New(meter(accounts, metrics), cfg.ReplicaID, cfg.Limits.Sizes, log)
+	c := cache.New(meter(accounts, metrics), leaseName(cfg.Accounts.TLS, cfg.ReplicaID), cfg.Limits.Sizes, log)
 	authn := newAuthenticator(accounts, cfg.Auth, cfg.Accounts, metrics)
 	fwd, err := newForwarder(cfg.Peers, cfg.ReplicaID, cfg.Telemetry, log, &closers)
 	if err != nil {

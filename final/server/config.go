@@ -47,6 +47,7 @@ func DefaultCacheConfig() CacheConfig {
 		Auth:     auth.DefaultCacheConfig(),
 		Limits:   DefaultLimits(),
 		Peers:    DefaultPeers(),
+		HTTP:     DefaultWebConfig(),
 	}
 }
 

@@ -91,6 +91,10 @@ func TestTokenTravelsAsBearerMetadata(t *testing.T) {
 		"unknown token": metadata.Pairs("authorization", "Bearer nobody"),
 		"two values":    metadata.Pairs("authorization", "Bearer "+tok, "authorization", "Bearer other"),
 		"too long":      metadata.Pairs("authorization", "Bearer "+strings.Repeat("x", 1000)),
+		// Issue 24, item 8: a known token with whitespace about it (a
+		// tab, which grpc-go will not send: TestATokenWithATabIsUnauthenticated).
+		"trailing space": metadata.Pairs("authorization", "Bearer "+tok+" "),
+		"two spaces":     metadata.Pairs("authorization", "Bearer  "+tok),
 	} {
 		mctx := metadata.NewOutgoingContext(ctx, md)
 		_, err := c.Get(mctx, &rpc.GetReq{Key: "k"})

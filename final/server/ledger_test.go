@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,9 @@ func TestNewKeysAcrossThreeReplicasEndAtExactlyTheQuota(t *testing.T) {
 }
 
 // Issue 10 item 7: a lease is bound to the identity in the caller's
-// certificate.
+// certificate. Issue 24, item 4: and only that identity's lease ids are
+// accepted, only replicas may call, and a lease never holds more than the
+// quota.
 func TestAReplicasCertificateCannotTouchAnotherReplicasLease(t *testing.T) {
 	st := startStack(t, stackOpts{replicas: 2})
 	// Every key on replica 1: marked as forwarded, no call goes on to
@@ -86,14 +89,38 @@ func TestAReplicasCertificateCannotTouchAnotherReplicasLease(t *testing.T) {
 	t.Cleanup(func() { cc.Close() })
 	acc := rpc.NewAccountsClient(cc)
 	id := victim.Quota().LeaseID()
-	_, err = acc.Lease(ctx, &rpc.LeaseReq{LeaseId: id, Holdings: map[string]int64{}})
-	require.NoError(t, err, "it registers a lease of its own")
-	assert.EqualValues(t, 3, ledger.Held("small"), "replica 1's slots are still counted")
+	require.True(t, strings.HasPrefix(id, "cache-1/"), "a lease id begins with the replica's certificate name: %s", id)
+	// Issue 24, item 4: a lease id not of the caller's identity is
+	// refused outright.
+	_, err = acc.Lease(ctx, &rpc.LeaseReq{LeaseId: id, Holdings: map[string]int64{"small": 1 << 40}})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	_, err = acc.Reserve(ctx, &rpc.ReserveReq{LeaseId: id, Tenant: "small", Count: 1, Seq: 1})
-	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "and the quota is still full")
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	_, err = acc.Release(ctx, &rpc.ReleaseReq{LeaseId: id})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	assert.EqualValues(t, 3, ledger.Held("small"), "replica 1's slots are untouched")
+
+	// Its own lease: never more than the quota leaves.
+	admitted, err := acc.Lease(ctx, &rpc.LeaseReq{LeaseId: "cache-2/x", Holdings: map[string]int64{"small": 1 << 40, "made-up": 5}})
 	require.NoError(t, err)
-	assert.EqualValues(t, 3, ledger.Held("small"), "releasing it frees none of replica 1's slots")
+	assert.Zero(t, admitted.GetAdmitted()["small"], "the quota is full")
+	assert.Zero(t, admitted.GetAdmitted()["made-up"])
+	_, err = acc.Release(ctx, &rpc.ReleaseReq{LeaseId: "cache-2/x"})
+	require.NoError(t, err)
+
+	// A certificate the CA signed for something else is no replica: no
+	// lease, no token lookups.
+	other, err := tlsutil.Dir(filepath.Dir(st.CA)).Other()
+	require.NoError(t, err)
+	oc, err := grpc.NewClient(st.AccountsAddr, grpc.WithTransportCredentials(credentials.NewTLS(other)))
+	require.NoError(t, err)
+	t.Cleanup(func() { oc.Close() })
+	_, err = rpc.NewAccountsClient(oc).GetByToken(ctx, &rpc.GetByTokenReq{Token: tok})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	_, err = rpc.NewAccountsClient(oc).Lease(ctx, &rpc.LeaseReq{LeaseId: "other/x"})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	_, err = acc.GetByToken(ctx, &rpc.GetByTokenReq{Token: tok})
+	assert.NoError(t, err, "a replica looks tokens up")
 
 	// Replica 1 renews its lease as usual and keeps every key.
 	require.NoError(t, victim.Quota().Report(ctx))

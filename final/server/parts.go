@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/tap"
 
+	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/accountsclient"
 	"grpcworkshop.example/final/auth"
 	"grpcworkshop.example/final/cache"
@@ -154,4 +157,26 @@ func admissionTap(l Limits, authn *auth.Authenticator) tap.ServerInHandle {
 	return ratelimit.AdmissionTap(ratelimit.Budgets{
 		Paying: r, PayingBurst: burst, Unauthenticated: ur, UnauthenticatedBurst: uburst,
 	}, auth.Public, authn.Admit)
+}
+
+// leaseName begins the replica's lease ids at Accounts: the replica name
+// its client certificate for Accounts names (spiffe://TD/replica/NAME;
+// Accounts takes only lease ids NAME/… from it), else id.
+func leaseName(t *tls.Config, id string) string {
+	if t == nil || len(t.Certificates) == 0 {
+		return id
+	}
+	c := t.Certificates[0]
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	}
+	if leaf != nil {
+		for _, u := range leaf.URIs {
+			if name, ok := accounts.ReplicaName(u.String()); ok {
+				return name
+			}
+		}
+	}
+	return id
 }

@@ -12,6 +12,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // accept (and answer) gzip-compressed calls
 	"google.golang.org/grpc/health"
@@ -66,6 +68,16 @@ type Common struct {
 	// MaxConnectionAgeGrace for calls in flight, so clients re-resolve and
 	// spread over new replicas; 0: never.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
+	// MaxConnectionIdle closes a connection with no call in flight for
+	// this long (GOAWAY: a client reconnects when it next calls), and is
+	// the HTTP listener's keep-alive idle timeout; so idle connections do
+	// not hold the connection cap. 0: never.
+	MaxConnectionIdle time.Duration
+	// TraceBackground lets background work (a replica's lease report
+	// every LeaseInterval) start traces of its own; by default its calls
+	// are children of a span that is not sampled, so a parent-based
+	// sampler (OpenTelemetry's default) records none of them.
+	TraceBackground bool
 	// DrainDelay is how long Shutdown reports NOT_SERVING before it stops
 	// accepting calls, so load balancers that watch health move away first.
 	DrainDelay time.Duration
@@ -101,6 +113,7 @@ func defaultCommon(addr, admin string) Common {
 		KeepaliveMinTime:      5 * time.Second,
 		MaxConnectionAge:      5 * time.Minute,
 		MaxConnectionAgeGrace: 30 * time.Second,
+		MaxConnectionIdle:     time.Minute,
 	}
 }
 
@@ -121,6 +134,7 @@ func (c *Common) options() []grpc.ServerOption {
 			Timeout:               c.KeepaliveTimeout,
 			MaxConnectionAge:      c.MaxConnectionAge,
 			MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
+			MaxConnectionIdle:     c.MaxConnectionIdle,
 		}),
 		// Clients may ping idle connections (they do, to notice dead
 		// replicas), but not more often than KeepaliveMinTime.
@@ -202,6 +216,9 @@ func (s *Server) startBackground() {
 	}
 	s.started = true
 	ctx, cancel := context.WithCancel(context.Background())
+	if !s.cfg.TraceBackground {
+		ctx = untraced(ctx)
+	}
 	s.stopBg, s.bgDone = cancel, make(chan struct{})
 	go func() {
 		defer close(s.bgDone)
@@ -347,4 +364,16 @@ func (s *Server) close(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// untraced makes ctx the child of a span that is not sampled (random ids,
+// flags 0), so the calls made under it start no trace: with a
+// parent-based sampler their spans, and Accounts' for them (the flag
+// travels in traceparent), are not recorded.
+func untraced(ctx context.Context) context.Context {
+	var tid oteltrace.TraceID
+	var sid oteltrace.SpanID
+	_, _ = rand.Read(tid[:])
+	_, _ = rand.Read(sid[:])
+	return oteltrace.ContextWithSpanContext(ctx, oteltrace.NewSpanContext(oteltrace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }

@@ -88,10 +88,10 @@ func TestAForwardedRefusalIsCountedOnceAcrossReplicas(t *testing.T) {
 	assert.Equal(t, 1.0, total, "one client call, one refusal")
 }
 
-// A chunked body over the HTTP listener's limit: vanguard answers the
-// caller UNAVAILABLE (a body it could not read; Known limits), and the
-// call is recorded with that status, not as never ended.
-func TestAChunkedBodyOverTheLimitIsRecordedAsItsCallerSawIt(t *testing.T) {
+// A chunked body over the HTTP listener's limit is refused 413
+// RESOURCE_EXHAUSTED (issue 24, item 9) before any call starts, as a body
+// whose Content-Length says it is too large: no call is left unended.
+func TestAChunkedBodyOverTheLimitIsRefusedBeforeACallStarts(t *testing.T) {
 	st := startWithHTTP(t)
 	hc := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(hc.CloseIdleConnections)
@@ -105,9 +105,9 @@ func TestAChunkedBodyOverTheLimitIsRecordedAsItsCallerSawIt(t *testing.T) {
 	require.NoError(t, err)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
-	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
-	assert.Equal(t, map[string]float64{"UNAVAILABLE": 1}, rep.By("grpc_server_call_duration_seconds", "grpc_status"))
+	assert.Equal(t, 0.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
+	assert.Empty(t, rep.By("grpc_server_call_duration_seconds", "grpc_status"))
 }

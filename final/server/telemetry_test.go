@@ -434,3 +434,57 @@ func startWithHTTP(t *testing.T) *devstack.Stack {
 	t.Cleanup(st.Stop)
 	return st
 }
+
+// Issue 24, item 10: lease reports were 88% of exported spans, each a root
+// trace every LeaseInterval. Background work starts no trace by default:
+// neither the replica's spans of its Lease calls nor Accounts' are
+// recorded, while a client's Store is traced as before.
+func TestLeaseReportsStartNoTraces(t *testing.T) {
+	spans := map[string]*endedSpans{}
+	withTracer := func(service string) *telemetry.Telemetry {
+		rec := &endedSpans{changed: make(chan struct{})}
+		spans[service] = rec
+		tel, err := telemetry.New(context.Background(), telemetry.Options{
+			Service:        service,
+			TracerProvider: trace.NewTracerProvider(trace.WithSpanProcessor(rec)),
+		})
+		require.NoError(t, err)
+		return tel
+	}
+	accTel, cacheTel := withTracer("accounts"), withTracer("cache")
+	leases := make(chan struct{}, 100)
+	st := startObserved(t, stackOpts{
+		tuneAccounts: func(c *server.AccountsConfig) {
+			c.Telemetry = accTel
+			c.Unary = append(c.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				resp, err := h(ctx, req)
+				if info.FullMethod == rpc.Accounts_Lease_FullMethodName {
+					leases <- struct{}{}
+				}
+				return resp, err
+			})
+		},
+		tuneCache: func(_ int, c *server.CacheConfig) {
+			c.Telemetry = cacheTel
+			c.Accounts.LeaseInterval = 20 * time.Millisecond
+		},
+	})
+	ctx := testContext(t)
+	for range 4 { // reports are sequential: the first three have ended
+		select {
+		case <-leases:
+		case <-ctx.Done():
+			t.Fatal("no lease reports")
+		}
+	}
+	require.NoError(t, store(ctx, cacheClient(t, st, tok), "traced", "v"))
+	_, err := spans["accounts"].await(ctx, "Recv.rpc.Accounts.Reserve")
+	require.NoError(t, err, "a client's call is traced")
+	for service, rec := range spans {
+		rec.mu.Lock()
+		for _, s := range rec.ended {
+			assert.NotContains(t, s.Name(), "Accounts.Lease", "%s recorded a span of a lease report", service)
+		}
+		rec.mu.Unlock()
+	}
+}

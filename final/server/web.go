@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc/tap"
 
+	"grpcworkshop.example/final/admission"
 	"grpcworkshop.example/final/web"
 )
 
@@ -34,22 +35,32 @@ type WebConfig struct {
 	// MaxBodyBytes bounds a request body; 0 means twice the largest Store
 	// (JSON carries bytes in base64) plus 64 KiB.
 	MaxBodyBytes int64
+	// A request body must arrive within BodyGrace plus a second per
+	// MinBodyRate bytes received (web.Options); 0: no minimum rate.
+	MinBodyRate int64
+	BodyGrace   time.Duration
+}
+
+// DefaultWebConfig: no listener; once Addr is set, bodies at 32 KiB/s at
+// least after 5s.
+func DefaultWebConfig() WebConfig {
+	return WebConfig{MinBodyRate: 32 << 10, BodyGrace: 5 * time.Second}
 }
 
 // webListener is the HTTP listener of a replica.
 type webListener struct {
-	cfg      WebConfig
-	handler  http.Handler
-	tls      *tls.Config
-	srv      *http.Server
-	maxConns int
+	cfg     WebConfig
+	handler http.Handler
+	tls     *tls.Config
+	srv     *http.Server
+	common  *Common
 
 	mu   sync.Mutex
 	addr net.Addr
 }
 
 func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener {
-	w := &webListener{cfg: cfg, handler: h, maxConns: common.MaxConns}
+	w := &webListener{cfg: cfg, handler: h, common: common}
 	if common.TLS != nil && !cfg.Plaintext {
 		w.tls = common.TLS.Clone()
 		w.tls.NextProtos = []string{"h2", "http/1.1"}
@@ -59,10 +70,14 @@ func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener 
 	protocols.SetHTTP2(true)
 	// gRPC and Connect clients may speak HTTP/2 without TLS (h2c).
 	protocols.SetUnencryptedHTTP2(w.tls == nil)
-	// The gRPC port's admission bounds, where net/http has them: the
-	// handshake and headers must arrive within HandshakeTimeout (net/http
-	// bounds a TLS handshake by ReadHeaderTimeout too), headers are at most
-	// MaxHeaderBytes, and MaxConns connections at once (serve).
+	// The gRPC port's admission: the handshake and headers must arrive
+	// within HandshakeTimeout (net/http bounds a TLS handshake by
+	// ReadHeaderTimeout too), headers are at most MaxHeaderBytes, a
+	// keep-alive connection idle for MaxConnectionIdle is closed, and the
+	// admission listener caps connections in total, pending and per
+	// address, with the same fairness (serve); a connection is established
+	// at its first request, and idle between requests (ConnState). The
+	// body's read deadline is web.Options' minimum rate.
 	headerTimeout, headerBytes := common.HandshakeTimeout, int(common.MaxHeaderBytes)
 	if headerTimeout <= 0 {
 		headerTimeout = 10 * time.Second
@@ -77,8 +92,20 @@ func newWebListener(cfg WebConfig, h http.Handler, common *Common) *webListener 
 		// No WriteTimeout: a Dump streams for as long as the call's
 		// deadline allows, which the deadline interceptor caps.
 		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       common.MaxConnectionIdle,
 		MaxHeaderBytes:    headerBytes,
+		ConnState: func(c net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateActive:
+				admission.Established(c)
+				admission.SetIdle(c, false)
+			case http.StateIdle:
+				admission.SetIdle(c, true)
+			}
+		},
+	}
+	if common.MaxConnectionIdle <= 0 {
+		w.srv.IdleTimeout = -1 // ReadHeaderTimeout would stand in for 0
 	}
 	return w
 }
@@ -89,9 +116,7 @@ func (w *webListener) serve(lis net.Listener) error {
 	w.mu.Lock()
 	w.addr = lis.Addr()
 	w.mu.Unlock()
-	if w.maxConns > 0 {
-		lis = netutil.LimitListener(lis, w.maxConns)
-	}
+	lis = w.common.admit(lis)
 	if w.tls != nil {
 		lis = tls.NewListener(lis, w.tls)
 	}
@@ -171,6 +196,8 @@ func buildWeb(cfg WebConfig, srv *Server, tap tap.ServerInHandle, maxStore int) 
 		AllowedOrigins: cfg.AllowedOrigins,
 		Replicas:       cfg.Replicas,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MinBodyRate:    cmp.Or(cfg.MinBodyRate, -1),
+		BodyGrace:      cfg.BodyGrace,
 	})
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,11 @@ const (
 	ServerKeyFile  = "server.key"
 	ClientCertFile = "client.crt"
 	ClientKeyFile  = "client.key"
+	// OtherCertFile is a client certificate the development CA signed
+	// for something that is not a replica (an operator's tool, say:
+	// spiffe://grpcworkshop.example/ops/other): Accounts refuses it.
+	OtherCertFile = "other.crt"
+	OtherKeyFile  = "other.key"
 )
 
 // DevReplicas is how many replica client certificates a development
@@ -36,20 +42,35 @@ const (
 // cache-i, so that each replica has an identity of its own at Accounts.
 const DevReplicas = 8
 
+// TrustDomain is the SPIFFE trust domain of the development CA's
+// identities: a replica's client certificate names it
+// spiffe://grpcworkshop.example/replica/NAME (ReplicaURI), which Accounts
+// requires for lease operations (lease ids NAME/…) and token lookups.
+const TrustDomain = "grpcworkshop.example"
+
+// ReplicaURI is replica name's identity, a URI SAN of its client
+// certificate (the format accounts.ReplicaName parses).
+func ReplicaURI(name string) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: TrustDomain, Path: "/replica/" + name}
+}
+
 // DefaultHosts are the names the development server certificate is valid for.
 var DefaultHosts = []string{"localhost", "127.0.0.1", "::1"}
 
 // EnsureDevCerts writes a development CA and certificates into dir unless
 // they are already there, and reports whether it wrote them.
 func EnsureDevCerts(dir string, hosts []string) (bool, error) {
-	// The last file written: a directory from before replica certificates
+	// The last file written, and the file new with replica URIs: a
+	// directory from before replica certificates, or before their URIs,
 	// is written again (with a new CA).
-	if _, err := os.Stat(Dir(dir).ReplicaKey(DevReplicas)); err == nil {
-		return false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("dev certs: %w", err)
+	for _, f := range []string{Dir(dir).ReplicaKey(DevReplicas), filepath.Join(dir, OtherKeyFile)} {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+			return true, WriteDevCerts(dir, hosts)
+		} else if err != nil {
+			return false, fmt.Errorf("dev certs: %w", err)
+		}
 	}
-	return true, WriteDevCerts(dir, hosts)
+	return false, nil
 }
 
 // WriteDevCerts creates a CA, a server certificate for hosts, a client
@@ -58,7 +79,7 @@ func EnsureDevCerts(dir string, hosts []string) (bool, error) {
 // signed by the CA. The CA's key is not written: nothing else can be
 // signed with it later.
 func WriteDevCerts(dir string, hosts []string) error {
-	clients := []clientCert{{strings.TrimSuffix(ClientCertFile, ".crt"), "cache-replica"}}
+	clients := []clientCert{{strings.TrimSuffix(ClientCertFile, ".crt"), "cache-replica"}, {strings.TrimSuffix(OtherCertFile, ".crt"), ""}}
 	for i := 1; i <= DevReplicas; i++ {
 		clients = append(clients, clientCert{ReplicaName(i), ReplicaName(i)})
 	}
@@ -67,7 +88,8 @@ func WriteDevCerts(dir string, hosts []string) error {
 
 // WriteCerts is WriteDevCerts with the client certificates named by the
 // caller: NAME.crt and NAME.key for each name, with NAME as the common name
-// (the identity Accounts files a replica's lease under), and no others.
+// and ReplicaURI(NAME) as the URI SAN (the identity Accounts files a
+// replica's lease under), and no others.
 func WriteCerts(dir string, hosts, clientNames []string) error {
 	var clients []clientCert
 	for _, n := range clientNames {
@@ -80,7 +102,7 @@ func WriteCerts(dir string, hosts, clientNames []string) error {
 }
 
 // clientCert is a client certificate to issue: its files' base name and
-// its common name.
+// its replica name (common name and URI); "" for OtherCertFile.
 type clientCert struct{ file, name string }
 
 func writeCerts(dir string, hosts []string, clients []clientCert) error {
@@ -132,9 +154,14 @@ func writeCerts(dir string, hosts []string, clients []clientCert) error {
 		return err
 	}
 	cli := func(name string) *x509.Certificate {
+		uri := ReplicaURI(name)
+		if name == "" {
+			name, uri = "other", &url.URL{Scheme: "spiffe", Host: TrustDomain, Path: "/ops/other"}
+		}
 		return &x509.Certificate{
 			SerialNumber: serial(),
 			Subject:      pkix.Name{CommonName: name},
+			URIs:         []*url.URL{uri},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.AddDate(1, 0, 0),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -149,7 +176,7 @@ func writeCerts(dir string, hosts []string, clients []clientCert) error {
 	return nil
 }
 
-// ReplicaName is the identity in replica i's development certificate.
+// ReplicaName is the replica name in replica i's development certificate.
 func ReplicaName(i int) string { return fmt.Sprintf("cache-%d", i) }
 
 func issue(dir, certFile, keyFile string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
@@ -244,6 +271,12 @@ func (d Dir) ServerCert() string { return filepath.Join(string(d), ServerCertFil
 func (d Dir) ServerKey() string  { return filepath.Join(string(d), ServerKeyFile) }
 func (d Dir) ClientCert() string { return filepath.Join(string(d), ClientCertFile) }
 func (d Dir) ClientKey() string  { return filepath.Join(string(d), ClientKeyFile) }
+
+// Other is a client configuration with OtherCertFile: a certificate the
+// CA signed that names no replica.
+func (d Dir) Other() (*tls.Config, error) {
+	return ClientConfig(d.CA(), filepath.Join(string(d), OtherCertFile), filepath.Join(string(d), OtherKeyFile))
+}
 
 // ReplicaCert and ReplicaKey are replica i's client certificate (from 1).
 func (d Dir) ReplicaCert(i int) string {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,9 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-
-	"grpcworkshop.example/final/apierr"
-	"grpcworkshop.example/final/fault"
 )
 
 // writeGRPCError answers a gRPC request (what vanguard sends to the
@@ -47,23 +45,6 @@ func encodeGRPCMessage(s string) string {
 	return b.String()
 }
 
-// limitBody refuses request bodies over limit with 413 before vanguard
-// buffers them: at once when Content-Length says so, and through
-// http.MaxBytesReader for bodies of unknown length (vanguard then answers
-// Unavailable, 503, as for any body it could not read: final/README.md,
-// Known limits).
-func limitBody(limit int64, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > limit {
-			err := fault.BadField("body", "request body is %d bytes, more than the limit of %d", r.ContentLength, limit)
-			writeHTTPError(w, r, http.StatusRequestEntityTooLarge, status.Convert(apierr.ToStatus(err)))
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		next.ServeHTTP(w, r)
-	})
-}
-
 // writeHTTPError answers with st in the caller's protocol: gRPC and
 // gRPC-Web in headers (their HTTP status is always 200), Connect as its
 // JSON error, REST as google.rpc.Status in JSON.
@@ -76,6 +57,16 @@ func writeHTTPError(w http.ResponseWriter, r *http.Request, httpStatus int, st *
 		if strings.HasPrefix(ct, "application/grpc-web") {
 			h.Set("Content-Type", ct)
 		}
+	case strings.HasPrefix(ct, "application/connect+"):
+		// A Connect stream ends with an end-of-stream message (flags 2)
+		// holding the error; its HTTP status is 200.
+		h.Set("Content-Type", ct)
+		w.WriteHeader(http.StatusOK)
+		b, _ := json.Marshal(map[string]connectErrorJSON{"error": connectErrorBody(st)})
+		var prefix [5]byte
+		prefix[0] = 2
+		binary.BigEndian.PutUint32(prefix[1:], uint32(len(b)))
+		_, _ = w.Write(append(prefix[:], b...))
 	case isConnect(r):
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(httpStatus)

@@ -11,7 +11,6 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/vanguard"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -61,8 +61,17 @@ type Options struct {
 	// the origins.
 	AllowedOrigins []string
 	// MaxBodyBytes bounds a request body; larger ones are refused with
-	// 413 before anything is read. Default 4 MiB.
+	// 413 RESOURCE_EXHAUSTED (TOO_LARGE): before anything is read when
+	// Content-Length says so, else once the bytes received pass it.
+	// Default 4 MiB.
 	MaxBodyBytes int64
+	// A request body must arrive within BodyGrace plus one second per
+	// MinBodyRate bytes received so far; a slower one is answered 408
+	// DEADLINE_EXCEEDED and its connection closed, so slow bodies cannot
+	// hold the server's memory or connections. Defaults 5s and 32 KiB/s;
+	// a negative MinBodyRate means no bound.
+	MinBodyRate int64
+	BodyGrace   time.Duration
 	// Replicas are the HTTP base URLs of every replica (this one
 	// included), for the console's replica picker; empty means this one.
 	Replicas []string
@@ -80,6 +89,12 @@ func Handler(gs *grpc.Server, o Options) (http.Handler, error) {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 4 << 20
+	}
+	if o.MinBodyRate == 0 {
+		o.MinBodyRate = 32 << 10
+	}
+	if o.BodyGrace <= 0 {
+		o.BodyGrace = 5 * time.Second
 	}
 	if slices.Contains(o.AllowedOrigins, "*") {
 		return nil, fmt.Errorf("cors: name the allowed origins; \"*\" would let any site use a visitor's token")
@@ -111,7 +126,29 @@ func Handler(gs *grpc.Server, o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vanguard: %w", err)
 	}
-	return cors(o.AllowedOrigins, limitBody(o.MaxBodyBytes, escapedPath(tc))), nil
+	return cors(o.AllowedOrigins, admitBody(o.MaxBodyBytes, o.MinBodyRate, o.BodyGrace, connectVersion(escapedPath(tc)))), nil
+}
+
+// connectVersion adds Connect-Protocol-Version: 1 to a Connect unary call
+// that lacks it (a POST of JSON or protobuf to /package.Service/Method),
+// which vanguard would otherwise not recognise: connect-go servers accept
+// such calls by default, so clients may leave the header out.
+func connectVersion(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.Header.Get("Connect-Protocol-Version") == "" && isRPCPath(r.URL.Path) {
+			ct := r.Header.Get("Content-Type")
+			if strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/proto") {
+				r.Header.Set("Connect-Protocol-Version", "1")
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isRPCPath reports whether p has the shape /package.Service/Method.
+func isRPCPath(p string) bool {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+	return ok && strings.HasPrefix(p, "/") && strings.Contains(svc, ".") && method != "" && !strings.Contains(method, "/")
 }
 
 // escapedPath hands vanguard the path as the client sent it. Vanguard
@@ -188,12 +225,6 @@ func servedStatus(header http.Header, body *bodyReader) *status.Status {
 		return status.Convert(apierr.ToStatus(fault.BadField("body", "request body did not transcode")))
 	}
 	if body.err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(body.err, &tooLarge) {
-			// A body of unknown length cut at the limit (limitBody):
-			// vanguard answers a body it could not read Unavailable.
-			return status.New(codes.Unavailable, body.err.Error())
-		}
 		return status.New(codes.Canceled, body.err.Error()) // the caller went away mid-body
 	}
 	if bin := header.Get("Grpc-Status-Details-Bin"); bin != "" {

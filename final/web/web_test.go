@@ -282,7 +282,7 @@ func TestHTTPErrorsCarryTheirStatusAndDetails(t *testing.T) {
 			{"missing token", "GET", "/v1/keys/k", ``, nil, 401, 16, "UNAUTHENTICATED"},
 			{"unknown token", "GET", "/v1/keys/k", ``, []string{"Authorization", "Bearer nobody"}, 401, 16, "UNKNOWN_TOKEN"},
 			{"unknown key", "GET", "/v1/keys/nope", ``, bearer, 404, 5, "KEY_NOT_FOUND"},
-			{"oversized body", "PUT", "/v1/keys/k", big, bearer, 413, 3, "INVALID_ARGUMENT"},
+			{"oversized body", "PUT", "/v1/keys/k", big, bearer, 413, 8, "TOO_LARGE"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				code, h, body := call(t, c.method, base+c.path, "application/json", c.body, c.header...)
@@ -306,7 +306,7 @@ func TestHTTPErrorsCarryTheirStatusAndDetails(t *testing.T) {
 			{"missing token", "Get", `{"key":"k"}`, "", 401, "unauthenticated", "UNAUTHENTICATED"},
 			{"unknown key", "Get", `{"key":"nope"}`, tok, 404, "not_found", "KEY_NOT_FOUND"},
 			{"bad key", "Get", `{"key":""}`, tok, 400, "invalid_argument", "INVALID_ARGUMENT"},
-			{"oversized body", "Store", big, tok, 413, "invalid_argument", "INVALID_ARGUMENT"},
+			{"oversized body", "Store", big, tok, 413, "resource_exhausted", "TOO_LARGE"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				code, _, body := call(t, "POST", base+"/rpc.Cache/"+c.method, "application/json", c.body, connectHeaders(c.token)...)

@@ -65,6 +65,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.Accounts.LeaseInterval, "lease-interval", "how often holdings are reported to Accounts")
 	f.Duration(&c.MaxDeadline, "max-deadline", "longest any call may run; 0: no cap")
 	f.Duration(&c.MaxConnectionAge, "max-connection-age", "connections are closed after this long, so clients re-resolve; 0: never")
+	f.Duration(&c.MaxConnectionIdle, "max-connection-idle", "connections with no call in flight this long are closed (the HTTP listener's keep-alive idle timeout too); 0: never")
 	f.Int(&c.MaxConns, "max-conns", "connections past their handshake at once; 0: no limit")
 	f.Duration(&c.HandshakeTimeout, "handshake-timeout", "how long a new connection has to finish its TLS handshake; 0: gRPC's 120s")
 	f.Int(&c.MaxPendingConns, "max-pending-conns", "connections still in their handshake at once; 0: no limit")

@@ -239,12 +239,17 @@ func TestAReplicasCertificateCannotTakeAnotherReplicasLease(t *testing.T) {
 	require.NoError(t, err)
 	defer cc.Close()
 	acc := rpc.NewAccountsClient(cc)
-	_, err = acc.Lease(ctx, &rpc.LeaseReq{LeaseId: victim, Holdings: map[string]int64{}})
-	require.NoError(t, err, "it only registers a lease of its own")
+	// Issue 24, item 4: another replica's lease id is refused outright.
+	_, err = acc.Lease(ctx, &rpc.LeaseReq{LeaseId: victim, Holdings: map[string]int64{"small": 1 << 40}})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	_, err = acc.Reserve(ctx, &rpc.ReserveReq{LeaseId: victim, Tenant: "small", Count: 3, Seq: 1})
-	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "cache-1's three slots are still counted: %v", err)
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	_, err = acc.Release(ctx, &rpc.ReleaseReq{LeaseId: victim})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	// A fake lease of its own for 2^40 keys gets nothing: the quota is full.
+	got, err := acc.Lease(ctx, &rpc.LeaseReq{LeaseId: "cache-2/fake", Holdings: map[string]int64{"small": 1 << 40}})
 	require.NoError(t, err)
+	assert.Zero(t, got.GetAdmitted()["small"])
 
 	_, err = two.Store(ctx, &rpc.StoreReq{Key: "d", Val: []byte("v")})
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "small holds 3 keys, all on cache-1: %v", err)
