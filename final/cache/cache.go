@@ -42,11 +42,15 @@ type Limits struct {
 	// memory (up to a MiB or so each), so unbounded Dumps a client never
 	// reads would take the replica's memory.
 	MaxDumps int
+	// MaxBatchKeys bounds the keys of one GetMany or StoreMany, default
+	// 256; MaxBatchBytes the keys and values of one batch together,
+	// default 4 MiB (a batch holds its request and response in memory).
+	MaxBatchKeys, MaxBatchBytes int
 }
 
 // DefaultLimits are the limits of a zero Limits.
 func DefaultLimits() Limits {
-	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4}
+	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4, MaxBatchKeys: 256, MaxBatchBytes: 4 << 20}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -62,6 +66,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDumps <= 0 {
 		l.MaxDumps = d.MaxDumps
+	}
+	if l.MaxBatchKeys <= 0 {
+		l.MaxBatchKeys = d.MaxBatchKeys
+	}
+	if l.MaxBatchBytes <= 0 {
+		l.MaxBatchBytes = d.MaxBatchBytes
 	}
 	return l
 }
@@ -118,11 +128,8 @@ func (c *Cache) checkKey(key string) error {
 // Store sets key to val for tenant; a new key takes a slot of the tenant's
 // quota. A dry run checks everything and changes nothing. val is copied.
 func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRun bool) error {
-	if err := c.checkKey(key); err != nil {
+	if err := c.checkItem(key, val); err != nil {
 		return err
-	}
-	if len(val) > c.limits.MaxValueBytes {
-		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
 	}
 	t := c.store.tenant(tenant)
 	if dryRun {
@@ -136,6 +143,16 @@ func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRu
 		return nil
 	}
 	return c.quota.storeNew(ctx, tenant, t, key, val)
+}
+
+func (c *Cache) checkItem(key string, val []byte) error {
+	if err := c.checkKey(key); err != nil {
+		return err
+	}
+	if len(val) > c.limits.MaxValueBytes {
+		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
+	}
+	return nil
 }
 
 // Get returns tenant's value of key. The value must not be modified.
