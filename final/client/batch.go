@@ -19,7 +19,9 @@ import (
 // Ring follows the replicas a connection resolves (Options.Ring), so a
 // batch can be split by the replica that owns each key: the ring the
 // ring_hash balancer builds over the same addresses.
-type Ring struct{ ring atomic.Pointer[keyaffinity.Ring] }
+type Ring struct {
+	ring atomic.Pointer[keyaffinity.Ring]
+}
 
 // NewRing returns a Ring that knows no replica yet: until Dial's resolver
 // reports some, a batch goes out as one call (a replica forwards what it
