@@ -7,13 +7,15 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_google_api_annotations } from "./google/api/annotations_pb";
 import type { HttpBodySchema } from "./google/api/httpbody_pb";
 import { file_google_api_httpbody } from "./google/api/httpbody_pb";
+import type { Status } from "./google/rpc/status_pb";
+import { file_google_rpc_status } from "./google/rpc/status_pb";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file cache.proto.
  */
 export const file_cache: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcTLxAQoFQ2FjaGUSQQoFU3RvcmUSDS5ycGMuU3RvcmVSZXEaDi5ycGMuU3RvcmVSZXNwIhmC0+STAhMaDi92MS9rZXlzL3trZXl9OgEqEjgKA0dldBILLnJwYy5HZXRSZXEaDC5ycGMuR2V0UmVzcCIWgtPkkwIQEg4vdjEva2V5cy97a2V5fRInCgREdW1wEgwucnBjLkR1bXBSZXEaDS5ycGMuRHVtcEl0ZW0iADABEkIKBkV4cG9ydBIOLnJwYy5FeHBvcnRSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhCC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcSIeCg5HZXRNYW55UmVxdWVzdBIMCgRrZXlzGAEgAygJIjYKD0dldE1hbnlSZXNwb25zZRIjCgdyZXN1bHRzGAEgAygLMhIucnBjLkdldE1hbnlSZXN1bHQiTAoNR2V0TWFueVJlc3VsdBILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMEiEKBWVycm9yGAMgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMiNQoQU3RvcmVNYW55UmVxdWVzdBIhCgVpdGVtcxgBIAMoCzISLnJwYy5TdG9yZU1hbnlJdGVtIikKDVN0b3JlTWFueUl0ZW0SCwoDa2V5GAEgASgJEgsKA3ZhbBgCIAEoDCI6ChFTdG9yZU1hbnlSZXNwb25zZRIlCgdyZXN1bHRzGAEgAygLMhQucnBjLlN0b3JlTWFueVJlc3VsdCJBCg9TdG9yZU1hbnlSZXN1bHQSCwoDa2V5GAEgASgJEiEKBWVycm9yGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMynwMKBUNhY2hlEkEKBVN0b3JlEg0ucnBjLlN0b3JlUmVxGg4ucnBjLlN0b3JlUmVzcCIZgtPkkwITGg4vdjEva2V5cy97a2V5fToBKhI4CgNHZXQSCy5ycGMuR2V0UmVxGgwucnBjLkdldFJlc3AiFoLT5JMCEBIOL3YxL2tleXMve2tleX0SUQoHR2V0TWFueRITLnJwYy5HZXRNYW55UmVxdWVzdBoULnJwYy5HZXRNYW55UmVzcG9uc2UiG4LT5JMCFSIQL3YxL2tleXM6Z2V0TWFueToBKhJZCglTdG9yZU1hbnkSFS5ycGMuU3RvcmVNYW55UmVxdWVzdBoWLnJwYy5TdG9yZU1hbnlSZXNwb25zZSIdgtPkkwIXIhIvdjEva2V5czpzdG9yZU1hbnk6ASoSJwoERHVtcBIMLnJwYy5EdW1wUmVxGg0ucnBjLkR1bXBJdGVtIgAwARJCCgZFeHBvcnQSDi5ycGMuRXhwb3J0UmVxGhQuZ29vZ2xlLmFwaS5IdHRwQm9keSIQgtPkkwIKEggvdjEva2V5czABYgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody, file_google_rpc_status]);
 
 /**
  * @generated from message rpc.StoreReq
@@ -133,6 +135,154 @@ export const ExportReqSchema: GenMessage<ExportReq> = /*@__PURE__*/
   messageDesc(file_cache, 6);
 
 /**
+ * @generated from message rpc.GetManyRequest
+ */
+export type GetManyRequest = Message<"rpc.GetManyRequest"> & {
+  /**
+   * @generated from field: repeated string keys = 1;
+   */
+  keys: string[];
+};
+
+/**
+ * Describes the message rpc.GetManyRequest.
+ * Use `create(GetManyRequestSchema)` to create a new message.
+ */
+export const GetManyRequestSchema: GenMessage<GetManyRequest> = /*@__PURE__*/
+  messageDesc(file_cache, 7);
+
+/**
+ * @generated from message rpc.GetManyResponse
+ */
+export type GetManyResponse = Message<"rpc.GetManyResponse"> & {
+  /**
+   * One per requested key, in the same order.
+   *
+   * @generated from field: repeated rpc.GetManyResult results = 1;
+   */
+  results: GetManyResult[];
+};
+
+/**
+ * Describes the message rpc.GetManyResponse.
+ * Use `create(GetManyResponseSchema)` to create a new message.
+ */
+export const GetManyResponseSchema: GenMessage<GetManyResponse> = /*@__PURE__*/
+  messageDesc(file_cache, 8);
+
+/**
+ * @generated from message rpc.GetManyResult
+ */
+export type GetManyResult = Message<"rpc.GetManyResult"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: bytes val = 2;
+   */
+  val: Uint8Array;
+
+  /**
+   * Unset when the key was found; otherwise why not, as a unary Get's
+   * status would say it (code, message, ErrorInfo and other details).
+   *
+   * @generated from field: google.rpc.Status error = 3;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message rpc.GetManyResult.
+ * Use `create(GetManyResultSchema)` to create a new message.
+ */
+export const GetManyResultSchema: GenMessage<GetManyResult> = /*@__PURE__*/
+  messageDesc(file_cache, 9);
+
+/**
+ * @generated from message rpc.StoreManyRequest
+ */
+export type StoreManyRequest = Message<"rpc.StoreManyRequest"> & {
+  /**
+   * @generated from field: repeated rpc.StoreManyItem items = 1;
+   */
+  items: StoreManyItem[];
+};
+
+/**
+ * Describes the message rpc.StoreManyRequest.
+ * Use `create(StoreManyRequestSchema)` to create a new message.
+ */
+export const StoreManyRequestSchema: GenMessage<StoreManyRequest> = /*@__PURE__*/
+  messageDesc(file_cache, 10);
+
+/**
+ * @generated from message rpc.StoreManyItem
+ */
+export type StoreManyItem = Message<"rpc.StoreManyItem"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: bytes val = 2;
+   */
+  val: Uint8Array;
+};
+
+/**
+ * Describes the message rpc.StoreManyItem.
+ * Use `create(StoreManyItemSchema)` to create a new message.
+ */
+export const StoreManyItemSchema: GenMessage<StoreManyItem> = /*@__PURE__*/
+  messageDesc(file_cache, 11);
+
+/**
+ * @generated from message rpc.StoreManyResponse
+ */
+export type StoreManyResponse = Message<"rpc.StoreManyResponse"> & {
+  /**
+   * One per item, in the same order.
+   *
+   * @generated from field: repeated rpc.StoreManyResult results = 1;
+   */
+  results: StoreManyResult[];
+};
+
+/**
+ * Describes the message rpc.StoreManyResponse.
+ * Use `create(StoreManyResponseSchema)` to create a new message.
+ */
+export const StoreManyResponseSchema: GenMessage<StoreManyResponse> = /*@__PURE__*/
+  messageDesc(file_cache, 12);
+
+/**
+ * @generated from message rpc.StoreManyResult
+ */
+export type StoreManyResult = Message<"rpc.StoreManyResult"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Unset when the item was stored (or, in a dry run, would be).
+   *
+   * @generated from field: google.rpc.Status error = 2;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message rpc.StoreManyResult.
+ * Use `create(StoreManyResultSchema)` to create a new message.
+ */
+export const StoreManyResultSchema: GenMessage<StoreManyResult> = /*@__PURE__*/
+  messageDesc(file_cache, 13);
+
+/**
  * Cache stores byte values under string keys, separately for each tenant.
  * The tenant is not a field: every call carries a bearer token in the
  * "authorization" metadata (a per-call credential).
@@ -159,6 +309,34 @@ export const Cache: GenService<{
     methodKind: "unary";
     input: typeof GetReqSchema;
     output: typeof GetRespSchema;
+  },
+  /**
+   * GetMany is Get for many keys in one call (memcached's multi-get,
+   * Redis's MGET): one result per key, in the order of the keys, each
+   * with its value or its own error (NOT_FOUND for a missing key). The
+   * call itself fails only when no key could be looked at: the caller is
+   * not authenticated, or the batch is over its limits (keys, bytes).
+   *
+   * @generated from rpc rpc.Cache.GetMany
+   */
+  getMany: {
+    methodKind: "unary";
+    input: typeof GetManyRequestSchema;
+    output: typeof GetManyResponseSchema;
+  },
+  /**
+   * StoreMany is Store for many items in one call (Redis's MSET): each
+   * item is stored or refused on its own, so a batch that goes over the
+   * tenant's quota stores the items that fit (overwrites, and new keys
+   * while slots last) and says which did not. Items are stored in order;
+   * a key given twice ends with the later value.
+   *
+   * @generated from rpc rpc.Cache.StoreMany
+   */
+  storeMany: {
+    methodKind: "unary";
+    input: typeof StoreManyRequestSchema;
+    output: typeof StoreManyResponseSchema;
   },
   /**
    * Dump streams the caller's own items, in the order they were first stored.
