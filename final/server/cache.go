@@ -80,7 +80,7 @@ func NewCache(cfg CacheConfig) (_ *CacheServer, err error) {
 		return nil, err
 	}
 	// The HTTP path skips grpc's tap handles: it gets the same tap.
-	if srv.web, err = buildWeb(cfg.HTTP, srv, cfg.Telemetry.Tap(tap), max(c.Limits().MaxValueBytes+c.Limits().MaxKeyBytes, c.Limits().MaxBatchBytes)); err != nil {
+	if srv.web, err = buildWeb(cfg.HTTP, srv, cfg.Telemetry.Tap(tap), c.Limits().MaxValueBytes+c.Limits().MaxKeyBytes); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	srv.closers = closers
