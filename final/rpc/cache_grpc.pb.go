@@ -46,7 +46,9 @@ type CacheClient interface {
 	// Redis's MGET): one result per key, in the order of the keys, each
 	// with its value or its own error (NOT_FOUND for a missing key). The
 	// call itself fails only when no key could be looked at: the caller is
-	// not authenticated, or the batch is over its limits (keys, bytes).
+	// not authenticated, the batch is over its limits (keys, bytes), or
+	// every replica owning some of its keys refused or could not be reached
+	// (a replica that fails alone gives its keys its status).
 	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error)
 	// StoreMany is Store for many items in one call (Redis's MSET): each
 	// item is stored or refused on its own, so a batch that goes over the
@@ -166,7 +168,9 @@ type CacheServer interface {
 	// Redis's MGET): one result per key, in the order of the keys, each
 	// with its value or its own error (NOT_FOUND for a missing key). The
 	// call itself fails only when no key could be looked at: the caller is
-	// not authenticated, or the batch is over its limits (keys, bytes).
+	// not authenticated, the batch is over its limits (keys, bytes), or
+	// every replica owning some of its keys refused or could not be reached
+	// (a replica that fails alone gives its keys its status).
 	GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error)
 	// StoreMany is Store for many items in one call (Redis's MSET): each
 	// item is stored or refused on its own, so a batch that goes over the

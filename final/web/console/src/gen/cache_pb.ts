@@ -315,7 +315,9 @@ export const Cache: GenService<{
    * Redis's MGET): one result per key, in the order of the keys, each
    * with its value or its own error (NOT_FOUND for a missing key). The
    * call itself fails only when no key could be looked at: the caller is
-   * not authenticated, or the batch is over its limits (keys, bytes).
+   * not authenticated, the batch is over its limits (keys, bytes), or
+   * every replica owning some of its keys refused or could not be reached
+   * (a replica that fails alone gives its keys its status).
    *
    * @generated from rpc rpc.Cache.GetMany
    */
