@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,6 +81,16 @@ func ToStatus(err error) error {
 		return nil
 	}
 	return toStatus(err).Err()
+}
+
+// ItemStatus is ToStatus for one item of a batch: the google.rpc.Status
+// its result carries, with the same code and details a unary call would
+// get; nil for nil.
+func ItemStatus(err error) *spb.Status {
+	if err == nil {
+		return nil
+	}
+	return toStatus(err).Proto()
 }
 
 func toStatus(err error) *status.Status {

@@ -43,11 +43,15 @@ type Limits struct {
 	// memory (up to a MiB or so each), so unbounded Dumps a client never
 	// reads would take the replica's memory.
 	MaxDumps int
+	// MaxBatchKeys bounds the keys of one GetMany or StoreMany, default
+	// 256; MaxBatchBytes the keys and values of one batch together,
+	// default 4 MiB (a batch holds its request and response in memory).
+	MaxBatchKeys, MaxBatchBytes int
 }
 
 // DefaultLimits are the limits of a zero Limits.
 func DefaultLimits() Limits {
-	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4}
+	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4, MaxBatchKeys: 256, MaxBatchBytes: 4 << 20}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -63,6 +67,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDumps <= 0 {
 		l.MaxDumps = d.MaxDumps
+	}
+	if l.MaxBatchKeys <= 0 {
+		l.MaxBatchKeys = d.MaxBatchKeys
+	}
+	if l.MaxBatchBytes <= 0 {
+		l.MaxBatchBytes = d.MaxBatchBytes
 	}
 	return l
 }
@@ -158,11 +168,8 @@ func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRu
 // ctx is done by the time it would take effect is not applied, so a write
 // its caller gave up on never lands after one acknowledged later.
 func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, cond Cond, dryRun bool) (int64, error) {
-	if err := c.checkKey(key); err != nil {
+	if err := c.checkItem(key, val); err != nil {
 		return 0, err
-	}
-	if len(val) > c.limits.MaxValueBytes {
-		return 0, fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
 	}
 	if err := cond.validate(); err != nil {
 		return 0, err
@@ -181,6 +188,16 @@ func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, con
 		return rev, err
 	}
 	return c.quota.storeNew(ctx, tenant, t, w)
+}
+
+func (c *Cache) checkItem(key string, val []byte) error {
+	if err := c.checkKey(key); err != nil {
+		return err
+	}
+	if len(val) > c.limits.MaxValueBytes {
+		return fault.BadField("val", "value is %d bytes, more than the limit of %d", len(val), c.limits.MaxValueBytes)
+	}
+	return nil
 }
 
 // Get returns tenant's value of key. The value must not be modified.

@@ -35,7 +35,8 @@ import (
 // Store sets a value (repeating it sets the same value), Get and Dump only
 // read. A method not listed here, including any added later, is attempted
 // once until someone decides it is safe and lists it.
-var RetryableMethods = []string{"rpc.Cache/Store", "rpc.Cache/Get", "rpc.Cache/Dump"}
+// StoreMany and GetMany are Store and Get for many keys.
+var RetryableMethods = []string{"rpc.Cache/Store", "rpc.Cache/Get", "rpc.Cache/Dump", "rpc.Cache/StoreMany", "rpc.Cache/GetMany"}
 
 // RetryPolicy configures gRPC's own retries of RetryableMethods (see
 // ServiceConfig). Zero fields take DefaultRetryPolicy's values;
@@ -140,6 +141,9 @@ type Options struct {
 	// error (grpc-go would raise it silently). The replicas must permit
 	// pings this often (server.Common.KeepaliveMinTime).
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// Ring, if set, follows the replicas this connection resolves, for a
+	// Batcher to split batches by the replica owning each key.
+	Ring *Ring
 	// Extra are appended to the dial options.
 	Extra []grpc.DialOption
 }
@@ -217,7 +221,13 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials{Token: o.Token, AllowInsecure: o.AllowInsecureToken}))
 	}
-	if !strings.Contains(target, "://") {
+	if scheme, _, ok := strings.Cut(target, "://"); ok && o.Ring != nil {
+		b := resolver.Get(scheme)
+		if b == nil {
+			return nil, fmt.Errorf("dial: no resolver for scheme %q", scheme)
+		}
+		opts = append(opts, grpc.WithResolvers(ringBuilder{b, o.Ring}))
+	} else if !ok {
 		var addrs []resolver.Address
 		for _, a := range strings.Split(target, ",") {
 			if a = strings.TrimSpace(a); a != "" {
@@ -230,6 +240,13 @@ func Dial(target string, o Options) (*grpc.ClientConn, error) {
 		r := manual.NewBuilderWithScheme("cache")
 		r.InitialState(resolver.State{Addresses: addrs})
 		opts = append(opts, grpc.WithResolvers(r))
+		if o.Ring != nil {
+			list := make([]string, len(addrs))
+			for i, a := range addrs {
+				list[i] = a.Addr
+			}
+			o.Ring.set(list)
+		}
 		// The server name checked against the certificate: the first host.
 		target = "cache:///" + addrs[0].Addr
 	}

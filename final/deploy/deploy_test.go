@@ -1104,3 +1104,34 @@ func TestRenderedManifests(t *testing.T) {
 		}
 	}
 }
+
+// Every server runs with a memory limit of its container and a Go memory
+// limit below it (cli.MemoryLimit reads the container's from its cgroup),
+// so the GC works harder before the kernel kills the process; the
+// replica's is half, as docs/performance.md measured it.
+func TestEveryServerSetsItsGoMemoryLimitFromItsContainers(t *testing.T) {
+	m := load(t)
+	want := map[string]float64{"cache-server": 0.5, "accounts-server": 0.9}
+	for _, srv := range servers {
+		found := false
+		for _, w := range m.workloads() {
+			for i := range w.template.Spec.Containers {
+				c := &w.template.Spec.Containers[i]
+				if binaryOf(t, c) != srv.binary {
+					continue
+				}
+				found = true
+				limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+				require.True(t, ok, "%s: resources.limits.memory is what the Go memory limit follows", w.name)
+				assert.Positive(t, limit.Value(), w.name)
+				ratio, err := strconv.ParseFloat(env(t, c, srv.prefix, "memory-limit-ratio", describe(t, srv.binary)), 64)
+				require.NoError(t, err, w.name)
+				assert.Equal(t, want[srv.binary], ratio, "%s: $%sMEMORY_LIMIT_RATIO", w.name, srv.prefix)
+				for _, e := range c.Env {
+					assert.NotEqual(t, "GOMEMLIMIT", e.Name, "%s: GOMEMLIMIT would override the ratio with a number that drifts from limits.memory", w.name)
+				}
+			}
+		}
+		assert.True(t, found, "no container runs %s", srv.binary)
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"grpcworkshop.example/final/auth"
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/telemetry"
 )
 
@@ -258,12 +259,25 @@ func (f *Forwarder) owns(key string) bool {
 }
 
 // Unary forwards keyed calls (requests with a GetKey method) that another
-// replica owns and that no replica has forwarded yet; it goes before the
+// replica owns and that no replica has forwarded yet, and the keys of a
+// batch (GetMany, StoreMany) that other replicas own, one call per owner; it goes before the
 // interceptors that act for the owner (auth, dry run, per-tenant rate):
 // the owner runs them all, once. A key that is not UTF-8 cannot be
 // re-encoded and is refused here.
 func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		switch r := req.(type) {
+		case *rpc.GetManyRequest:
+			if Forwarded(ctx) {
+				return handler(ctx, req)
+			}
+			return f.getMany(ctx, r, handler)
+		case *rpc.StoreManyRequest:
+			if Forwarded(ctx) {
+				return handler(ctx, req)
+			}
+			return f.storeMany(ctx, r, handler)
+		}
 		k, ok := req.(interface{ GetKey() string })
 		if !ok || auth.Public(info.FullMethod) || Forwarded(ctx) || !utf8.ValidString(k.GetKey()) || f.owns(k.GetKey()) {
 			return handler(ctx, req)

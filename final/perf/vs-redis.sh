@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# final against Redis, measured the same way: one cache replica (devstack:
-# Accounts and the replica in one process, rate limits lifted, logging at
-# warn) and Debian's redis-server (no persistence), both over TLS with the
-# same development certificate, each driven by cacheload in the same loop
-# (32 calls in flight, 64-byte values; gRPC multiplexes them on one
-# connection, go-redis needs one connection per call in flight).
+# final against Redis as their users run them: one cache replica
+# (devstack: Accounts and the replica in one process, rate limits lifted,
+# logging at warn, Go's memory limit as deploy/cache.yaml ships it: half of
+# its 512Mi) and Debian's redis-server (no persistence, plaintext on one
+# port and TLS on another, the same development certificate).
 #
-# Prints a Markdown table of Get, overwrite Store (1,000 keys) and new-key
-# Store throughput and latency, and the memory each server takes per key
-# after storing -mem-keys new 16-byte keys with 64-byte values: Redis's
-# used_memory and both processes' resident set (RSS, read from /proc).
+# Throughput (perf/vsredis): final through final/client over TLS (its
+# interceptors, token, retries; batches through client.Batcher), Redis
+# through go-redis in plaintext, and over TLS as a second row; 32 calls in
+# flight, 16-byte keys, 64-byte values; both pools dialled and warm before
+# timing; final and Redis take turns round by round; each row is the median
+# of the per-round ratios, p50/p99 of the median round, and each server's
+# CPU per call from /proc/PID/stat. Batch rows: GetMany/StoreMany of 16 and
+# 64 keys against MGET/MSET and pipelined GET/SET of as many.
 #
-#   final/perf/vs-redis.sh                        # 3 rounds of 10 s per row, 1,000,000 keys
+# Memory: each server's growth per key after -mem-keys new 16-byte keys with
+# 64-byte values (cacheload): Redis's used_memory and both processes'
+# resident set (RSS, from /proc).
+#
+#   final/perf/vs-redis.sh                        # 3 rounds of 2 s per row, 1,000,000 keys
 #   final/perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
-#   GOGC=50 final/perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
+#   final/perf/vs-redis.sh -d 0                   # memory only
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-dur=10s
+dur=2s
 rounds=3
 memkeys=1000000
 while [ $# -gt 0 ]; do
@@ -68,24 +75,30 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 go build -o "$tmp/cacheload" ./final/cmd/cacheload
 go build -o "$tmp/devstack" ./final/cmd/devstack
+go build -o "$tmp/vsredis" ./final/perf/vsredis
 
 acc_port=$(free_port)
 cache_port=$(free_port)
 redis_port=$(free_port)
+redis_plain=$(free_port)
 # A quota no run reaches, so new-key Stores measure the reservation, not the limit.
 echo '{"perf": {"tenant": "perf", "max_cache_keys": 1000000000000}}' >"$tmp/accounts.json"
-"$tmp/devstack" -dir "$tmp/dev" -accounts "127.0.0.1:$acc_port" -replicas "127.0.0.1:$cache_port" \
+# GOMEMLIMIT: what deploy/cache.yaml's CACHE_MEMORY_LIMIT_RATIO (0.5) makes
+# of its resources.limits.memory (512Mi) in a container.
+GOMEMLIMIT=${GOMEMLIMIT:-256MiB} "$tmp/devstack" -dir "$tmp/dev" -accounts "127.0.0.1:$acc_port" -replicas "127.0.0.1:$cache_port" \
+  -http "" -accounts-admin "" -replicas-admin "" \
   -accounts-file "$tmp/accounts.json" -rate 0 -tenant-rate 0 -log-level warn >"$tmp/devstack.log" 2>&1 &
 cache_pid=$!
 pids+=("$cache_pid")
 wait_port "$cache_port"
-redis-server --bind 127.0.0.1 --port 0 --tls-port "$redis_port" \
+redis-server --bind 127.0.0.1 --port "$redis_plain" --tls-port "$redis_port" \
   --tls-cert-file "$tmp/dev/server.crt" --tls-key-file "$tmp/dev/server.key" \
   --tls-ca-cert-file "$tmp/dev/ca.crt" --tls-auth-clients no \
   --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
 redis_pid=$!
 pids+=("$redis_pid")
 wait_port "$redis_port"
+wait_port "$redis_plain"
 
 redis_info() {
   redis-cli -h 127.0.0.1 -p "$redis_port" --tls --cacert "$tmp/dev/ca.crt" info memory |
@@ -117,39 +130,12 @@ cache_rss=$(awk -v a="$(rss_kib "$cache_pid")" -v b="$cache_rss0" -v n="$memkeys
 redis_rss=$(awk -v a="$(rss_kib "$redis_pid")" -v b="$redis_rss0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')
 redis_used=$(awk -v a="$(redis_info used_memory)" -v b="$redis_used0" -v n="$memkeys" 'BEGIN {printf "%.0f", (a - b) / n}')
 
-echo "final vs Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), $rounds rounds of $dur per row, 32 calls in flight, 64-byte values, TLS on both, GOGC=${GOGC:-100}"
-echo
-# row NAME [cacheload flags...]: final and Redis take turns, $rounds times
-# -d each, so drift on a shared machine hits both; calls/s is over all
-# rounds, p50 and p99 are the median round's.
-row() {
-  local name=$1; shift
-  local t i
-  local -A calls=() secs=() p50s=() p99s=()
-  for ((i = 0; i < rounds; i++)); do
-    for t in $( ((i % 2)) && echo "redis final" || echo "final redis"); do
-      load "$t" "$@" -d "$dur"
-      calls[$t]+=" $(field calls)"
-      secs[$t]+=" $(field elapsed_ns)"
-      p50s[$t]+=" $(field p50_ns)"
-      p99s[$t]+=" $(field p99_ns)"
-    done
-  done
-  local f r
-  f=$(rate "${calls[final]}" "${secs[final]}")
-  r=$(rate "${calls[redis]}" "${secs[redis]}")
-  printf "| %s | %.0f | %.0f | %s | %s / %s | %s / %s |\n" "$name" "$f" "$r" "$(ratio "$f" "$r")" \
-    "$(median_ms "${p50s[final]}")" "$(median_ms "${p99s[final]}")" "$(median_ms "${p50s[redis]}")" "$(median_ms "${p99s[redis]}")"
-}
-rate() { awk -v c="$1" -v s="$2" 'BEGIN {n = split(c, cs, " "); split(s, ss, " "); for (i = 1; i <= n; i++) {tc += cs[i]; ts += ss[i]}; printf "%.0f", tc / ts * 1e9}'; }
-median_ms() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{v[NR] = $1} END {printf "%.2f", v[int((NR + 1) / 2)] / 1e6}'; }
-
 if [ "$dur" != 0 ]; then
-  echo "| call | final calls/s | Redis calls/s | final / Redis | final p50 / p99 ms | Redis p50 / p99 ms |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-  row Get -op get -keys 1000
-  row "Store (overwrite)" -op store -keys 1000
-  row "Store (new key)" -op store -keys 0
+  echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), final's GOMEMLIMIT=${GOMEMLIMIT:-256MiB} GOGC=${GOGC:-100}"
+  echo
+  "$tmp/vsredis" -final "127.0.0.1:$cache_port" -ca "$tmp/dev/ca.crt" -token perf \
+    -redis "127.0.0.1:$redis_plain" -redis-tls "127.0.0.1:$redis_port" \
+    -final-pid "$cache_pid" -redis-pid "$redis_pid" -d "$dur" -rounds "$rounds" || touch "$tmp/failed"
   echo
 fi
 

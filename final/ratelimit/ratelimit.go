@@ -90,6 +90,7 @@ type PerTenant struct {
 	r     rate.Limit
 	burst int
 	lims  sync.Map // tenant -> *rate.Limiter
+	cost  func(req any) int
 }
 
 // NewPerTenant allows each tenant r calls a second with bursts of burst.
@@ -97,10 +98,19 @@ func NewPerTenant(r rate.Limit, burst int) *PerTenant {
 	return &PerTenant{r: r, burst: burst}
 }
 
-func (p *PerTenant) allow(ctx context.Context) error {
+// Cost makes a unary call cost cost(req) of the tenant's rate instead of
+// one (a batch costs one per key); a cost above the burst takes the whole
+// burst, so that a batch within the server's limits can always pass.
+func (p *PerTenant) Cost(cost func(req any) int) *PerTenant {
+	p.cost = cost
+	return p
+}
+
+func (p *PerTenant) allow(ctx context.Context, n int) error {
 	if p.r == rate.Inf {
 		return nil
 	}
+	n = max(1, min(n, p.burst))
 	acct, ok := auth.AccountFrom(ctx)
 	if !ok {
 		return nil // public methods carry no tenant
@@ -109,8 +119,8 @@ func (p *PerTenant) allow(ctx context.Context) error {
 	if !ok {
 		l, _ = p.lims.LoadOrStore(acct.Tenant, rate.NewLimiter(p.r, p.burst))
 	}
-	if !l.(*rate.Limiter).Allow() {
-		return fault.OverRate("tenant "+acct.Tenant, retryAfter(p.r))
+	if !l.(*rate.Limiter).AllowN(time.Now(), n) {
+		return fault.OverRate("tenant "+acct.Tenant, time.Duration(n)*retryAfter(p.r))
 	}
 	return nil
 }
@@ -118,7 +128,11 @@ func (p *PerTenant) allow(ctx context.Context) error {
 // Unary applies the per-tenant limit to unary calls.
 func (p *PerTenant) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := p.allow(ctx); err != nil {
+		n := 1
+		if p.cost != nil {
+			n = p.cost(req)
+		}
+		if err := p.allow(ctx, n); err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)
@@ -128,7 +142,7 @@ func (p *PerTenant) Unary() grpc.UnaryServerInterceptor {
 // Stream applies the per-tenant limit to streams.
 func (p *PerTenant) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := p.allow(ss.Context()); err != nil {
+		if err := p.allow(ss.Context(), 1); err != nil {
 			return err
 		}
 		return handler(srv, ss)

@@ -9,6 +9,7 @@ package rpc
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -365,11 +366,356 @@ func (*ExportReq) Descriptor() ([]byte, []int) {
 	return file_cache_proto_rawDescGZIP(), []int{6}
 }
 
+type GetManyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyRequest) Reset() {
+	*x = GetManyRequest{}
+	mi := &file_cache_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyRequest) ProtoMessage() {}
+
+func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
+func (*GetManyRequest) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetManyRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type GetManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per requested key, in the same order.
+	Results       []*GetManyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyResponse) Reset() {
+	*x = GetManyResponse{}
+	mi := &file_cache_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyResponse) ProtoMessage() {}
+
+func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
+func (*GetManyResponse) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetManyResponse) GetResults() []*GetManyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type GetManyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Val   []byte                 `protobuf:"bytes,2,opt,name=val,proto3" json:"val,omitempty"`
+	// Unset when the key was found; otherwise why not, as a unary Get's
+	// status would say it (code, message, ErrorInfo and other details).
+	Error         *status.Status `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyResult) Reset() {
+	*x = GetManyResult{}
+	mi := &file_cache_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyResult) ProtoMessage() {}
+
+func (x *GetManyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyResult.ProtoReflect.Descriptor instead.
+func (*GetManyResult) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetManyResult) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GetManyResult) GetVal() []byte {
+	if x != nil {
+		return x.Val
+	}
+	return nil
+}
+
+func (x *GetManyResult) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type StoreManyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*StoreManyItem       `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreManyRequest) Reset() {
+	*x = StoreManyRequest{}
+	mi := &file_cache_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreManyRequest) ProtoMessage() {}
+
+func (x *StoreManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreManyRequest.ProtoReflect.Descriptor instead.
+func (*StoreManyRequest) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StoreManyRequest) GetItems() []*StoreManyItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type StoreManyItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Val           []byte                 `protobuf:"bytes,2,opt,name=val,proto3" json:"val,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreManyItem) Reset() {
+	*x = StoreManyItem{}
+	mi := &file_cache_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreManyItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreManyItem) ProtoMessage() {}
+
+func (x *StoreManyItem) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreManyItem.ProtoReflect.Descriptor instead.
+func (*StoreManyItem) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StoreManyItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StoreManyItem) GetVal() []byte {
+	if x != nil {
+		return x.Val
+	}
+	return nil
+}
+
+type StoreManyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per item, in the same order.
+	Results       []*StoreManyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreManyResponse) Reset() {
+	*x = StoreManyResponse{}
+	mi := &file_cache_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreManyResponse) ProtoMessage() {}
+
+func (x *StoreManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreManyResponse.ProtoReflect.Descriptor instead.
+func (*StoreManyResponse) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StoreManyResponse) GetResults() []*StoreManyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type StoreManyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Unset when the item was stored (or, in a dry run, would be).
+	Error         *status.Status `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreManyResult) Reset() {
+	*x = StoreManyResult{}
+	mi := &file_cache_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreManyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreManyResult) ProtoMessage() {}
+
+func (x *StoreManyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cache_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreManyResult.ProtoReflect.Descriptor instead.
+func (*StoreManyResult) Descriptor() ([]byte, []int) {
+	return file_cache_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StoreManyResult) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StoreManyResult) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_cache_proto protoreflect.FileDescriptor
 
 const file_cache_proto_rawDesc = "" +
 	"\n" +
-	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x81\x01\n" +
+	"\vcache.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\"\x81\x01\n" +
 	"\bStoreReq\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03val\x18\x02 \x01(\fR\x03val\x12\x1f\n" +
@@ -387,10 +733,30 @@ const file_cache_proto_rawDesc = "" +
 	"\bDumpItem\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
 	"\x03val\x18\x02 \x01(\fR\x03val\"\v\n" +
-	"\tExportReq2\xf1\x01\n" +
+	"\tExportReq\"$\n" +
+	"\x0eGetManyRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"?\n" +
+	"\x0fGetManyResponse\x12,\n" +
+	"\aresults\x18\x01 \x03(\v2\x12.rpc.GetManyResultR\aresults\"]\n" +
+	"\rGetManyResult\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
+	"\x03val\x18\x02 \x01(\fR\x03val\x12(\n" +
+	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x05error\"<\n" +
+	"\x10StoreManyRequest\x12(\n" +
+	"\x05items\x18\x01 \x03(\v2\x12.rpc.StoreManyItemR\x05items\"3\n" +
+	"\rStoreManyItem\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
+	"\x03val\x18\x02 \x01(\fR\x03val\"C\n" +
+	"\x11StoreManyResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.rpc.StoreManyResultR\aresults\"M\n" +
+	"\x0fStoreManyResult\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12(\n" +
+	"\x05error\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x05error2\x9f\x03\n" +
 	"\x05Cache\x12A\n" +
 	"\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\x1a\x0e/v1/keys/{key}\x128\n" +
-	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12'\n" +
+	"\x03Get\x12\v.rpc.GetReq\x1a\f.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12Q\n" +
+	"\aGetMany\x12\x13.rpc.GetManyRequest\x1a\x14.rpc.GetManyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/keys:getMany\x12Y\n" +
+	"\tStoreMany\x12\x15.rpc.StoreManyRequest\x1a\x16.rpc.StoreManyResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/keys:storeMany\x12'\n" +
 	"\x04Dump\x12\f.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x000\x01\x12B\n" +
 	"\x06Export\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n" +
 	"\x12\b/v1/keys0\x01b\x06proto3"
@@ -407,7 +773,7 @@ func file_cache_proto_rawDescGZIP() []byte {
 	return file_cache_proto_rawDescData
 }
 
-var file_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_cache_proto_goTypes = []any{
 	(*StoreReq)(nil),          // 0: rpc.StoreReq
 	(*StoreResp)(nil),         // 1: rpc.StoreResp
@@ -416,22 +782,39 @@ var file_cache_proto_goTypes = []any{
 	(*DumpReq)(nil),           // 4: rpc.DumpReq
 	(*DumpItem)(nil),          // 5: rpc.DumpItem
 	(*ExportReq)(nil),         // 6: rpc.ExportReq
-	(*httpbody.HttpBody)(nil), // 7: google.api.HttpBody
+	(*GetManyRequest)(nil),    // 7: rpc.GetManyRequest
+	(*GetManyResponse)(nil),   // 8: rpc.GetManyResponse
+	(*GetManyResult)(nil),     // 9: rpc.GetManyResult
+	(*StoreManyRequest)(nil),  // 10: rpc.StoreManyRequest
+	(*StoreManyItem)(nil),     // 11: rpc.StoreManyItem
+	(*StoreManyResponse)(nil), // 12: rpc.StoreManyResponse
+	(*StoreManyResult)(nil),   // 13: rpc.StoreManyResult
+	(*status.Status)(nil),     // 14: google.rpc.Status
+	(*httpbody.HttpBody)(nil), // 15: google.api.HttpBody
 }
 var file_cache_proto_depIdxs = []int32{
-	0, // 0: rpc.Cache.Store:input_type -> rpc.StoreReq
-	2, // 1: rpc.Cache.Get:input_type -> rpc.GetReq
-	4, // 2: rpc.Cache.Dump:input_type -> rpc.DumpReq
-	6, // 3: rpc.Cache.Export:input_type -> rpc.ExportReq
-	1, // 4: rpc.Cache.Store:output_type -> rpc.StoreResp
-	3, // 5: rpc.Cache.Get:output_type -> rpc.GetResp
-	5, // 6: rpc.Cache.Dump:output_type -> rpc.DumpItem
-	7, // 7: rpc.Cache.Export:output_type -> google.api.HttpBody
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	9,  // 0: rpc.GetManyResponse.results:type_name -> rpc.GetManyResult
+	14, // 1: rpc.GetManyResult.error:type_name -> google.rpc.Status
+	11, // 2: rpc.StoreManyRequest.items:type_name -> rpc.StoreManyItem
+	13, // 3: rpc.StoreManyResponse.results:type_name -> rpc.StoreManyResult
+	14, // 4: rpc.StoreManyResult.error:type_name -> google.rpc.Status
+	0,  // 5: rpc.Cache.Store:input_type -> rpc.StoreReq
+	2,  // 6: rpc.Cache.Get:input_type -> rpc.GetReq
+	7,  // 7: rpc.Cache.GetMany:input_type -> rpc.GetManyRequest
+	10, // 8: rpc.Cache.StoreMany:input_type -> rpc.StoreManyRequest
+	4,  // 9: rpc.Cache.Dump:input_type -> rpc.DumpReq
+	6,  // 10: rpc.Cache.Export:input_type -> rpc.ExportReq
+	1,  // 11: rpc.Cache.Store:output_type -> rpc.StoreResp
+	3,  // 12: rpc.Cache.Get:output_type -> rpc.GetResp
+	8,  // 13: rpc.Cache.GetMany:output_type -> rpc.GetManyResponse
+	12, // 14: rpc.Cache.StoreMany:output_type -> rpc.StoreManyResponse
+	5,  // 15: rpc.Cache.Dump:output_type -> rpc.DumpItem
+	15, // 16: rpc.Cache.Export:output_type -> google.api.HttpBody
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_cache_proto_init() }
@@ -445,7 +828,7 @@ func file_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cache_proto_rawDesc), len(file_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,10 +20,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cache_Store_FullMethodName  = "/rpc.Cache/Store"
-	Cache_Get_FullMethodName    = "/rpc.Cache/Get"
-	Cache_Dump_FullMethodName   = "/rpc.Cache/Dump"
-	Cache_Export_FullMethodName = "/rpc.Cache/Export"
+	Cache_Store_FullMethodName     = "/rpc.Cache/Store"
+	Cache_Get_FullMethodName       = "/rpc.Cache/Get"
+	Cache_GetMany_FullMethodName   = "/rpc.Cache/GetMany"
+	Cache_StoreMany_FullMethodName = "/rpc.Cache/StoreMany"
+	Cache_Dump_FullMethodName      = "/rpc.Cache/Dump"
+	Cache_Export_FullMethodName    = "/rpc.Cache/Export"
 )
 
 // CacheClient is the client API for Cache service.
@@ -40,6 +42,20 @@ const (
 type CacheClient interface {
 	Store(ctx context.Context, in *StoreReq, opts ...grpc.CallOption) (*StoreResp, error)
 	Get(ctx context.Context, in *GetReq, opts ...grpc.CallOption) (*GetResp, error)
+	// GetMany is Get for many keys in one call (memcached's multi-get,
+	// Redis's MGET): one result per key, in the order of the keys, each
+	// with its value or its own error (NOT_FOUND for a missing key). The
+	// call itself fails only when no key could be looked at: the caller is
+	// not authenticated, the batch is over its limits (keys, bytes), or
+	// every replica owning some of its keys refused or could not be reached
+	// (a replica that fails alone gives its keys its status).
+	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error)
+	// StoreMany is Store for many items in one call (Redis's MSET): each
+	// item is stored or refused on its own, so a batch that goes over the
+	// tenant's quota stores the items that fit (overwrites, and new keys
+	// while slots last) and says which did not. Items are stored in order;
+	// a key given twice ends with the later value.
+	StoreMany(ctx context.Context, in *StoreManyRequest, opts ...grpc.CallOption) (*StoreManyResponse, error)
 	// Dump streams the caller's own items, in the order they were first stored.
 	Dump(ctx context.Context, in *DumpReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpItem], error)
 	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
@@ -70,6 +86,26 @@ func (c *cacheClient) Get(ctx context.Context, in *GetReq, opts ...grpc.CallOpti
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetResp)
 	err := c.cc.Invoke(ctx, Cache_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheClient) GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetManyResponse)
+	err := c.cc.Invoke(ctx, Cache_GetMany_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cacheClient) StoreMany(ctx context.Context, in *StoreManyRequest, opts ...grpc.CallOption) (*StoreManyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StoreManyResponse)
+	err := c.cc.Invoke(ctx, Cache_StoreMany_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +164,20 @@ type Cache_ExportClient = grpc.ServerStreamingClient[httpbody.HttpBody]
 type CacheServer interface {
 	Store(context.Context, *StoreReq) (*StoreResp, error)
 	Get(context.Context, *GetReq) (*GetResp, error)
+	// GetMany is Get for many keys in one call (memcached's multi-get,
+	// Redis's MGET): one result per key, in the order of the keys, each
+	// with its value or its own error (NOT_FOUND for a missing key). The
+	// call itself fails only when no key could be looked at: the caller is
+	// not authenticated, the batch is over its limits (keys, bytes), or
+	// every replica owning some of its keys refused or could not be reached
+	// (a replica that fails alone gives its keys its status).
+	GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error)
+	// StoreMany is Store for many items in one call (Redis's MSET): each
+	// item is stored or refused on its own, so a batch that goes over the
+	// tenant's quota stores the items that fit (overwrites, and new keys
+	// while slots last) and says which did not. Items are stored in order;
+	// a key given twice ends with the later value.
+	StoreMany(context.Context, *StoreManyRequest) (*StoreManyResponse, error)
 	// Dump streams the caller's own items, in the order they were first stored.
 	Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error
 	// Export is Dump as a download: newline-delimited JSON, one DumpItem per
@@ -149,6 +199,12 @@ func (UnimplementedCacheServer) Store(context.Context, *StoreReq) (*StoreResp, e
 }
 func (UnimplementedCacheServer) Get(context.Context, *GetReq) (*GetResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedCacheServer) GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMany not implemented")
+}
+func (UnimplementedCacheServer) StoreMany(context.Context, *StoreManyRequest) (*StoreManyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StoreMany not implemented")
 }
 func (UnimplementedCacheServer) Dump(*DumpReq, grpc.ServerStreamingServer[DumpItem]) error {
 	return status.Error(codes.Unimplemented, "method Dump not implemented")
@@ -213,6 +269,42 @@ func _Cache_Get_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cache_GetMany_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetManyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServer).GetMany(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cache_GetMany_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServer).GetMany(ctx, req.(*GetManyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cache_StoreMany_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StoreManyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServer).StoreMany(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cache_StoreMany_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServer).StoreMany(ctx, req.(*StoreManyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cache_Dump_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DumpReq)
 	if err := stream.RecvMsg(m); err != nil {
@@ -249,6 +341,14 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Get",
 			Handler:    _Cache_Get_Handler,
+		},
+		{
+			MethodName: "GetMany",
+			Handler:    _Cache_GetMany_Handler,
+		},
+		{
+			MethodName: "StoreMany",
+			Handler:    _Cache_StoreMany_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

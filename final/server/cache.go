@@ -70,7 +70,7 @@ func NewCache(cfg CacheConfig) (_ *CacheServer, err error) {
 		return nil, err
 	}
 	tap := admissionTap(cfg.Limits, authn)
-	chain := cacheChain(cfg, log, authn, fwd)
+	chain := cacheChain(cfg, log, authn, fwd, c)
 	opts := append(append(cfg.options(), cacheOptions(c.Limits())...), chain.options(&cfg.Common)...)
 	srv := newServer(&cfg.Common, log, opts, tap, []string{rpc.Cache_ServiceDesc.ServiceName}, func(gs *grpc.Server) {
 		rpc.RegisterCacheServer(gs, &cacheService{cache: c, fwd: fwd, metrics: metrics})
@@ -99,10 +99,11 @@ func NewCache(cfg CacheConfig) (_ *CacheServer, err error) {
 // and before the rest, which the owner does: the replica header names the
 // replica that served the call. Streams are not forwarded by an
 // interceptor (Dump gathers from every replica in its handler).
-func cacheChain(cfg CacheConfig, log *slog.Logger, authn *auth.Authenticator, fwd *forward.Forwarder) chain {
+func cacheChain(cfg CacheConfig, log *slog.Logger, authn *auth.Authenticator, fwd *forward.Forwarder, sizes *cache.Cache) chain {
 	noteUnary, noteStream := telemetry.TenantInterceptors(tenantOf)
 	tenantRate, tenantBurst := limit(cfg.Limits.TenantRate, cfg.Limits.TenantBurst, 0.2)
-	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst)
+	// A batch costs the tenant one call per key.
+	perTenant := ratelimit.NewPerTenant(tenantRate, tenantBurst).Cost(batchKeys)
 	c := chain{
 		{"telemetry", telemetry.NoteUnary(), telemetry.NoteStream()},
 		{"log", interceptor.LogUnaryServer(log), interceptor.LogStreamServer(log)},
@@ -113,6 +114,9 @@ func cacheChain(cfg CacheConfig, log *slog.Logger, authn *auth.Authenticator, fw
 		// After authentication: the tenant goes on the call's log line and span.
 		{"tenant", noteUnary, noteStream},
 		{"malformed", rejectMalformedUnary(), rejectMalformedStream()},
+		// A batch over the limits is refused whole, before forwarding
+		// splits it among the replicas owning its keys.
+		{"batch-limits", checkBatchUnary(sizes), nil},
 	}
 	if fwd != nil {
 		c = append(c, link{"forward", fwd.Unary(), nil})
@@ -139,9 +143,10 @@ func cacheOptions(limits cache.Limits) []grpc.ServerOption {
 }
 
 // TransportLimit is the largest request message a replica reads: four
-// times the largest Store, plus room for the message's framing.
+// times the largest Store or the largest batch with its items' framing,
+// plus room for the message's framing.
 func TransportLimit(l cache.Limits) int {
-	return 4*(l.MaxValueBytes+l.MaxKeyBytes) + 1024
+	return max(4*(l.MaxValueBytes+l.MaxKeyBytes), l.MaxBatchBytes+16*l.MaxBatchKeys) + 1024
 }
 
 // cacheService is the Cache service on the wire: it reads the tenant and

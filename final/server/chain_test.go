@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"grpcworkshop.example/final/auth"
+	"grpcworkshop.example/final/cache"
 	"grpcworkshop.example/final/forward"
 )
 
@@ -26,10 +27,11 @@ func TestUnaryAndStreamChainsHaveOneOrder(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { fwd.Close() })
 
-	c := cacheChain(cfg, log, authn, fwd)
+	c := cacheChain(cfg, log, authn, fwd, cache.New(nil, "r", cache.Limits{}, log))
 	unary, stream := c.names("unary"), c.names("stream")
-	assert.Equal(t, slices.DeleteFunc(slices.Clone(unary), func(n string) bool { return n == "forward" }), stream,
-		"streams run every link but forwarding, in the unary order")
+	assert.Equal(t, slices.DeleteFunc(slices.Clone(unary), func(n string) bool { return n == "forward" || n == "batch-limits" }), stream,
+		"streams run every link but forwarding and the batch limits, in the unary order")
+	assert.Less(t, slices.Index(unary, "batch-limits"), slices.Index(unary, "forward"), "a batch over the limits is refused whole, before it is split")
 	for _, later := range []string{"replica", "dry-run", "tenant-rate", "forward"} {
 		assert.Less(t, slices.Index(unary, "auth"), slices.Index(unary, later), "auth before %s", later)
 		assert.Less(t, slices.Index(unary, "deadline"), slices.Index(unary, later), "the deadline cap before %s", later)

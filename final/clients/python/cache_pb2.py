@@ -15,15 +15,16 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
 DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x81\x01\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12\x1f\n\x0bif_revision\x18\x04 \x01(\x03R\nifRevision\x12\x1b\n\tif_absent\x18\x05 \x01(\x08R\x08ifAbsentJ\x04\x08\x03\x10\x04R\raccount_token\"\'\n\tStoreResp\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"7\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\"\x81\x01\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12\x1f\n\x0bif_revision\x18\x04 \x01(\x03R\nifRevision\x12\x1b\n\tif_absent\x18\x05 \x01(\x08R\x08ifAbsentJ\x04\x08\x03\x10\x04R\raccount_token\"\'\n\tStoreResp\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"7\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq\"$\n\x0eGetManyRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\"?\n\x0fGetManyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x12.rpc.GetManyResultR\x07results\"]\n\rGetManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"<\n\x10StoreManyRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x12.rpc.StoreManyItemR\x05items\"3\n\rStoreManyItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"C\n\x11StoreManyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x14.rpc.StoreManyResultR\x07results\"M\n\x0fStoreManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror2\x9f\x03\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12Q\n\x07GetMany\x12\x13.rpc.GetManyRequest\x1a\x14.rpc.GetManyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/keys:getMany:\x01*\x12Y\n\tStoreMany\x12\x15.rpc.StoreManyRequest\x1a\x16.rpc.StoreManyResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/keys:storeMany:\x01*\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
   ,
-  dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,])
+  dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,google_dot_rpc_dot_status__pb2.DESCRIPTOR,])
 
 
 
@@ -75,8 +76,8 @@ _STOREREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=78,
-  serialized_end=207,
+  serialized_start=103,
+  serialized_end=232,
 )
 
 
@@ -106,8 +107,8 @@ _STORERESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=209,
-  serialized_end=248,
+  serialized_start=234,
+  serialized_end=273,
 )
 
 
@@ -137,8 +138,8 @@ _GETREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=250,
-  serialized_end=297,
+  serialized_start=275,
+  serialized_end=322,
 )
 
 
@@ -175,8 +176,8 @@ _GETRESP = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=299,
-  serialized_end=354,
+  serialized_start=324,
+  serialized_end=379,
 )
 
 
@@ -199,8 +200,8 @@ _DUMPREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=356,
-  serialized_end=365,
+  serialized_start=381,
+  serialized_end=390,
 )
 
 
@@ -237,8 +238,8 @@ _DUMPITEM = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=367,
-  serialized_end=413,
+  serialized_start=392,
+  serialized_end=438,
 )
 
 
@@ -261,10 +262,260 @@ _EXPORTREQ = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=415,
-  serialized_end=426,
+  serialized_start=440,
+  serialized_end=451,
 )
 
+
+_GETMANYREQUEST = _descriptor.Descriptor(
+  name='GetManyRequest',
+  full_name='rpc.GetManyRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='keys', full_name='rpc.GetManyRequest.keys', index=0,
+      number=1, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='keys', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=453,
+  serialized_end=489,
+)
+
+
+_GETMANYRESPONSE = _descriptor.Descriptor(
+  name='GetManyResponse',
+  full_name='rpc.GetManyResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='results', full_name='rpc.GetManyResponse.results', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='results', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=491,
+  serialized_end=554,
+)
+
+
+_GETMANYRESULT = _descriptor.Descriptor(
+  name='GetManyResult',
+  full_name='rpc.GetManyResult',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='key', full_name='rpc.GetManyResult.key', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='key', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='val', full_name='rpc.GetManyResult.val', index=1,
+      number=2, type=12, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b(""),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='val', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='error', full_name='rpc.GetManyResult.error', index=2,
+      number=3, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='error', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=556,
+  serialized_end=649,
+)
+
+
+_STOREMANYREQUEST = _descriptor.Descriptor(
+  name='StoreManyRequest',
+  full_name='rpc.StoreManyRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='items', full_name='rpc.StoreManyRequest.items', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='items', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=651,
+  serialized_end=711,
+)
+
+
+_STOREMANYITEM = _descriptor.Descriptor(
+  name='StoreManyItem',
+  full_name='rpc.StoreManyItem',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='key', full_name='rpc.StoreManyItem.key', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='key', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='val', full_name='rpc.StoreManyItem.val', index=1,
+      number=2, type=12, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b(""),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='val', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=713,
+  serialized_end=764,
+)
+
+
+_STOREMANYRESPONSE = _descriptor.Descriptor(
+  name='StoreManyResponse',
+  full_name='rpc.StoreManyResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='results', full_name='rpc.StoreManyResponse.results', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='results', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=766,
+  serialized_end=833,
+)
+
+
+_STOREMANYRESULT = _descriptor.Descriptor(
+  name='StoreManyResult',
+  full_name='rpc.StoreManyResult',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='key', full_name='rpc.StoreManyResult.key', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='key', file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='error', full_name='rpc.StoreManyResult.error', index=1,
+      number=2, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, json_name='error', file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=835,
+  serialized_end=912,
+)
+
+_GETMANYRESPONSE.fields_by_name['results'].message_type = _GETMANYRESULT
+_GETMANYRESULT.fields_by_name['error'].message_type = google_dot_rpc_dot_status__pb2._STATUS
+_STOREMANYREQUEST.fields_by_name['items'].message_type = _STOREMANYITEM
+_STOREMANYRESPONSE.fields_by_name['results'].message_type = _STOREMANYRESULT
+_STOREMANYRESULT.fields_by_name['error'].message_type = google_dot_rpc_dot_status__pb2._STATUS
 DESCRIPTOR.message_types_by_name['StoreReq'] = _STOREREQ
 DESCRIPTOR.message_types_by_name['StoreResp'] = _STORERESP
 DESCRIPTOR.message_types_by_name['GetReq'] = _GETREQ
@@ -272,6 +523,13 @@ DESCRIPTOR.message_types_by_name['GetResp'] = _GETRESP
 DESCRIPTOR.message_types_by_name['DumpReq'] = _DUMPREQ
 DESCRIPTOR.message_types_by_name['DumpItem'] = _DUMPITEM
 DESCRIPTOR.message_types_by_name['ExportReq'] = _EXPORTREQ
+DESCRIPTOR.message_types_by_name['GetManyRequest'] = _GETMANYREQUEST
+DESCRIPTOR.message_types_by_name['GetManyResponse'] = _GETMANYRESPONSE
+DESCRIPTOR.message_types_by_name['GetManyResult'] = _GETMANYRESULT
+DESCRIPTOR.message_types_by_name['StoreManyRequest'] = _STOREMANYREQUEST
+DESCRIPTOR.message_types_by_name['StoreManyItem'] = _STOREMANYITEM
+DESCRIPTOR.message_types_by_name['StoreManyResponse'] = _STOREMANYRESPONSE
+DESCRIPTOR.message_types_by_name['StoreManyResult'] = _STOREMANYRESULT
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
 
 StoreReq = _reflection.GeneratedProtocolMessageType('StoreReq', (_message.Message,), dict(
@@ -323,6 +581,55 @@ ExportReq = _reflection.GeneratedProtocolMessageType('ExportReq', (_message.Mess
   ))
 _sym_db.RegisterMessage(ExportReq)
 
+GetManyRequest = _reflection.GeneratedProtocolMessageType('GetManyRequest', (_message.Message,), dict(
+  DESCRIPTOR = _GETMANYREQUEST,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.GetManyRequest)
+  ))
+_sym_db.RegisterMessage(GetManyRequest)
+
+GetManyResponse = _reflection.GeneratedProtocolMessageType('GetManyResponse', (_message.Message,), dict(
+  DESCRIPTOR = _GETMANYRESPONSE,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.GetManyResponse)
+  ))
+_sym_db.RegisterMessage(GetManyResponse)
+
+GetManyResult = _reflection.GeneratedProtocolMessageType('GetManyResult', (_message.Message,), dict(
+  DESCRIPTOR = _GETMANYRESULT,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.GetManyResult)
+  ))
+_sym_db.RegisterMessage(GetManyResult)
+
+StoreManyRequest = _reflection.GeneratedProtocolMessageType('StoreManyRequest', (_message.Message,), dict(
+  DESCRIPTOR = _STOREMANYREQUEST,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.StoreManyRequest)
+  ))
+_sym_db.RegisterMessage(StoreManyRequest)
+
+StoreManyItem = _reflection.GeneratedProtocolMessageType('StoreManyItem', (_message.Message,), dict(
+  DESCRIPTOR = _STOREMANYITEM,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.StoreManyItem)
+  ))
+_sym_db.RegisterMessage(StoreManyItem)
+
+StoreManyResponse = _reflection.GeneratedProtocolMessageType('StoreManyResponse', (_message.Message,), dict(
+  DESCRIPTOR = _STOREMANYRESPONSE,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.StoreManyResponse)
+  ))
+_sym_db.RegisterMessage(StoreManyResponse)
+
+StoreManyResult = _reflection.GeneratedProtocolMessageType('StoreManyResult', (_message.Message,), dict(
+  DESCRIPTOR = _STOREMANYRESULT,
+  __module__ = 'cache_pb2'
+  # @@protoc_insertion_point(class_scope:rpc.StoreManyResult)
+  ))
+_sym_db.RegisterMessage(StoreManyResult)
+
 
 
 _CACHE = _descriptor.ServiceDescriptor(
@@ -331,8 +638,8 @@ _CACHE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=429,
-  serialized_end=670,
+  serialized_start=915,
+  serialized_end=1330,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',
@@ -353,9 +660,27 @@ _CACHE = _descriptor.ServiceDescriptor(
     options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\020\022\016/v1/keys/{key}')),
   ),
   _descriptor.MethodDescriptor(
+    name='GetMany',
+    full_name='rpc.Cache.GetMany',
+    index=2,
+    containing_service=None,
+    input_type=_GETMANYREQUEST,
+    output_type=_GETMANYRESPONSE,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\025\"\020/v1/keys:getMany:\001*')),
+  ),
+  _descriptor.MethodDescriptor(
+    name='StoreMany',
+    full_name='rpc.Cache.StoreMany',
+    index=3,
+    containing_service=None,
+    input_type=_STOREMANYREQUEST,
+    output_type=_STOREMANYRESPONSE,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\027\"\022/v1/keys:storeMany:\001*')),
+  ),
+  _descriptor.MethodDescriptor(
     name='Dump',
     full_name='rpc.Cache.Dump',
-    index=2,
+    index=4,
     containing_service=None,
     input_type=_DUMPREQ,
     output_type=_DUMPITEM,
@@ -364,7 +689,7 @@ _CACHE = _descriptor.ServiceDescriptor(
   _descriptor.MethodDescriptor(
     name='Export',
     full_name='rpc.Cache.Export',
-    index=3,
+    index=5,
     containing_service=None,
     input_type=_EXPORTREQ,
     output_type=google_dot_api_dot_httpbody__pb2._HTTPBODY,

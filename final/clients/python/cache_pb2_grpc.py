@@ -25,6 +25,16 @@ class CacheStub(object):
         request_serializer=cache__pb2.GetReq.SerializeToString,
         response_deserializer=cache__pb2.GetResp.FromString,
         )
+    self.GetMany = channel.unary_unary(
+        '/rpc.Cache/GetMany',
+        request_serializer=cache__pb2.GetManyRequest.SerializeToString,
+        response_deserializer=cache__pb2.GetManyResponse.FromString,
+        )
+    self.StoreMany = channel.unary_unary(
+        '/rpc.Cache/StoreMany',
+        request_serializer=cache__pb2.StoreManyRequest.SerializeToString,
+        response_deserializer=cache__pb2.StoreManyResponse.FromString,
+        )
     self.Dump = channel.unary_stream(
         '/rpc.Cache/Dump',
         request_serializer=cache__pb2.DumpReq.SerializeToString,
@@ -49,6 +59,20 @@ class CacheServicer(object):
     raise NotImplementedError('Method not implemented!')
 
   def Get(self, request, context):
+    # missing associated documentation comment in .proto file
+    pass
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def GetMany(self, request, context):
+    # missing associated documentation comment in .proto file
+    pass
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def StoreMany(self, request, context):
     # missing associated documentation comment in .proto file
     pass
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -81,6 +105,16 @@ def add_CacheServicer_to_server(servicer, server):
           servicer.Get,
           request_deserializer=cache__pb2.GetReq.FromString,
           response_serializer=cache__pb2.GetResp.SerializeToString,
+      ),
+      'GetMany': grpc.unary_unary_rpc_method_handler(
+          servicer.GetMany,
+          request_deserializer=cache__pb2.GetManyRequest.FromString,
+          response_serializer=cache__pb2.GetManyResponse.SerializeToString,
+      ),
+      'StoreMany': grpc.unary_unary_rpc_method_handler(
+          servicer.StoreMany,
+          request_deserializer=cache__pb2.StoreManyRequest.FromString,
+          response_serializer=cache__pb2.StoreManyResponse.SerializeToString,
       ),
       'Dump': grpc.unary_stream_rpc_method_handler(
           servicer.Dump,

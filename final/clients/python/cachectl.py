@@ -10,6 +10,8 @@ final/rpc/cache.proto.
     /usr/bin/python3 cachectl.py store gopher con
     /usr/bin/python3 cachectl.py get gopher
     /usr/bin/python3 cachectl.py dump
+    /usr/bin/python3 cachectl.py mset a=1 b=2
+    /usr/bin/python3 cachectl.py mget a b
 """
 import argparse
 import ipaddress
@@ -30,7 +32,7 @@ SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
     "healthCheckConfig": {"serviceName": "rpc.Cache"},
     "methodConfig": [{
-        "name": [{"service": "rpc.Cache", "method": m} for m in ("Store", "Get", "Dump")],
+        "name": [{"service": "rpc.Cache", "method": m} for m in ("Store", "Get", "Dump", "StoreMany", "GetMany")],
         "retryPolicy": {
             "maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
             "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
@@ -89,6 +91,14 @@ def is_ip(name):
         return False
 
 
+def code_of(number):
+    """The grpc.StatusCode value of a google.rpc.Status code number."""
+    for c in grpc.StatusCode:
+        if c.value[0] == number:
+            return c.value
+    return grpc.StatusCode.UNKNOWN.value
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--addr", default=os.environ.get("CACHE_ADDR", DEFAULT_ADDR),
@@ -100,11 +110,12 @@ def main():
     p.add_argument("--if-revision", type=int, default=0, help="store only if the key is still at this revision")
     p.add_argument("--if-absent", action="store_true", help="store only if the key does not exist")
     p.add_argument("--revision", action="store_true", help="print the key's revision after store and get")
-    p.add_argument("command", choices=["store", "get", "dump"])
+    p.add_argument("--dry-run", action="store_true", help="check everything, change nothing (mset)")
+    p.add_argument("command", choices=["store", "get", "mset", "mget", "dump"])
     p.add_argument("args", nargs="*")
     a = p.parse_args()
-    want = {"store": 2, "get": 1, "dump": 0}[a.command]
-    if len(a.args) != want:
+    want = {"store": 2, "get": 1, "dump": 0}.get(a.command)
+    if (len(a.args) != want) if want is not None else (not a.args or a.command == "mset" and not all("=" in x for x in a.args)):
         p.print_usage(sys.stderr)
         return 2
 
@@ -147,6 +158,34 @@ def main():
                 if a.revision:
                     print("revision %d" % resp.revision)
                 print(resp.val.decode(errors="replace"))
+            elif a.command == "mget":
+                # One call; the replica that answers gathers the keys other
+                # replicas own. Each key has its own result.
+                resp = cache.GetMany(cache_pb2.GetManyRequest(keys=a.args), timeout=a.timeout, compression=compression)
+                failed = 0
+                for r in resp.results:
+                    if r.HasField("error"):
+                        failed += 1
+                        print("%s\t! code = %s desc = %s" % (r.key, grpc.StatusCode(code_of(r.error.code)).name, r.error.message))
+                    else:
+                        print("%s\t%s" % (r.key, r.val.decode(errors="replace")))
+                if failed:
+                    print("cachectl.py: mget: %d of %d keys failed" % (failed, len(a.args)), file=sys.stderr)
+                    return 1
+            elif a.command == "mset":
+                items = [cache_pb2.StoreManyItem(key=k, val=v.encode()) for k, v in (x.split("=", 1) for x in a.args)]
+                md = (("dry-run", "1"),) if a.dry_run else None
+                resp = cache.StoreMany(cache_pb2.StoreManyRequest(items=items), timeout=a.timeout, compression=compression, metadata=md)
+                failed = 0
+                for r in resp.results:
+                    if r.HasField("error"):
+                        failed += 1
+                        print("Not stored %s: code = %s desc = %s" % (r.key, grpc.StatusCode(code_of(r.error.code)).name, r.error.message))
+                    else:
+                        print("%s %s" % ("Would store" if a.dry_run else "Stored", r.key))
+                if failed:
+                    print("cachectl.py: mset: %d of %d items failed" % (failed, len(items)), file=sys.stderr)
+                    return 1
             else:
                 for item in cache.Dump(cache_pb2.DumpReq(), timeout=a.timeout, compression=compression):
                     print("%s\t%s" % (item.key, item.val.decode(errors="replace")))

@@ -18,6 +18,7 @@ protoc -I ../../rpc --descriptor_set_in="$tmp/googleapis.binpb" --include_import
 # (grpc_tools.protoc's own main adds an -I, so call its compiler directly.)
 "$py" -c 'import sys; from grpc_tools import protoc; sys.exit(protoc.main(sys.argv))' \
   --descriptor_set_in="$tmp/all.binpb" --python_out=. --grpc_python_out=. \
-  cache.proto google/api/annotations.proto google/api/http.proto google/api/httpbody.proto
-rm -f google/api/*_pb2_grpc.py # messages only: no services there
+  cache.proto google/api/annotations.proto google/api/http.proto google/api/httpbody.proto \
+  google/rpc/status.proto
+rm -f google/api/*_pb2_grpc.py google/rpc/*_pb2_grpc.py # messages only: no services there
 echo "generated final/clients/python"

@@ -113,6 +113,17 @@ func TestPythonClientAgainstALiveDeployment(t *testing.T) {
 	out, err = client("--if-absent", "store", "gopher", "stale")
 	assert.Error(t, err)
 	assert.Contains(t, out, "code = FAILED_PRECONDITION")
+	// Batches: one call, each key on its own.
+	out, err = client("mset", "x=1", "y=2", "=z")
+	assert.Error(t, err, "an empty key is refused on its own")
+	assert.Contains(t, out, "Stored x\nStored y\nNot stored : code = INVALID_ARGUMENT")
+	out, err = client("mget", "y", "nope", "x")
+	assert.Error(t, err)
+	assert.Contains(t, out, "y\t2\nnope\t! code = NOT_FOUND desc = key \"nope\" not found\nx\t1\n")
+	assert.Contains(t, out, "mget: 1 of 3 keys failed")
+	out, err = client("--token", "gopher", "--dry-run", "mset", "p=1", "q=2")
+	require.NoError(t, err, out)
+	assert.Equal(t, "Would store p\nWould store q\n", out)
 
 	out, err = client("--ca", "/nonexistent/ca.crt", "get", "gopher")
 	assert.Error(t, err)

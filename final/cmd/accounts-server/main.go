@@ -40,6 +40,9 @@ type config struct {
 	// Etcd: host:port,... of etcd's members (empty: the ledger is -ledger
 	// or memory); EtcdCA, EtcdCert, EtcdKey: TLS to them (empty: plaintext).
 	Etcd, EtcdCA, EtcdCert, EtcdKey string
+	// MemoryLimitRatio of the container's memory limit is the Go memory
+	// limit (cli.MemoryLimit); GOMEMLIMIT wins; 0: none.
+	MemoryLimitRatio float64
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -52,6 +55,7 @@ func defaultConfig() config {
 		AccountsConfig: acfg,
 		Cert:           ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
 		LogLevel: "info", LogFormat: "text",
+		MemoryLimitRatio: 0.9,
 	}
 }
 
@@ -80,6 +84,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.Duration(&c.Grace, "grace", "how long shutdown waits for calls in flight")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", "text or json")
+	f.Float(&c.MemoryLimitRatio, "memory-limit-ratio", "Go's memory limit as this fraction of the container's memory limit (cgroup), so the GC works harder before the kernel kills; GOMEMLIMIT wins when set; 0: none")
 	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
 }
 
@@ -93,6 +98,9 @@ func run(args []string) error {
 	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
+	}
+	if _, err := cli.MemoryLimit(cfg.MemoryLimitRatio, log, slog.LevelInfo); err != nil {
+		return fmt.Errorf("-memory-limit-ratio: %w", err)
 	}
 	if cfg.Directory, err = accounts.Load(cfg.AccountsFile); err != nil {
 		return err

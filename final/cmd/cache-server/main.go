@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,6 +39,9 @@ type config struct {
 	// CORSOrigins and ConsoleReplicas are comma-separated lists for
 	// CacheConfig.Web.
 	CORSOrigins, ConsoleReplicas string
+	// MemoryLimitRatio of the container's memory limit is the Go memory
+	// limit (cli.MemoryLimit); GOMEMLIMIT wins; 0: none.
+	MemoryLimitRatio float64
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -47,6 +51,7 @@ func defaultConfig() config {
 		Cert:        ".dev/server.crt", Key: ".dev/server.key", CA: ".dev/ca.crt",
 		ClientCert: ".dev/client.crt", ClientKey: ".dev/client.key",
 		LogLevel: "info", LogFormat: "text",
+		MemoryLimitRatio: 0.9,
 	}
 }
 
@@ -89,6 +94,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.CORSOrigins, "cors-origins", "comma-separated origins whose pages may call -http-addr, e.g. https://console.example.com (empty: none)")
 	f.String(&c.ConsoleReplicas, "console-replicas", "comma-separated HTTP base URLs of every replica, for the web console (empty: this one)")
 	f.String(&c.LogFormat, "log-format", "text or json")
+	f.Float(&c.MemoryLimitRatio, "memory-limit-ratio", "Go's memory limit as this fraction of the container's memory limit (cgroup), so the GC works harder before the kernel kills; GOMEMLIMIT wins when set; 0: none")
 	f.String(&c.AdminAddr, "admin-addr", "admin port: /metrics, /debug/pprof/, and over plaintext h2c gRPC health and channelz; keep it private; empty: none")
 	f.String(&c.Peers.Addrs, "peers", "every replica, this one included, as clients dial them (host:port,... or dns:///name:port): calls for keys another replica owns are forwarded to it; empty: no forwarding")
 	f.String(&c.Peers.Self, "self", "this replica's address among -peers (empty: found from the listening port)")
@@ -107,6 +113,9 @@ func run(args []string) error {
 	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
+	}
+	if _, err := cli.MemoryLimit(cfg.MemoryLimitRatio, log, slog.LevelInfo); err != nil {
+		return fmt.Errorf("-memory-limit-ratio: %w", err)
 	}
 	if cfg.HTTP.AllowedOrigins, err = web.ParseOrigins(cfg.CORSOrigins); err != nil {
 		return fmt.Errorf("-cors-origins: %w", err)

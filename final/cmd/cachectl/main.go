@@ -36,7 +36,7 @@ import (
 	"grpcworkshop.example/final/tlsutil"
 )
 
-const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | dump | stats`
+const usage = `usage: cachectl [flags] store KEY VALUE | get KEY | mset KEY=VALUE... | mget KEY... | dump | stats`
 
 // usageError makes main exit with status 2.
 type usageError struct{ msg string }
@@ -112,7 +112,8 @@ func run(args []string, out io.Writer) error {
 	}
 	cmd := fs.Args()
 	switch {
-	case len(cmd) == 3 && cmd[0] == "store", len(cmd) == 2 && cmd[0] == "get", len(cmd) == 1 && cmd[0] == "dump":
+	case len(cmd) == 3 && cmd[0] == "store", len(cmd) == 2 && cmd[0] == "get", len(cmd) == 1 && cmd[0] == "dump",
+		len(cmd) >= 2 && (cmd[0] == "mget" || cmd[0] == "mset"):
 	case len(cmd) == 1 && cmd[0] == "stats":
 		return stats(cfg, out)
 	default:
@@ -142,6 +143,7 @@ func run(args []string, out io.Writer) error {
 	if tel.TracerProvider() != nil {
 		o.Extra = append(o.Extra, tel.DialOption())
 	}
+	o.Ring = client.NewRing() // batches go to each key's replica
 	conn, err := client.Dial(cfg.Addr, o)
 	if err != nil {
 		return err
@@ -180,6 +182,10 @@ func run(args []string, out io.Writer) error {
 			fmt.Fprintf(out, "revision %d\n", resp.GetRevision())
 		}
 		fmt.Fprintf(out, "%s\n", resp.Val)
+	case "mget":
+		return mget(ctx, client.NewBatcher(conn, o.Ring), cmd[1:], out)
+	case "mset":
+		return mset(ctx, client.NewBatcher(conn, o.Ring), cmd[1:], cfg.DryRun, out)
 	case "dump":
 		// Any replica gathers the tenant's keys from every replica.
 		if err := dump(ctx, c, out); err != nil {
@@ -226,6 +232,62 @@ func dump(ctx context.Context, c rpc.CacheClient, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%s\t%s\n", it.Key, it.Val)
 	}
+}
+
+// mget prints each key with its value, or with why it has none; it fails
+// if any key failed.
+func mget(ctx context.Context, b *client.Batcher, keys []string, out io.Writer) error {
+	resp, err := b.GetMany(ctx, keys)
+	if err != nil {
+		return fmt.Errorf("mget: %s", describe(err))
+	}
+	failed := 0
+	for _, r := range resp.Results {
+		if r.Error != nil {
+			failed++
+			fmt.Fprintf(out, "%s\t! %s\n", r.Key, describe(status.FromProto(r.Error).Err()))
+			continue
+		}
+		fmt.Fprintf(out, "%s\t%s\n", r.Key, r.Val)
+	}
+	if failed > 0 {
+		return fmt.Errorf("mget: %d of %d keys failed", failed, len(keys))
+	}
+	return nil
+}
+
+// mset stores KEY=VALUE pairs and prints each one's outcome; it fails if
+// any item failed (the others are stored all the same).
+func mset(ctx context.Context, b *client.Batcher, pairs []string, dryRun bool, out io.Writer) error {
+	items := make([]*rpc.StoreManyItem, len(pairs))
+	for i, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			return usageError{fmt.Sprintf("mset: %q is not KEY=VALUE", p)}
+		}
+		items[i] = &rpc.StoreManyItem{Key: k, Val: []byte(v)}
+	}
+	resp, err := b.StoreMany(ctx, items)
+	if err != nil {
+		return fmt.Errorf("mset: %s", describe(err))
+	}
+	verb := "Stored"
+	if dryRun {
+		verb = "Would store"
+	}
+	failed := 0
+	for _, r := range resp.Results {
+		if r.Error != nil {
+			failed++
+			fmt.Fprintf(out, "Not stored %s: %s\n", r.Key, describe(status.FromProto(r.Error).Err()))
+			continue
+		}
+		fmt.Fprintf(out, "%s %s\n", verb, r.Key)
+	}
+	if failed > 0 {
+		return fmt.Errorf("mset: %d of %d items failed", failed, len(items))
+	}
+	return nil
 }
 
 // describe prints a status with its details, which say what to do next.

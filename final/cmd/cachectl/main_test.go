@@ -114,3 +114,42 @@ func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 	}
 	assert.True(t, strings.HasPrefix(out.String(), usage+"\n"), out.String())
 }
+
+func TestCachectlBatches(t *testing.T) {
+	st, err := devstack.Start(devstack.Config{
+		CertDir:      t.TempDir(),
+		AccountsAddr: "127.0.0.1:0",
+		CacheAddrs:   []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"},
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(st.Stop)
+	ctl := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(append([]string{"-addr", st.Target(), "-ca", st.CA, "-timeout", "10s"}, args...), &out)
+		return out.String(), err
+	}
+
+	out, err := ctl("mset", "a=1", "b=2", "c=3")
+	require.NoError(t, err)
+	assert.Equal(t, "Stored a\nStored b\nStored c\n", out)
+	out, err = ctl("mget", "c", "nope", "a")
+	assert.ErrorContains(t, err, "mget: 1 of 3 keys failed")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	assert.Equal(t, "c\t3", lines[0])
+	assert.Contains(t, lines[1], "nope\t! code = NotFound")
+	assert.Equal(t, "a\t1", lines[2])
+
+	out, err = ctl("-token", "gopher", "-dry-run", "mset", "w=1", "x=1", "y=1", "z=1")
+	require.NoError(t, err)
+	assert.Equal(t, "Would store w\nWould store x\nWould store y\nWould store z\n", out)
+	out, err = ctl("-token", "gopher", "mset", "w=1", "x=1", "y=1", "z=1")
+	assert.ErrorContains(t, err, "mset: 1 of 4 items failed", "gopher may hold 3 keys")
+	assert.Contains(t, out, "code = FailedPrecondition")
+	assert.Equal(t, 3, strings.Count(out, "Stored "), out)
+
+	_, err = ctl("mset", "novalue")
+	var u usageError
+	assert.True(t, errors.As(err, &u), "bad usage exits 2: %v", err)
+}

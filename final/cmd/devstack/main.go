@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,6 +40,9 @@ type config struct {
 	Dir, Accounts, Replicas, AccountsFile, LogLevel string
 	HTTP, AccountsAdmin, ReplicasAdmin, LogFormat   string
 	Rate, TenantRate                                float64
+	// MemoryLimitRatio of the container's memory limit is the Go memory
+	// limit (cli.MemoryLimit); GOMEMLIMIT wins; 0: none.
+	MemoryLimitRatio float64
 }
 
 // defaultConfig is what runs when no flag or variable is given.
@@ -49,7 +53,8 @@ func defaultConfig() config {
 		Accounts: "127.0.0.1:5050", Replicas: "127.0.0.1:5051,127.0.0.1:5052,127.0.0.1:5053",
 		HTTP:     "127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082",
 		LogLevel: "info", LogFormat: "text",
-		AccountsAdmin: "127.0.0.1:9050", ReplicasAdmin: "127.0.0.1:9051,127.0.0.1:9052,127.0.0.1:9053",
+		MemoryLimitRatio: 0.9,
+		AccountsAdmin:    "127.0.0.1:9050", ReplicasAdmin: "127.0.0.1:9051,127.0.0.1:9052,127.0.0.1:9053",
 		Rate: float64(c.Limits.Rate), TenantRate: float64(c.Limits.TenantRate),
 	}
 }
@@ -66,6 +71,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	f.String(&c.ReplicasAdmin, "replicas-admin", "comma-separated admin ports of the replicas, in the order of -replicas; empty: none")
 	f.String(&c.LogLevel, "log-level", "debug, info, warn or error")
 	f.String(&c.LogFormat, "log-format", "text or json")
+	f.Float(&c.MemoryLimitRatio, "memory-limit-ratio", "Go's memory limit as this fraction of the container's memory limit (cgroup), so the GC works harder before the kernel kills; GOMEMLIMIT wins when set; 0: none")
 	f.Float(&c.Rate, "rate", "calls per second for each replica; 0: no limit")
 	f.Float(&c.TenantRate, "tenant-rate", "calls per second per tenant on each replica; 0: no limit")
 }
@@ -80,6 +86,9 @@ func run(args []string) error {
 	log, err := cli.FormatLogger(cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return err
+	}
+	if _, err := cli.MemoryLimit(cfg.MemoryLimitRatio, log, slog.LevelDebug); err != nil {
+		return fmt.Errorf("-memory-limit-ratio: %w", err)
 	}
 	accts, err := accounts.Load(cfg.AccountsFile)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Command protodeps writes the googleapis protos that final uses as a
 // FileDescriptorSet: google/api (cache.proto's HTTP annotations and
-// HttpBody) and google/rpc/error_details.proto (the error details, which
-// the web console decodes), taken from the genproto modules that go.mod
+// HttpBody), google/rpc/error_details.proto (the error details, which
+// the web console decodes) and google/rpc/status.proto (the per-item
+// errors of cache.proto's batch calls), taken from the genproto modules that go.mod
 // pins. generate.sh and the web
 // console's build hand it to protoc with --descriptor_set_in, so the
 // annotation protos are never copied into the repository and every machine
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -40,6 +42,7 @@ func run(args []string) error {
 		annotations.File_google_api_annotations_proto,
 		httpbody.File_google_api_httpbody_proto,
 		errdetails.File_google_rpc_error_details_proto,
+		rpcstatus.File_google_rpc_status_proto,
 	}
 	set := &descriptorpb.FileDescriptorSet{}
 	for _, f := range files {

@@ -19,7 +19,7 @@ protoc -I ../../rpc --descriptor_set_in="$tmp/googleapis.binpb" \
   --plugin=protoc-gen-es=node_modules/.bin/protoc-gen-es \
   --es_out=src/gen --es_opt=target=ts \
   cache.proto google/api/annotations.proto google/api/http.proto google/api/httpbody.proto \
-  google/rpc/error_details.proto
+  google/rpc/error_details.proto google/rpc/status.proto
 
 node_modules/.bin/tsc --noEmit -p .
 

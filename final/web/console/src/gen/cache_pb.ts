@@ -7,13 +7,15 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_google_api_annotations } from "./google/api/annotations_pb";
 import type { HttpBodySchema } from "./google/api/httpbody_pb";
 import { file_google_api_httpbody } from "./google/api/httpbody_pb";
+import type { Status } from "./google/rpc/status_pb";
+import { file_google_rpc_status } from "./google/rpc/status_pb";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file cache.proto.
  */
 export const file_cache: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjImEKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAwSEwoLaWZfcmV2aXNpb24YBCABKAMSEQoJaWZfYWJzZW50GAUgASgISgQIAxAEUg1hY2NvdW50X3Rva2VuIh0KCVN0b3JlUmVzcBIQCghyZXZpc2lvbhgBIAEoAyIqCgZHZXRSZXESCwoDa2V5GAEgASgJSgQIAhADUg1hY2NvdW50X3Rva2VuIigKB0dldFJlc3ASCwoDdmFsGAEgASgMEhAKCHJldmlzaW9uGAIgASgDIgkKB0R1bXBSZXEiJAoIRHVtcEl0ZW0SCwoDa2V5GAEgASgJEgsKA3ZhbBgCIAEoDCILCglFeHBvcnRSZXEy8QEKBUNhY2hlEkEKBVN0b3JlEg0ucnBjLlN0b3JlUmVxGg4ucnBjLlN0b3JlUmVzcCIZgtPkkwITGg4vdjEva2V5cy97a2V5fToBKhI4CgNHZXQSCy5ycGMuR2V0UmVxGgwucnBjLkdldFJlc3AiFoLT5JMCEBIOL3YxL2tleXMve2tleX0SJwoERHVtcBIMLnJwYy5EdW1wUmVxGg0ucnBjLkR1bXBJdGVtIgAwARJCCgZFeHBvcnQSDi5ycGMuRXhwb3J0UmVxGhQuZ29vZ2xlLmFwaS5IdHRwQm9keSIQgtPkkwIKEggvdjEva2V5czABYgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjImEKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAwSEwoLaWZfcmV2aXNpb24YBCABKAMSEQoJaWZfYWJzZW50GAUgASgISgQIAxAEUg1hY2NvdW50X3Rva2VuIh0KCVN0b3JlUmVzcBIQCghyZXZpc2lvbhgBIAEoAyIqCgZHZXRSZXESCwoDa2V5GAEgASgJSgQIAhADUg1hY2NvdW50X3Rva2VuIigKB0dldFJlc3ASCwoDdmFsGAEgASgMEhAKCHJldmlzaW9uGAIgASgDIgkKB0R1bXBSZXEiJAoIRHVtcEl0ZW0SCwoDa2V5GAEgASgJEgsKA3ZhbBgCIAEoDCILCglFeHBvcnRSZXEiHgoOR2V0TWFueVJlcXVlc3QSDAoEa2V5cxgBIAMoCSI2Cg9HZXRNYW55UmVzcG9uc2USIwoHcmVzdWx0cxgBIAMoCzISLnJwYy5HZXRNYW55UmVzdWx0IkwKDUdldE1hbnlSZXN1bHQSCwoDa2V5GAEgASgJEgsKA3ZhbBgCIAEoDBIhCgVlcnJvchgDIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzIjUKEFN0b3JlTWFueVJlcXVlc3QSIQoFaXRlbXMYASADKAsyEi5ycGMuU3RvcmVNYW55SXRlbSIpCg1TdG9yZU1hbnlJdGVtEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAwiOgoRU3RvcmVNYW55UmVzcG9uc2USJQoHcmVzdWx0cxgBIAMoCzIULnJwYy5TdG9yZU1hbnlSZXN1bHQiQQoPU3RvcmVNYW55UmVzdWx0EgsKA2tleRgBIAEoCRIhCgVlcnJvchgCIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzMp8DCgVDYWNoZRJBCgVTdG9yZRINLnJwYy5TdG9yZVJlcRoOLnJwYy5TdG9yZVJlc3AiGYLT5JMCExoOL3YxL2tleXMve2tleX06ASoSOAoDR2V0EgsucnBjLkdldFJlcRoMLnJwYy5HZXRSZXNwIhaC0+STAhASDi92MS9rZXlzL3trZXl9ElEKB0dldE1hbnkSEy5ycGMuR2V0TWFueVJlcXVlc3QaFC5ycGMuR2V0TWFueVJlc3BvbnNlIhuC0+STAhUiEC92MS9rZXlzOmdldE1hbnk6ASoSWQoJU3RvcmVNYW55EhUucnBjLlN0b3JlTWFueVJlcXVlc3QaFi5ycGMuU3RvcmVNYW55UmVzcG9uc2UiHYLT5JMCFyISL3YxL2tleXM6c3RvcmVNYW55OgEqEicKBER1bXASDC5ycGMuRHVtcFJlcRoNLnJwYy5EdW1wSXRlbSIAMAESQgoGRXhwb3J0Eg4ucnBjLkV4cG9ydFJlcRoULmdvb2dsZS5hcGkuSHR0cEJvZHkiEILT5JMCChIIL3YxL2tleXMwAWIGcHJvdG8z", [file_google_api_annotations, file_google_api_httpbody, file_google_rpc_status]);
 
 /**
  * @generated from message rpc.StoreReq
@@ -166,6 +168,154 @@ export const ExportReqSchema: GenMessage<ExportReq> = /*@__PURE__*/
   messageDesc(file_cache, 6);
 
 /**
+ * @generated from message rpc.GetManyRequest
+ */
+export type GetManyRequest = Message<"rpc.GetManyRequest"> & {
+  /**
+   * @generated from field: repeated string keys = 1;
+   */
+  keys: string[];
+};
+
+/**
+ * Describes the message rpc.GetManyRequest.
+ * Use `create(GetManyRequestSchema)` to create a new message.
+ */
+export const GetManyRequestSchema: GenMessage<GetManyRequest> = /*@__PURE__*/
+  messageDesc(file_cache, 7);
+
+/**
+ * @generated from message rpc.GetManyResponse
+ */
+export type GetManyResponse = Message<"rpc.GetManyResponse"> & {
+  /**
+   * One per requested key, in the same order.
+   *
+   * @generated from field: repeated rpc.GetManyResult results = 1;
+   */
+  results: GetManyResult[];
+};
+
+/**
+ * Describes the message rpc.GetManyResponse.
+ * Use `create(GetManyResponseSchema)` to create a new message.
+ */
+export const GetManyResponseSchema: GenMessage<GetManyResponse> = /*@__PURE__*/
+  messageDesc(file_cache, 8);
+
+/**
+ * @generated from message rpc.GetManyResult
+ */
+export type GetManyResult = Message<"rpc.GetManyResult"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: bytes val = 2;
+   */
+  val: Uint8Array;
+
+  /**
+   * Unset when the key was found; otherwise why not, as a unary Get's
+   * status would say it (code, message, ErrorInfo and other details).
+   *
+   * @generated from field: google.rpc.Status error = 3;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message rpc.GetManyResult.
+ * Use `create(GetManyResultSchema)` to create a new message.
+ */
+export const GetManyResultSchema: GenMessage<GetManyResult> = /*@__PURE__*/
+  messageDesc(file_cache, 9);
+
+/**
+ * @generated from message rpc.StoreManyRequest
+ */
+export type StoreManyRequest = Message<"rpc.StoreManyRequest"> & {
+  /**
+   * @generated from field: repeated rpc.StoreManyItem items = 1;
+   */
+  items: StoreManyItem[];
+};
+
+/**
+ * Describes the message rpc.StoreManyRequest.
+ * Use `create(StoreManyRequestSchema)` to create a new message.
+ */
+export const StoreManyRequestSchema: GenMessage<StoreManyRequest> = /*@__PURE__*/
+  messageDesc(file_cache, 10);
+
+/**
+ * @generated from message rpc.StoreManyItem
+ */
+export type StoreManyItem = Message<"rpc.StoreManyItem"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: bytes val = 2;
+   */
+  val: Uint8Array;
+};
+
+/**
+ * Describes the message rpc.StoreManyItem.
+ * Use `create(StoreManyItemSchema)` to create a new message.
+ */
+export const StoreManyItemSchema: GenMessage<StoreManyItem> = /*@__PURE__*/
+  messageDesc(file_cache, 11);
+
+/**
+ * @generated from message rpc.StoreManyResponse
+ */
+export type StoreManyResponse = Message<"rpc.StoreManyResponse"> & {
+  /**
+   * One per item, in the same order.
+   *
+   * @generated from field: repeated rpc.StoreManyResult results = 1;
+   */
+  results: StoreManyResult[];
+};
+
+/**
+ * Describes the message rpc.StoreManyResponse.
+ * Use `create(StoreManyResponseSchema)` to create a new message.
+ */
+export const StoreManyResponseSchema: GenMessage<StoreManyResponse> = /*@__PURE__*/
+  messageDesc(file_cache, 12);
+
+/**
+ * @generated from message rpc.StoreManyResult
+ */
+export type StoreManyResult = Message<"rpc.StoreManyResult"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Unset when the item was stored (or, in a dry run, would be).
+   *
+   * @generated from field: google.rpc.Status error = 2;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message rpc.StoreManyResult.
+ * Use `create(StoreManyResultSchema)` to create a new message.
+ */
+export const StoreManyResultSchema: GenMessage<StoreManyResult> = /*@__PURE__*/
+  messageDesc(file_cache, 13);
+
+/**
  * Cache stores byte values under string keys, separately for each tenant.
  * The tenant is not a field: every call carries a bearer token in the
  * "authorization" metadata (a per-call credential).
@@ -192,6 +342,36 @@ export const Cache: GenService<{
     methodKind: "unary";
     input: typeof GetReqSchema;
     output: typeof GetRespSchema;
+  },
+  /**
+   * GetMany is Get for many keys in one call (memcached's multi-get,
+   * Redis's MGET): one result per key, in the order of the keys, each
+   * with its value or its own error (NOT_FOUND for a missing key). The
+   * call itself fails only when no key could be looked at: the caller is
+   * not authenticated, the batch is over its limits (keys, bytes), or
+   * every replica owning some of its keys refused or could not be reached
+   * (a replica that fails alone gives its keys its status).
+   *
+   * @generated from rpc rpc.Cache.GetMany
+   */
+  getMany: {
+    methodKind: "unary";
+    input: typeof GetManyRequestSchema;
+    output: typeof GetManyResponseSchema;
+  },
+  /**
+   * StoreMany is Store for many items in one call (Redis's MSET): each
+   * item is stored or refused on its own, so a batch that goes over the
+   * tenant's quota stores the items that fit (overwrites, and new keys
+   * while slots last) and says which did not. Items are stored in order;
+   * a key given twice ends with the later value.
+   *
+   * @generated from rpc rpc.Cache.StoreMany
+   */
+  storeMany: {
+    methodKind: "unary";
+    input: typeof StoreManyRequestSchema;
+    output: typeof StoreManyResponseSchema;
   },
   /**
    * Dump streams the caller's own items, in the order they were first stored.

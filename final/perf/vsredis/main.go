@@ -1,0 +1,413 @@
+// Command vsredis compares final with Redis as their users run them: final
+// through final/client (its interceptors, retries, token, TLS; batches
+// through client.Batcher), Redis through go-redis in plaintext and, as a
+// second row, over TLS. Both pools are dialled and warm before any timing;
+// final and Redis take turns round by round (so a busy machine's drift
+// hits both), and each row reports the median of the per-round ratios,
+// the median round's p50 and p99, and each server's CPU per call (from
+// /proc/PID/stat). final/perf/vs-redis.sh starts the servers and runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"grpcworkshop.example/final/client"
+	"grpcworkshop.example/final/rpc"
+	"grpcworkshop.example/final/tlsutil"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "vsredis:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	final, ca, token, redisAddr, redisTLS string
+	finalPID, redisPID                    int
+	dur                                   time.Duration
+	rounds, conc, valueSize, keys         int
+}
+
+// op is one call of a side: it returns how many keys it served.
+type op func(ctx context.Context, worker int, n uint64) (int, error)
+
+type side struct {
+	op  op
+	pid int
+}
+
+type result struct {
+	keysPerSec   float64
+	p50, p99     time.Duration
+	cpuPerCallUS float64
+}
+
+func run(args []string) error {
+	var c config
+	fs := flag.NewFlagSet("vsredis", flag.ContinueOnError)
+	fs.StringVar(&c.final, "final", "127.0.0.1:5051", "final's replicas, as client.Dial takes them")
+	fs.StringVar(&c.ca, "ca", ".dev/ca.crt", "CA of final's and Redis's TLS certificates")
+	fs.StringVar(&c.token, "token", "perf", "final's account token")
+	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis, plaintext")
+	fs.StringVar(&c.redisTLS, "redis-tls", "", "Redis's TLS port (empty: no TLS rows)")
+	fs.IntVar(&c.finalPID, "final-pid", 0, "final's server process (replica and Accounts), for CPU per call")
+	fs.IntVar(&c.redisPID, "redis-pid", 0, "redis-server's process, for CPU per call")
+	fs.DurationVar(&c.dur, "d", 2*time.Second, "each side's time per round")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds per row")
+	fs.IntVar(&c.conc, "c", 32, "calls in flight")
+	fs.IntVar(&c.valueSize, "value-size", 64, "value bytes")
+	fs.IntVar(&c.keys, "keys", 1000, "keys read and overwritten")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	tlsCfg, err := tlsutil.ClientConfig(c.ca, "", "")
+	if err != nil {
+		return err
+	}
+	ring := client.NewRing()
+	conn, err := client.Dial(c.final, client.Options{TLS: tlsCfg, Token: c.token, Ring: ring})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cache, batch := rpc.NewCacheClient(conn), client.NewBatcher(conn, ring)
+	plain := redis.NewClient(&redis.Options{Addr: c.redisAddr, PoolSize: c.conc, MinIdleConns: c.conc, DisableIdentity: true, ContextTimeoutEnabled: true})
+	defer plain.Close()
+	var secure *redis.Client
+	if c.redisTLS != "" {
+		secure = redis.NewClient(&redis.Options{Addr: c.redisTLS, TLSConfig: tlsCfg, PoolSize: c.conc, MinIdleConns: c.conc, DisableIdentity: true, ContextTimeoutEnabled: true})
+		defer secure.Close()
+	}
+
+	// Every key the rows read, in both, and every connection open and warm.
+	keys := make([]string, c.keys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("vsredis-%08d", i) // 16 bytes
+	}
+	val := make([]byte, c.valueSize)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < len(keys); i += 64 {
+		items := make([]*rpc.StoreManyItem, 0, 64)
+		pairs := make([]any, 0, 128)
+		for _, k := range keys[i:min(i+64, len(keys))] {
+			items = append(items, &rpc.StoreManyItem{Key: k, Val: val})
+			pairs = append(pairs, k, val)
+		}
+		resp, err := batch.StoreMany(ctx, items)
+		if err != nil {
+			return fmt.Errorf("fill final: %w", err)
+		}
+		for _, r := range resp.Results {
+			if r.Error != nil {
+				return fmt.Errorf("fill final: %s: %s", r.Key, r.Error.GetMessage())
+			}
+		}
+		if err := plain.MSet(ctx, pairs...).Err(); err != nil {
+			return fmt.Errorf("fill redis: %w", err)
+		}
+	}
+	warm := func(name string, o op) error {
+		var wg sync.WaitGroup
+		errs := make([]error, c.conc)
+		for w := range c.conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := range uint64(20) {
+					if _, err := o(ctx, w, n); err != nil {
+						errs[w] = err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("warm %s: %w", name, err)
+		}
+		return nil
+	}
+
+	key := func(w int, n uint64, i int) string {
+		return keys[(uint64(w)*7919+n*131+uint64(i)*31)%uint64(len(keys))]
+	}
+	pick := func(w int, n uint64, count int) []string {
+		out := make([]string, count)
+		for i := range out {
+			out[i] = key(w, n, i)
+		}
+		return out
+	}
+	finalGet := func(ctx context.Context, w int, n uint64) (int, error) {
+		_, err := cache.Get(ctx, &rpc.GetReq{Key: key(w, n, 0)})
+		return 1, err
+	}
+	finalStore := func(ctx context.Context, w int, n uint64) (int, error) {
+		_, err := cache.Store(ctx, &rpc.StoreReq{Key: key(w, n, 0), Val: val})
+		return 1, err
+	}
+	finalGetMany := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			resp, err := batch.GetMany(ctx, pick(w, n, count))
+			if err == nil {
+				for _, r := range resp.Results {
+					if r.Error != nil {
+						return count, fmt.Errorf("%s: %s", r.Key, r.Error.GetMessage())
+					}
+				}
+			}
+			return count, err
+		}
+	}
+	finalStoreMany := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			items := make([]*rpc.StoreManyItem, count)
+			for i, k := range pick(w, n, count) {
+				items[i] = &rpc.StoreManyItem{Key: k, Val: val}
+			}
+			resp, err := batch.StoreMany(ctx, items)
+			if err == nil {
+				for _, r := range resp.Results {
+					if r.Error != nil {
+						return count, fmt.Errorf("%s: %s", r.Key, r.Error.GetMessage())
+					}
+				}
+			}
+			return count, err
+		}
+	}
+	redisGet := func(rc *redis.Client) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			return 1, rc.Get(ctx, key(w, n, 0)).Err()
+		}
+	}
+	redisSet := func(rc *redis.Client) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			return 1, rc.Set(ctx, key(w, n, 0), val, 0).Err()
+		}
+	}
+	mget := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			return count, plain.MGet(ctx, pick(w, n, count)...).Err()
+		}
+	}
+	mset := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			pairs := make([]any, 0, 2*count)
+			for _, k := range pick(w, n, count) {
+				pairs = append(pairs, k, val)
+			}
+			return count, plain.MSet(ctx, pairs...).Err()
+		}
+	}
+	pipeGet := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			_, err := plain.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range pick(w, n, count) {
+					p.Get(ctx, k)
+				}
+				return nil
+			})
+			return count, err
+		}
+	}
+	pipeSet := func(count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			_, err := plain.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range pick(w, n, count) {
+					p.Set(ctx, k, val, 0)
+				}
+				return nil
+			})
+			return count, err
+		}
+	}
+
+	type row struct {
+		name         string
+		final, redis op
+		redisClient  *redis.Client
+	}
+	rows := []row{
+		{"Get / GET", finalGet, redisGet(plain), plain},
+		{"Store / SET (overwrite)", finalStore, redisSet(plain), plain},
+	}
+	if secure != nil {
+		rows = append(rows,
+			row{"Get / GET over TLS", finalGet, redisGet(secure), secure},
+			row{"Store / SET over TLS", finalStore, redisSet(secure), secure})
+	}
+	for _, n := range []int{16, 64} {
+		rows = append(rows,
+			row{fmt.Sprintf("GetMany / MGET, %d keys", n), finalGetMany(n), mget(n), plain},
+			row{fmt.Sprintf("GetMany / pipelined GET, %d keys", n), finalGetMany(n), pipeGet(n), plain},
+			row{fmt.Sprintf("StoreMany / MSET, %d keys", n), finalStoreMany(n), mset(n), plain},
+			row{fmt.Sprintf("StoreMany / pipelined SET, %d keys", n), finalStoreMany(n), pipeSet(n), plain})
+	}
+	for _, r := range rows {
+		if err := warm("final "+r.name, r.final); err != nil {
+			return err
+		}
+		if err := warm("redis "+r.name, r.redis); err != nil {
+			return err
+		}
+	}
+	cancel()
+
+	fmt.Printf("final (through final/client, TLS) vs Redis (go-redis, plaintext unless the row says TLS): %d rounds of %s per side and row, %d calls in flight, 16-byte keys, %d-byte values\n\n",
+		c.rounds, c.dur, c.conc, c.valueSize)
+	fmt.Println("| call | final keys/s | Redis keys/s | final / Redis (median of rounds) | final p50 / p99 ms | Redis p50 / p99 ms | server CPU µs per call, final / Redis |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rows {
+		var fr, rr []result
+		var ratios []float64
+		for i := range c.rounds {
+			order := []side{{r.final, c.finalPID}, {r.redis, c.redisPID}}
+			if i%2 == 1 {
+				order[0], order[1] = order[1], order[0]
+			}
+			var got [2]result
+			for j, sd := range order {
+				res, err := measure(sd, c.conc, c.dur)
+				if err != nil {
+					return fmt.Errorf("%s: %w", r.name, err)
+				}
+				got[j] = res
+			}
+			if i%2 == 1 {
+				got[0], got[1] = got[1], got[0]
+			}
+			fr, rr = append(fr, got[0]), append(rr, got[1])
+			ratios = append(ratios, got[0].keysPerSec/got[1].keysPerSec)
+		}
+		f, rd := median(fr), median(rr)
+		fmt.Printf("| %s | %.0f | %.0f | %.2f | %s / %s | %s / %s | %s / %s |\n", r.name, f.keysPerSec, rd.keysPerSec,
+			medianOf(ratios), ms(f.p50), ms(f.p99), ms(rd.p50), ms(rd.p99), us(f.cpuPerCallUS), us(rd.cpuPerCallUS))
+	}
+	return nil
+}
+
+// measure runs sd's op from conc workers for d and reports its rate in
+// keys, its latency and its server's CPU per call.
+func measure(sd side, conc int, d time.Duration) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+10*time.Second)
+	defer cancel()
+	lat := make([][]time.Duration, conc)
+	var keys, calls atomic.Int64
+	var failed atomic.Pointer[error]
+	cpu0 := cpuTicks(sd.pid)
+	start := time.Now()
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := uint64(0); time.Now().Before(end); n++ {
+				t := time.Now()
+				k, err := sd.op(ctx, w, n)
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t))
+				keys.Add(int64(k))
+				calls.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu := cpuTicks(sd.pid) - cpu0
+	if e := failed.Load(); e != nil {
+		return result{}, *e
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	res := result{keysPerSec: float64(keys.Load()) / elapsed.Seconds()}
+	if len(all) > 0 {
+		res.p50, res.p99 = all[len(all)/2], all[len(all)*99/100]
+	}
+	if sd.pid > 0 && calls.Load() > 0 {
+		res.cpuPerCallUS = float64(cpu) * 1e6 / clockTicks / float64(calls.Load())
+	} else {
+		res.cpuPerCallUS = -1
+	}
+	return res, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on
+// every Linux architecture Go supports).
+const clockTicks = 100
+
+// cpuTicks is the process's user and system time so far (0 without pid).
+func cpuTicks(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
+	s, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+	return u + s
+}
+
+// median is the round with the median rate.
+func median(rs []result) result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return cmpF(a.keysPerSec, b.keysPerSec) })
+	return s[(len(s)-1)/2]
+}
+
+func medianOf(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func cmpF(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
+
+func us(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
