@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xf1\x01\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"C\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03valJ\x04\x08\x03\x10\x04R\raccount_token\"\x0b\n\tStoreResp\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"\x1b\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq2\xfd\x01\n\x05\x43\x61\x63he\x12\x44\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x1c\x90\x02\x02\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12;\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x19\x90\x02\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12*\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x03\x90\x02\x01\x30\x01\x12\x45\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x13\x90\x02\x01\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
   ,
   dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,])
 
@@ -304,7 +304,7 @@ _CACHE = _descriptor.ServiceDescriptor(
   index=0,
   options=None,
   serialized_start=310,
-  serialized_end=551,
+  serialized_end=563,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',
@@ -313,7 +313,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_STOREREQ,
     output_type=_STORERESP,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\023\032\016/v1/keys/{key}:\001*')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\002\202\323\344\223\002\023\032\016/v1/keys/{key}:\001*')),
   ),
   _descriptor.MethodDescriptor(
     name='Get',
@@ -322,7 +322,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_GETREQ,
     output_type=_GETRESP,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\020\022\016/v1/keys/{key}')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001\202\323\344\223\002\020\022\016/v1/keys/{key}')),
   ),
   _descriptor.MethodDescriptor(
     name='Dump',
@@ -331,7 +331,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_DUMPREQ,
     output_type=_DUMPITEM,
-    options=None,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001')),
   ),
   _descriptor.MethodDescriptor(
     name='Export',
@@ -340,7 +340,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_EXPORTREQ,
     output_type=google_dot_api_dot_httpbody__pb2._HTTPBODY,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\n\022\010/v1/keys')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001\202\323\344\223\002\n\022\010/v1/keys')),
   ),
 ])
 _sym_db.RegisterServiceDescriptor(_CACHE)

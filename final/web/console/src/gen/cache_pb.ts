@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cache.proto.
  */
 export const file_cache: GenFile = /*@__PURE__*/
-  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcTLxAQoFQ2FjaGUSQQoFU3RvcmUSDS5ycGMuU3RvcmVSZXEaDi5ycGMuU3RvcmVSZXNwIhmC0+STAhMaDi92MS9rZXlzL3trZXl9OgEqEjgKA0dldBILLnJwYy5HZXRSZXEaDC5ycGMuR2V0UmVzcCIWgtPkkwIQEg4vdjEva2V5cy97a2V5fRInCgREdW1wEgwucnBjLkR1bXBSZXEaDS5ycGMuRHVtcEl0ZW0iADABEkIKBkV4cG9ydBIOLnJwYy5FeHBvcnRSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhCC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CgtjYWNoZS5wcm90bxIDcnBjIjkKCFN0b3JlUmVxEgsKA2tleRgBIAEoCRILCgN2YWwYAiABKAxKBAgDEARSDWFjY291bnRfdG9rZW4iCwoJU3RvcmVSZXNwIioKBkdldFJlcRILCgNrZXkYASABKAlKBAgCEANSDWFjY291bnRfdG9rZW4iFgoHR2V0UmVzcBILCgN2YWwYASABKAwiCQoHRHVtcFJlcSIkCghEdW1wSXRlbRILCgNrZXkYASABKAkSCwoDdmFsGAIgASgMIgsKCUV4cG9ydFJlcTL9AQoFQ2FjaGUSRAoFU3RvcmUSDS5ycGMuU3RvcmVSZXEaDi5ycGMuU3RvcmVSZXNwIhyQAgKC0+STAhMaDi92MS9rZXlzL3trZXl9OgEqEjsKA0dldBILLnJwYy5HZXRSZXEaDC5ycGMuR2V0UmVzcCIZkAIBgtPkkwIQEg4vdjEva2V5cy97a2V5fRIqCgREdW1wEgwucnBjLkR1bXBSZXEaDS5ycGMuRHVtcEl0ZW0iA5ACATABEkUKBkV4cG9ydBIOLnJwYy5FeHBvcnRSZXEaFC5nb29nbGUuYXBpLkh0dHBCb2R5IhOQAgGC0+STAgoSCC92MS9rZXlzMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * @generated from message rpc.StoreReq
@@ -141,10 +141,16 @@ export const ExportReqSchema: GenMessage<ExportReq> = /*@__PURE__*/
  * (served by cache-server's -http-addr listener): the same service, the
  * same checks, one definition.
  *
+ * idempotency_level says which methods are safe to call again after a
+ * failure: the Go client retries exactly those (client.RetryableMethods
+ * reads it from here). A method without it is attempted once.
+ *
  * @generated from service rpc.Cache
  */
 export const Cache: GenService<{
   /**
+   * Store sets a value: repeating it sets the same value.
+   *
    * @generated from rpc rpc.Cache.Store
    */
   store: {
