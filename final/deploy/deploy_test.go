@@ -42,6 +42,8 @@ import (
 
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/tlsutil"
+
+	"grpcworkshop.example/final/rpc"
 )
 
 // manifests is everything kustomization.yaml deploys, decoded.
@@ -500,13 +502,15 @@ func selects(sel map[string]string, tmpl *corev1.PodTemplateSpec) bool {
 	return len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(tmpl.Labels))
 }
 
-// servers are the two binaries' roles: which workload runs which, and the
-// prefix of their environment variables.
+// servers are the two binaries' roles: which workload runs which, the
+// prefix of their environment variables, and the service their readiness
+// probe asks about (named by the generated code, so the manifests are
+// checked against the .proto).
 var servers = []struct {
 	binary, prefix, service, healthService string
 }{
-	{"cache-server", "CACHE_", "cache", "rpc.Cache"},
-	{"accounts-server", "ACCOUNTS_", "accounts", "rpc.Accounts"},
+	{"cache-server", "CACHE_", "cache", rpc.Cache_ServiceDesc.ServiceName},
+	{"accounts-server", "ACCOUNTS_", "accounts", rpc.Accounts_ServiceDesc.ServiceName},
 }
 
 func TestPortsProbesAndServicesAgree(t *testing.T) {
