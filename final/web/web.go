@@ -145,7 +145,7 @@ func grpcTarget(gs *grpc.Server, t tap.ServerInHandle, ended func(context.Contex
 		}
 		ctx, err := t(r.Context(), &tap.Info{FullMethodName: r.URL.Path, Header: md})
 		if err != nil {
-			writeGRPCError(w, err)
+			writeGRPCError(w, r, err)
 			return
 		}
 		if ended == nil {
