@@ -415,11 +415,11 @@ func TestDockerfileBuildsTheCommandsTheManifestsRun(t *testing.T) {
 	for _, w := range m.workloads() {
 		for _, c := range w.template.Spec.Containers {
 			name := binaryOf(t, &c)
-			assert.Contains(t, df, "./final/cmd/"+name, "%s: the image must contain %s", w.name, name)
+			assert.Contains(t, df, "./cmd/"+name, "%s: the image must contain %s", w.name, name)
 		}
 	}
-	// Every ./final/cmd/X the Dockerfile builds exists.
-	for _, mm := range regexp.MustCompile(`\./final/cmd/([a-z-]+)`).FindAllStringSubmatch(df, -1) {
+	// Every ./cmd/X the Dockerfile builds exists.
+	for _, mm := range regexp.MustCompile(`\./cmd/([a-z-]+)`).FindAllStringSubmatch(df, -1) {
 		_, err := os.Stat(filepath.Join("..", "cmd", mm[1], "main.go"))
 		assert.NoError(t, err, "the Dockerfile builds %s", mm[1])
 	}

@@ -11,13 +11,13 @@
 # after storing -mem-keys new 16-byte keys with 64-byte values: Redis's
 # used_memory and both processes' resident set (RSS, read from /proc).
 #
-#   final/perf/vs-redis.sh                        # 3 rounds of 10 s per row, 1,000,000 keys
-#   final/perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
-#   GOGC=50 final/perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
+#   perf/vs-redis.sh                              # 3 rounds of 10 s per row, 1,000,000 keys
+#   perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
+#   GOGC=50 perf/vs-redis.sh -d 0           # memory only, the Go servers collecting at 50% growth
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 dur=10s
 rounds=3
@@ -66,8 +66,8 @@ wait_port() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-go build -o "$tmp/cacheload" ./final/cmd/cacheload
-go build -o "$tmp/devstack" ./final/cmd/devstack
+go build -o "$tmp/cacheload" ./cmd/cacheload
+go build -o "$tmp/devstack" ./cmd/devstack
 
 acc_port=$(free_port)
 cache_port=$(free_port)
