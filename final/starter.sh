@@ -35,6 +35,8 @@ mod=$(go run -modfile=tools.mod internal/starter/mkproxy.go "$tmp/proxy" "$versi
 gonew=$(go tool -modfile=tools.mod -n gonew)
 GOPROXY="file://$tmp/proxy" GONOSUMDB="$mod" GOFLAGS=-modcacherw GOMODCACHE="$tmp/modcache" \
   "$gonew" "$mod@$version" "$newmod" "$dir"
+# gonew rewrites import paths in place; gofmt sorts them again.
+find "$dir" -name '*.go' -not -path '*/node_modules/*' -print0 | xargs -0 gofmt -w
 # A module zip keeps no file modes: the scripts are made executable again.
 find "$dir" -name '*.sh' -exec chmod +x {} +
 echo "next: cd $dir && ./ci.sh  (docs/starter.md: what to rename first)"
