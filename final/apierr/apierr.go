@@ -23,10 +23,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/servicename"
 )
 
-// Domain is the ErrorInfo domain of every error the cache and Accounts send.
-const Domain = "cache.grpcworkshop"
+// Domain is the ErrorInfo domain of every error the cache and Accounts send
+// (set where the service names itself: package servicename).
+const Domain = servicename.ErrorDomain
 
 // codeOf is the status code of each reason: the only place codes are chosen.
 var codeOf = map[fault.Reason]codes.Code{

@@ -27,16 +27,46 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"grpcworkshop.example/final/keyaffinity"
+	"grpcworkshop.example/final/rpc"
 )
 
-// RetryableMethods are the methods safe to call again after a failure:
-// Store sets a value (repeating it sets the same value), Get and Dump only
-// read. A method not listed here, including any added later, is attempted
-// once until someone decides it is safe and lists it.
-// StoreMany and GetMany are Store and Get for many keys.
-var RetryableMethods = []string{"rpc.Cache/Store", "rpc.Cache/Get", "rpc.Cache/Dump", "rpc.Cache/StoreMany", "rpc.Cache/GetMany"}
+// RetryableMethods are the cache's methods safe to call again after a
+// failure, as "service/method": those its .proto declares IDEMPOTENT
+// (Store: repeating it sets the same value) or NO_SIDE_EFFECTS (reads),
+// read from the generated descriptors. A method without idempotency_level,
+// including any added later, is attempted once until someone decides it
+// is safe and declares it.
+var RetryableMethods = IdempotentMethods(rpc.Cache_ServiceDesc.ServiceName)
+
+// IdempotentMethods lists the methods of the service (its full name, as in
+// a ServiceDesc) that its .proto declares idempotency_level IDEMPOTENT or
+// NO_SIDE_EFFECTS, as "service/method". It panics when the service's
+// descriptor is not linked in: a program error, found at init.
+func IdempotentMethods(service string) []string {
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		panic(fmt.Sprintf("service %s: %v", service, err))
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		panic(fmt.Sprintf("%s is not a service", service))
+	}
+	var names []string
+	for i := range sd.Methods().Len() {
+		m := sd.Methods().Get(i)
+		opts, _ := m.Options().(*descriptorpb.MethodOptions)
+		switch opts.GetIdempotencyLevel() {
+		case descriptorpb.MethodOptions_IDEMPOTENT, descriptorpb.MethodOptions_NO_SIDE_EFFECTS:
+			names = append(names, service+"/"+string(m.Name()))
+		}
+	}
+	return names
+}
 
 // RetryPolicy configures gRPC's own retries of RetryableMethods (see
 // ServiceConfig). Zero fields take DefaultRetryPolicy's values;

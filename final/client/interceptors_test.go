@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
 	"grpcworkshop.example/final/apierr"
 	"grpcworkshop.example/final/fault"
 )

@@ -43,6 +43,8 @@ import (
 	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/server"
 	"grpcworkshop.example/final/tlsutil"
+
+	"grpcworkshop.example/final/rpc"
 )
 
 // manifests is everything kustomization.yaml deploys, decoded.
@@ -414,11 +416,11 @@ func TestDockerfileBuildsTheCommandsTheManifestsRun(t *testing.T) {
 	for _, w := range m.workloads() {
 		for _, c := range w.template.Spec.Containers {
 			name := binaryOf(t, &c)
-			assert.Contains(t, df, "./final/cmd/"+name, "%s: the image must contain %s", w.name, name)
+			assert.Contains(t, df, "./cmd/"+name, "%s: the image must contain %s", w.name, name)
 		}
 	}
-	// Every ./final/cmd/X the Dockerfile builds exists.
-	for _, mm := range regexp.MustCompile(`\./final/cmd/([a-z-]+)`).FindAllStringSubmatch(df, -1) {
+	// Every ./cmd/X the Dockerfile builds exists.
+	for _, mm := range regexp.MustCompile(`\./cmd/([a-z-]+)`).FindAllStringSubmatch(df, -1) {
 		_, err := os.Stat(filepath.Join("..", "cmd", mm[1], "main.go"))
 		assert.NoError(t, err, "the Dockerfile builds %s", mm[1])
 	}
@@ -501,13 +503,15 @@ func selects(sel map[string]string, tmpl *corev1.PodTemplateSpec) bool {
 	return len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(tmpl.Labels))
 }
 
-// servers are the two binaries' roles: which workload runs which, and the
-// prefix of their environment variables.
+// servers are the two binaries' roles: which workload runs which, the
+// prefix of their environment variables, and the service their readiness
+// probe asks about (named by the generated code, so the manifests are
+// checked against the .proto).
 var servers = []struct {
 	binary, prefix, service, healthService string
 }{
-	{"cache-server", "CACHE_", "cache", "rpc.Cache"},
-	{"accounts-server", "ACCOUNTS_", "accounts", "rpc.Accounts"},
+	{"cache-server", "CACHE_", "cache", rpc.Cache_ServiceDesc.ServiceName},
+	{"accounts-server", "ACCOUNTS_", "accounts", rpc.Accounts_ServiceDesc.ServiceName},
 }
 
 func TestPortsProbesAndServicesAgree(t *testing.T) {

@@ -3,16 +3,19 @@ package loadgen
 import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"grpcworkshop.example/final/rpc"
 )
 
 // The load generator speaks the cache's wire format directly instead of
 // importing generated code, so one binary drives every step and final: they
 // share the method names and the key and value field numbers, and differ only
 // in where the account token travels (a field in the steps, metadata in final).
+// The names are final's, from its generated code.
 const (
-	methodStore = "/rpc.Cache/Store"
-	methodGet   = "/rpc.Cache/Get"
-	methodDump  = "/rpc.Cache/Dump"
+	methodStore = rpc.Cache_Store_FullMethodName
+	methodGet   = rpc.Cache_Get_FullMethodName
+	methodDump  = rpc.Cache_Dump_FullMethodName
 
 	// Field numbers of account_token in the steps' requests.
 	storeTokenField = 3

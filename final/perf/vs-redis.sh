@@ -18,13 +18,13 @@
 # 64-byte values (cacheload): Redis's used_memory and both processes'
 # resident set (RSS, from /proc).
 #
-#   final/perf/vs-redis.sh                        # 3 rounds of 2 s per row, 1,000,000 keys
-#   final/perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
-#   final/perf/vs-redis.sh -d 0                   # memory only
+#   perf/vs-redis.sh                        # 3 rounds of 2 s per row, 1,000,000 keys
+#   perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
+#   perf/vs-redis.sh -d 0                   # memory only
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 dur=2s
 rounds=3
@@ -73,9 +73,9 @@ wait_port() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-go build -o "$tmp/cacheload" ./final/cmd/cacheload
-go build -o "$tmp/devstack" ./final/cmd/devstack
-go build -o "$tmp/vsredis" ./final/perf/vsredis
+go build -o "$tmp/cacheload" ./cmd/cacheload
+go build -o "$tmp/devstack" ./cmd/devstack
+go build -o "$tmp/vsredis" ./perf/vsredis
 
 acc_port=$(free_port)
 cache_port=$(free_port)

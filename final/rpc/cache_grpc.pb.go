@@ -39,7 +39,12 @@ const (
 // The google.api.http options map each method to REST/JSON as well
 // (served by cache-server's -http-addr listener): the same service, the
 // same checks, one definition.
+//
+// idempotency_level says which methods are safe to call again after a
+// failure: the Go client retries exactly those (client.RetryableMethods
+// reads it from here). A method without it is attempted once.
 type CacheClient interface {
+	// Store sets a value: repeating it sets the same value.
 	Store(ctx context.Context, in *StoreReq, opts ...grpc.CallOption) (*StoreResp, error)
 	Get(ctx context.Context, in *GetReq, opts ...grpc.CallOption) (*GetResp, error)
 	// GetMany is Get for many keys in one call (memcached's multi-get,
@@ -161,7 +166,12 @@ type Cache_ExportClient = grpc.ServerStreamingClient[httpbody.HttpBody]
 // The google.api.http options map each method to REST/JSON as well
 // (served by cache-server's -http-addr listener): the same service, the
 // same checks, one definition.
+//
+// idempotency_level says which methods are safe to call again after a
+// failure: the Go client retries exactly those (client.RetryableMethods
+// reads it from here). A method without it is attempted once.
 type CacheServer interface {
+	// Store sets a value: repeating it sets the same value.
 	Store(context.Context, *StoreReq) (*StoreResp, error)
 	Get(context.Context, *GetReq) (*GetResp, error)
 	// GetMany is Get for many keys in one call (memcached's multi-get,

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,10 @@ type Options struct {
 	// (tests use an in-memory exporter; a team may bring its own).
 	TracerProvider trace.TracerProvider
 }
+
+// scope is the meters' instrumentation scope: this module's path (the one
+// gonew gave a service made from final), read from this package's path.
+var scope = strings.TrimSuffix(reflect.TypeFor[Telemetry]().PkgPath(), "/telemetry")
 
 // Telemetry is one server's metrics registry and tracer.
 type Telemetry struct {
@@ -114,7 +119,7 @@ func New(ctx context.Context, opts Options) (*Telemetry, error) {
 	}
 	t.meters = sdkmetric.NewMeterProvider(mopts...)
 	t.shutdown = append(t.shutdown, t.meters.Shutdown)
-	if t.Metrics, err = newMetrics(t.meters.Meter("grpcworkshop.example/final"), opts.Service); err != nil {
+	if t.Metrics, err = newMetrics(t.meters.Meter(scope), opts.Service); err != nil {
 		return nil, err
 	}
 	var callMeters metric.MeterProvider

@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"grpcworkshop.example/final/servicename"
 )
 
 // File names inside a development certificate directory.
@@ -113,7 +115,7 @@ func writeCerts(dir string, hosts []string, clients []clientCert) error {
 	now := time.Now()
 	caTmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "grpcworkshop development CA"},
+		Subject:               pkix.Name{CommonName: servicename.DevCA},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(1, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign,

@@ -42,7 +42,11 @@ func badJSON(err error) error {
 // details), in the form vanguard keeps: a connect.Error keeps its code
 // and details through the transcoder, any other error becomes Unknown.
 func connectError(err error) *connect.Error {
-	st := status.Convert(apierr.ToStatus(err))
+	return statusToConnect(status.Convert(apierr.ToStatus(err)))
+}
+
+// statusToConnect is st as a connect.Error: code, message and details.
+func statusToConnect(st *status.Status) *connect.Error {
 	ce := connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
 	for _, a := range st.Proto().GetDetails() {
 		if d, err := connect.NewErrorDetail(mustUnpack(a)); err == nil {

@@ -24,6 +24,7 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -31,6 +32,7 @@ import (
 
 	"grpcworkshop.example/final/apierr"
 	"grpcworkshop.example/final/fault"
+	"grpcworkshop.example/final/rpc"
 )
 
 // dist is the console's built bundle (console/, built by console/build.sh);
@@ -85,7 +87,7 @@ type ConsoleConfig struct {
 // Handler returns the HTTP handler for gs.
 func Handler(gs *grpc.Server, o Options) (http.Handler, error) {
 	if len(o.Services) == 0 {
-		o.Services = []string{"rpc.Cache", "grpc.health.v1.Health"}
+		o.Services = []string{rpc.Cache_ServiceDesc.ServiceName, healthpb.Health_ServiceDesc.ServiceName}
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 4 << 20
@@ -180,7 +182,7 @@ func grpcTarget(gs *grpc.Server, t tap.ServerInHandle, ended func(context.Contex
 		}
 		ctx, err := t(r.Context(), &tap.Info{FullMethodName: r.URL.Path, Header: md})
 		if err != nil {
-			writeGRPCError(w, err)
+			writeGRPCError(w, r, err)
 			return
 		}
 		if ended == nil {

@@ -22,7 +22,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='cache.proto',
   package='rpc',
   syntax='proto3',
-  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\"\x81\x01\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12\x1f\n\x0bif_revision\x18\x04 \x01(\x03R\nifRevision\x12\x1b\n\tif_absent\x18\x05 \x01(\x08R\x08ifAbsentJ\x04\x08\x03\x10\x04R\raccount_token\"\'\n\tStoreResp\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"7\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq\"$\n\x0eGetManyRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\"?\n\x0fGetManyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x12.rpc.GetManyResultR\x07results\"]\n\rGetManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"<\n\x10StoreManyRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x12.rpc.StoreManyItemR\x05items\"3\n\rStoreManyItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"C\n\x11StoreManyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x14.rpc.StoreManyResultR\x07results\"M\n\x0fStoreManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror2\x9f\x03\n\x05\x43\x61\x63he\x12\x41\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x19\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12\x38\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12Q\n\x07GetMany\x12\x13.rpc.GetManyRequest\x1a\x14.rpc.GetManyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/keys:getMany:\x01*\x12Y\n\tStoreMany\x12\x15.rpc.StoreManyRequest\x1a\x16.rpc.StoreManyResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/keys:storeMany:\x01*\x12\'\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x00\x30\x01\x12\x42\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
+  serialized_pb=_b('\n\x0b\x63\x61\x63he.proto\x12\x03rpc\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x17google/rpc/status.proto\"\x81\x01\n\x08StoreReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12\x1f\n\x0bif_revision\x18\x04 \x01(\x03R\nifRevision\x12\x1b\n\tif_absent\x18\x05 \x01(\x08R\x08ifAbsentJ\x04\x08\x03\x10\x04R\raccount_token\"\'\n\tStoreResp\x12\x1a\n\x08revision\x18\x01 \x01(\x03R\x08revision\"/\n\x06GetReq\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyJ\x04\x08\x02\x10\x03R\raccount_token\"7\n\x07GetResp\x12\x10\n\x03val\x18\x01 \x01(\x0cR\x03val\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\"\t\n\x07\x44umpReq\".\n\x08\x44umpItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"\x0b\n\tExportReq\"$\n\x0eGetManyRequest\x12\x12\n\x04keys\x18\x01 \x03(\tR\x04keys\"?\n\x0fGetManyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x12.rpc.GetManyResultR\x07results\"]\n\rGetManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror\"<\n\x10StoreManyRequest\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x12.rpc.StoreManyItemR\x05items\"3\n\rStoreManyItem\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n\x03val\x18\x02 \x01(\x0cR\x03val\"C\n\x11StoreManyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x14.rpc.StoreManyResultR\x07results\"M\n\x0fStoreManyResult\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusR\x05\x65rror2\xb1\x03\n\x05\x43\x61\x63he\x12\x44\n\x05Store\x12\r.rpc.StoreReq\x1a\x0e.rpc.StoreResp\"\x1c\x90\x02\x02\x82\xd3\xe4\x93\x02\x13\x1a\x0e/v1/keys/{key}:\x01*\x12;\n\x03Get\x12\x0b.rpc.GetReq\x1a\x0c.rpc.GetResp\"\x19\x90\x02\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/keys/{key}\x12T\n\x07GetMany\x12\x13.rpc.GetManyRequest\x1a\x14.rpc.GetManyResponse\"\x1e\x90\x02\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/keys:getMany:\x01*\x12\\\n\tStoreMany\x12\x15.rpc.StoreManyRequest\x1a\x16.rpc.StoreManyResponse\" \x90\x02\x02\x82\xd3\xe4\x93\x02\x17\"\x12/v1/keys:storeMany:\x01*\x12*\n\x04\x44ump\x12\x0c.rpc.DumpReq\x1a\r.rpc.DumpItem\"\x03\x90\x02\x01\x30\x01\x12\x45\n\x06\x45xport\x12\x0e.rpc.ExportReq\x1a\x14.google.api.HttpBody\"\x13\x90\x02\x01\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys0\x01\x62\x06proto3')
   ,
   dependencies=[google_dot_api_dot_annotations__pb2.DESCRIPTOR,google_dot_api_dot_httpbody__pb2.DESCRIPTOR,google_dot_rpc_dot_status__pb2.DESCRIPTOR,])
 
@@ -639,7 +639,7 @@ _CACHE = _descriptor.ServiceDescriptor(
   index=0,
   options=None,
   serialized_start=915,
-  serialized_end=1330,
+  serialized_end=1348,
   methods=[
   _descriptor.MethodDescriptor(
     name='Store',
@@ -648,7 +648,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_STOREREQ,
     output_type=_STORERESP,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\023\032\016/v1/keys/{key}:\001*')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\002\202\323\344\223\002\023\032\016/v1/keys/{key}:\001*')),
   ),
   _descriptor.MethodDescriptor(
     name='Get',
@@ -657,7 +657,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_GETREQ,
     output_type=_GETRESP,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\020\022\016/v1/keys/{key}')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001\202\323\344\223\002\020\022\016/v1/keys/{key}')),
   ),
   _descriptor.MethodDescriptor(
     name='GetMany',
@@ -666,7 +666,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_GETMANYREQUEST,
     output_type=_GETMANYRESPONSE,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\025\"\020/v1/keys:getMany:\001*')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001\202\323\344\223\002\025\"\020/v1/keys:getMany:\001*')),
   ),
   _descriptor.MethodDescriptor(
     name='StoreMany',
@@ -675,7 +675,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_STOREMANYREQUEST,
     output_type=_STOREMANYRESPONSE,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\027\"\022/v1/keys:storeMany:\001*')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\002\202\323\344\223\002\027\"\022/v1/keys:storeMany:\001*')),
   ),
   _descriptor.MethodDescriptor(
     name='Dump',
@@ -684,7 +684,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_DUMPREQ,
     output_type=_DUMPITEM,
-    options=None,
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001')),
   ),
   _descriptor.MethodDescriptor(
     name='Export',
@@ -693,7 +693,7 @@ _CACHE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_EXPORTREQ,
     output_type=google_dot_api_dot_httpbody__pb2._HTTPBODY,
-    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\202\323\344\223\002\n\022\010/v1/keys')),
+    options=_descriptor._ParseOptions(descriptor_pb2.MethodOptions(), _b('\220\002\001\202\323\344\223\002\n\022\010/v1/keys')),
   ),
 ])
 _sym_db.RegisterServiceDescriptor(_CACHE)

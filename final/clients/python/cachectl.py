@@ -21,18 +21,25 @@ import socket
 import sys
 
 import grpc
+from google.protobuf import descriptor_pb2
 
 import cache_pb2
 import cache_pb2_grpc
+
+# The service's name and the methods safe to repeat come from cache.proto
+# (its idempotency_level options), as in the Go client.
+(SERVICE,) = cache_pb2.DESCRIPTOR.services_by_name.values()
+RETRYABLE = [m.name for m in SERVICE.methods if m.GetOptions().idempotency_level in (
+    descriptor_pb2.MethodOptions.IDEMPOTENT, descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS)]
 
 # Round robin over every address, each replica's grpc.health.v1 status
 # watched (a draining replica gets no new calls), and the methods that are
 # safe to repeat retried on Unavailable, as the Go client does.
 SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
-    "healthCheckConfig": {"serviceName": "rpc.Cache"},
+    "healthCheckConfig": {"serviceName": SERVICE.full_name},
     "methodConfig": [{
-        "name": [{"service": "rpc.Cache", "method": m} for m in ("Store", "Get", "Dump", "StoreMany", "GetMany")],
+        "name": [{"service": SERVICE.full_name, "method": m} for m in RETRYABLE],
         "retryPolicy": {
             "maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
             "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],

@@ -191,7 +191,11 @@ func TestPythonClientSkipsAReplicaThatReportsNotServing(t *testing.T) {
 		if i%2 == 1 {
 			args = append(args, "--gzip")
 		}
-		out, err := exec.CommandContext(ctx, py, append(args, "store", fmt.Sprint("k", i), "v")...).CombinedOutput()
+		// Each run under its own timeout: nine Python starts on a busy
+		// machine can take longer than one shared budget.
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(cctx, py, append(args, "store", fmt.Sprint("k", i), "v")...).CombinedOutput()
+		ccancel()
 		require.NoError(t, err, string(out))
 	}
 	mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -74,6 +75,10 @@ func Bin(t testing.TB, name string) string {
 	return filepath.Join(buildDir, name)
 }
 
+// module is this module's path (the one gonew gave a service made from
+// final), read from this package's own import path.
+var module = strings.TrimSuffix(reflect.TypeFor[Proc]().PkgPath(), "/internal/faulttest")
+
 func build() (string, error) {
 	dir, err := os.MkdirTemp("", "faulttest-bin-")
 	if err != nil {
@@ -84,7 +89,7 @@ func build() (string, error) {
 		args = append(args, "-race")
 	}
 	for _, b := range Binaries {
-		args = append(args, "grpcworkshop.example/final/cmd/"+b)
+		args = append(args, module+"/cmd/"+b)
 	}
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {

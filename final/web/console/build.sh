@@ -3,7 +3,7 @@
 # the Go server: TypeScript code generated from cache.proto by protoc-gen-es,
 # type-checked by tsc, bundled by esbuild. Every tool is pinned by
 # package-lock.json (run `npm ci` first); the googleapis protos come from
-# the genproto module pinned by go.mod, as for generate.sh. CI runs this
+# the genproto module pinned by go.mod, as for ../../generate.sh. CI runs this
 # and fails if ../dist or src/gen changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +12,7 @@ command -v protoc >/dev/null || { echo "protoc not found: apt-get install protob
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-(cd ../../.. && go run ./final/internal/protodeps "$tmp/googleapis.binpb")
+(cd ../.. && GOWORK=off go run ./internal/protodeps "$tmp/googleapis.binpb")
 
 rm -rf src/gen && mkdir -p src/gen
 protoc -I ../../rpc --descriptor_set_in="$tmp/googleapis.binpb" \
@@ -27,4 +27,4 @@ rm -rf ../dist && mkdir -p ../dist
 node_modules/.bin/esbuild src/main.ts --bundle --minify --format=esm --target=es2022 \
   --legal-comments=none --outfile=../dist/console.js --log-level=warning
 cp index.html style.css ../dist/
-echo "built final/web/dist"
+echo "built web/dist"
