@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -185,20 +186,23 @@ func TestQuotaHoldsAcrossReplicasUnderConcurrentStores(t *testing.T) {
 func TestBadInputGetsAClearCodeAndTheServerKeepsServing(t *testing.T) {
 	st := startStack(t, stackOpts{})
 	c := cacheClient(t, st, tok)
-	ctx := testContext(t)
+	// Each call has a deadline of its own: sending megabytes under -race on
+	// a busy machine is slow, and one deadline for all of them would be a
+	// race against the machine's speed.
+	ctx := func() context.Context { return testContext(t) }
 
 	cases := []struct {
 		name string
 		err  error
 		want codes.Code
 	}{
-		{"empty key", store(ctx, c, "", "v"), codes.InvalidArgument},
-		{"empty key get", func() error { _, err := get(ctx, c, ""); return err }(), codes.InvalidArgument},
-		{"oversized key", store(ctx, c, strings.Repeat("k", 257), "v"), codes.InvalidArgument},
-		{"oversized value", store(ctx, c, "k", strings.Repeat("v", 1<<20+1)), codes.InvalidArgument},
-		{"value three times the limit", store(ctx, c, "k", strings.Repeat("v", 3<<20)), codes.InvalidArgument},
-		{"message over the transport limit", store(ctx, c, "k", strings.Repeat("v", server.TransportLimit(cache.DefaultLimits()))), codes.ResourceExhausted},
-		{"bad dry-run value", store(metadata.AppendToOutgoingContext(ctx, client.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument},
+		{"empty key", store(ctx(), c, "", "v"), codes.InvalidArgument},
+		{"empty key get", func() error { _, err := get(ctx(), c, ""); return err }(), codes.InvalidArgument},
+		{"oversized key", store(ctx(), c, strings.Repeat("k", 257), "v"), codes.InvalidArgument},
+		{"oversized value", store(ctx(), c, "k", strings.Repeat("v", 1<<20+1)), codes.InvalidArgument},
+		{"value three times the limit", store(ctx(), c, "k", strings.Repeat("v", 3<<20)), codes.InvalidArgument},
+		{"message over the transport limit", store(ctx(), c, "k", strings.Repeat("v", server.TransportLimit(cache.DefaultLimits()))), codes.ResourceExhausted},
+		{"bad dry-run value", store(metadata.AppendToOutgoingContext(ctx(), client.DryRunHeader, "yes"), c, "k", "v"), codes.InvalidArgument},
 	}
 	for _, tc := range cases {
 		assert.Equal(t, tc.want, status.Code(tc.err), "%s: %v", tc.name, tc.err)
@@ -210,7 +214,7 @@ func TestBadInputGetsAClearCodeAndTheServerKeepsServing(t *testing.T) {
 	require.NotNil(t, br, "InvalidArgument carries a BadRequest detail")
 	assert.Equal(t, "key", br.FieldViolations[0].Field)
 
-	require.NoError(t, store(ctx, c, "k", "v"), "the server keeps serving")
+	require.NoError(t, store(ctx(), c, "k", "v"), "the server keeps serving")
 }
 
 func TestDryRunChangesNothingButChecksEverything(t *testing.T) {
