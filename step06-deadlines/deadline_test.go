@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,14 +20,20 @@ import (
 )
 
 // deadlineRecorder reports the deadline every GetByToken runs under, and how
-// the call ended.
+// the call ended. Until slow is set it answers at once, unrecorded: that is
+// for warming up (see startSlowSystem).
 type deadlineRecorder struct {
-	rpc.AccountsServer
-	seen  chan time.Time // the zero Time when the call had no deadline
-	ended chan error
+	rpc.AccountsServer                    // answers after an hour, unless its caller gives up first
+	fast               rpc.AccountsServer // answers at once
+	slow               atomic.Bool
+	seen               chan time.Time // the zero Time when the call had no deadline
+	ended              chan error
 }
 
 func (r *deadlineRecorder) GetByToken(ctx context.Context, req *rpc.GetByTokenReq) (*rpc.GetByTokenResp, error) {
+	if !r.slow.Load() {
+		return r.fast.GetByToken(ctx, req)
+	}
 	deadline, _ := ctx.Deadline()
 	r.seen <- deadline
 	resp, err := r.AccountsServer.GetByToken(ctx, req)
@@ -38,11 +45,19 @@ func (r *deadlineRecorder) GetByToken(ctx context.Context, req *rpc.GetByTokenRe
 // an Accounts service that would take an hour to answer, unless its caller
 // gives up first, and that reports what it sees. That Accounts service is a
 // stand-in: what is under test is the cache server's runServer.
+//
+// Before it turns slow, one call opens both connections (the client's to
+// the cache server, the cache server's to Accounts): a short deadline in the
+// test then bounds a call over open connections, not a TLS handshake that a
+// busy machine can make last longer than the deadline, so that the call
+// would end before Accounts ever saw it.
 func startSlowSystem(t *testing.T, accountsTimeout time.Duration) (*testSystem, *deadlineRecorder) {
 	t.Helper()
 	certs := devCerts(t)
+	accounts := testAccountsMap(t)
 	rec := &deadlineRecorder{
-		AccountsServer: NewAccountsService(testAccountsMap(t), time.Hour),
+		AccountsServer: NewAccountsService(accounts, time.Hour),
+		fast:           NewAccountsService(accounts, 0),
 		seen:           make(chan time.Time, 10),
 		ended:          make(chan error, 10),
 	}
@@ -53,7 +68,19 @@ func startSlowSystem(t *testing.T, accountsTimeout time.Duration) (*testSystem, 
 	addr := serveOnLoopback(t, func(ctx context.Context, lis net.Listener) error { return serve(ctx, srv, lis) })
 	cfg := testServerConfig(t, certs, addr)
 	cfg.accountsTimeout = accountsTimeout
-	return startCacheWith(t, certs, cfg), rec
+	sys := startCacheWith(t, certs, cfg)
+	// NotFound says Accounts answered; until then (a short cap may end the
+	// first calls while the connections are still being opened) try again.
+	ctx := testContext(t)
+	for {
+		_, err = get(ctx, sys.cache, testToken, "warm-up")
+		if status.Code(err) == codes.NotFound {
+			break
+		}
+		require.NoError(t, ctx.Err(), "warming up: %v", err)
+	}
+	rec.slow.Store(true)
+	return sys, rec
 }
 
 // receive waits for the next value on ch, failing the test if none comes
