@@ -11,7 +11,12 @@ module=$(cd . && GOWORK=off go list -m)
 final_module=$(cd final && GOWORK=off go list -m)
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin" google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+# TOOLS_BIN (set by .ci/run): the pinned tools, already built for this run.
+if [ -n "${TOOLS_BIN:-}" ]; then
+  cp "$TOOLS_BIN/protoc-gen-go" "$TOOLS_BIN/protoc-gen-go-grpc" "$bin/"
+else
+  go build -o "$bin" google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+fi
 # google/api/*.proto (final's HTTP annotations) come from the genproto module
 # pinned in go.mod, as a descriptor set: nothing copied into the repository.
 go run ./final/internal/protodeps "$bin/googleapis.binpb"

@@ -34,7 +34,12 @@ ip netns add "$P-sw" 2>/dev/null || skip "cannot create a network namespace (ip 
 
 echo "== build (static, so names resolve with Go's resolver from /etc/hosts)"
 CGO_ENABLED=0 go build -o "$TMP/" ./final/cmd/cache-server ./final/cmd/accounts-server ./final/cmd/cachectl ./final/cmd/cacheload ./final/deploy/gensecrets
-CGO_ENABLED=0 go build -o "$TMP/" github.com/fullstorydev/grpcurl/cmd/grpcurl
+# TOOLS_BIN (set by .ci/run): the pinned tools, already built (static) for this run.
+if [ -n "${TOOLS_BIN:-}" ]; then
+  cp "$TOOLS_BIN/grpcurl" "$TMP/"
+else
+  CGO_ENABLED=0 go build -o "$TMP/" github.com/fullstorydev/grpcurl/cmd/grpcurl
+fi
 "$TMP/gensecrets" -dir "$TMP/secrets" -tenant gw -max-keys 1000 >"$TMP/gensecrets.out"
 TOKEN=$(sed -n 's/^token for tenant gw: //p' "$TMP/gensecrets.out")
 S="$TMP/secrets"

@@ -6,8 +6,12 @@
 # go.mod (go tool grpcurl, go tool grpc-health-probe).
 source "$(dirname "$0")/smoke/lib.sh"
 go build -o "$SMOKE_TMP/devstack" ./final/cmd/devstack
-go build -o "$SMOKE_TMP/grpcurl" github.com/fullstorydev/grpcurl/cmd/grpcurl
-go build -o "$SMOKE_TMP/grpc-health-probe" github.com/grpc-ecosystem/grpc-health-probe
+# TOOLS_BIN (set by .ci/run): the pinned tools, already built for this run.
+if [ -n "${TOOLS_BIN:-}" ]; then
+  cp "$TOOLS_BIN/grpcurl" "$TOOLS_BIN/grpc-health-probe" "$SMOKE_TMP/"
+else
+  go build -o "$SMOKE_TMP/" github.com/fullstorydev/grpcurl/cmd/grpcurl github.com/grpc-ecosystem/grpc-health-probe
+fi
 cd "$SMOKE_TMP"
 ./devstack -dir .dev -accounts 127.0.0.1:0 -replicas 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -http '' \
   -accounts-admin 127.0.0.1:0 -replicas-admin 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -log-level warn >devstack.log 2>&1 &

@@ -21,6 +21,9 @@ if [ "${1:-}" = release ]; then
 fi
 protoc -I . --descriptor_set_in="$tmp/googleapis.binpb" --include_imports --include_source_info \
   --descriptor_set_out="$tmp/image.binpb" "${protos[@]}"
-go tool buf lint "$tmp/image.binpb" "${paths[@]}"
-go tool buf breaking "$tmp/image.binpb" "${paths[@]}" --against rpc/released.binpb
+# TOOLS_BIN (set by .ci/run): the pinned tools, already built for this run.
+buf=(go tool buf)
+[ -n "${TOOLS_BIN:-}" ] && buf=("$TOOLS_BIN/buf")
+"${buf[@]}" lint "$tmp/image.binpb" "${paths[@]}"
+"${buf[@]}" breaking "$tmp/image.binpb" "${paths[@]}" --against rpc/released.binpb
 echo "buf lint and buf breaking: ok"
