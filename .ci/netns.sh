@@ -67,11 +67,11 @@ on() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
 
 # wait_port NODE ADDR PORT: waits until ADDR:PORT accepts from NODE's namespace.
 wait_port() {
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     if on "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "FAIL: $2:$3 does not answer from $1"; cat "$TMP"/*.log; exit 1
+  echo "FAIL: $2:$3 does not answer from $1 after a minute"; cat "$TMP"/*.log; exit 1
 }
 
 echo "== start Accounts and three replicas, each in its own namespace"

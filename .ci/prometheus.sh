@@ -31,7 +31,7 @@ go build -o "$tmp/cachectl" ./final/cmd/cachectl
   -accounts "$(pub 0)" -replicas "$(pub 1),$(pub 2),$(pub 3)" \
   -accounts-admin "$(adm 0)" -replicas-admin "$(adm 1),$(adm 2),$(adm 3)" >"$tmp/devstack.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -qs '^admin:' "$tmp/devstack.out" && break; sleep 0.1; done
+for _ in $(seq 600); do grep -qs '^admin:' "$tmp/devstack.out" && break; sleep 0.1; done
 grep -q '^admin:' "$tmp/devstack.out" || { cat "$tmp/devstack.out"; exit 1; }
 
 # Traffic that reaches every process: stores spread over the replicas by

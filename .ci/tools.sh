@@ -16,7 +16,7 @@ cd "$SMOKE_TMP"
 ./devstack -dir .dev -accounts 127.0.0.1:0 -replicas 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -http '' \
   -accounts-admin 127.0.0.1:0 -replicas-admin 127.0.0.1:0,127.0.0.1:0,127.0.0.1:0 -log-level warn >devstack.log 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q '^admin: ' devstack.log && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q '^admin: ' devstack.log && break; sleep 0.1; done
 line=$(grep '^devstack: ready: accounts on' devstack.log) || { echo "devstack did not start:"; cat devstack.log; exit 1; }
 acc=$(sed -E 's/^devstack: ready: accounts on ([^,]+), .*/\1/' <<<"$line")
 IFS=, read -r r1 r2 r3 <<<"$(sed -E 's/.*cache replicas on ([^ ]+), certificates.*/\1/' <<<"$line")"

@@ -14,7 +14,8 @@ trap cleanup EXIT
 # build PKG: builds ./PKG into $SMOKE_TMP/PKG and prints its path.
 build() { go build -o "$SMOKE_TMP/$1" "./$1" && echo "$SMOKE_TMP/$1"; }
 
-# start NAME PORT CMD...: runs CMD in the background and waits for PORT.
+# start NAME PORT CMD...: runs CMD in the background and waits for PORT (up to
+# a minute: a busy machine starts a process slowly).
 start() {
   local name=$1 port=$2; shift 2
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -22,7 +23,7 @@ start() {
   fi
   "$@" >"$SMOKE_TMP/$name.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
   done

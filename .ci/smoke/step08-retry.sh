@@ -9,7 +9,7 @@ start server 5051 "$bin" server
 "$bin" client -attempts 20 -store-timeout 20s store k v >client.log 2>&1 &
 client=$!
 PIDS+=($client)
-for _ in $(seq 100); do grep -q "code=Unavailable" server.log && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q "code=Unavailable" server.log && break; sleep 0.1; done
 expect "side=server method=/rpc.Cache/Store code=Unavailable" cat server.log
 start accounts 5052 "$bin" accounts
 if ! wait "$client"; then echo "FAIL: the retrying client gave up:"; cat client.log; exit 1; fi
