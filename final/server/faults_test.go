@@ -61,12 +61,13 @@ func TestRevokedTokenAndChangedQuotaTakeEffect(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 }
 
-// blockingAccounts makes Accounts' GetByToken wait for the caller's
-// deadline, recording the deadline it was given.
+// blockingAccounts makes Accounts' GetByToken for tok wait for the caller's
+// deadline, recording the deadline it was given (other tokens are answered:
+// a call with one opens the connections).
 func blockingAccounts(deadlines chan<- time.Duration) func(*server.AccountsConfig) {
 	return func(c *server.AccountsConfig) {
 		c.Unary = append(c.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if info.FullMethod != rpc.Accounts_GetByToken_FullMethodName {
+			if r, ok := req.(*rpc.GetByTokenReq); !ok || r.GetToken() != tok {
 				return h(ctx, req)
 			}
 			dl, ok := ctx.Deadline()
@@ -86,17 +87,42 @@ func TestSlowAccountsCallerDeadlinePropagatesAndServerCapsIt(t *testing.T) {
 		tuneAccounts: blockingAccounts(deadlines),
 		tuneCache:    func(_ int, c *server.CacheConfig) { c.MaxDeadline = 300 * time.Millisecond },
 	})
-	c := cacheClient(t, st, tok)
+	conn := dialTarget(t, st, st.Target(), tok, client.Options{})
+	c := rpc.NewCacheClient(conn)
+	// Both connections (the client's to the replica, the replica's to
+	// Accounts: another tenant's Store opens it) are open before the short
+	// deadline starts: it bounds the call, not a TLS handshake that a busy
+	// machine can make last longer, so that Accounts would never see it.
+	// The server's 300ms cap may end the first Stores while the connection
+	// to Accounts is still being opened: until one succeeds, try again.
+	warm, warmCtx := cacheClient(t, st, "other"), testContext(t)
+	for err := store(warmCtx, warm, "warm-up", "v"); err != nil; err = store(warmCtx, warm, "warm-up", "v") {
+		require.NoError(t, warmCtx.Err(), "warming up: %v", err)
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(testContext(t), &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.Status)
+	// seen is the deadline Accounts saw, bounded so that a call that never
+	// reached it fails the test instead of hanging it.
+	seen := func() time.Duration {
+		select {
+		case d := <-deadlines:
+			return d
+		case <-testContext(t).Done():
+			require.FailNow(t, "the call never reached Accounts")
+			return 0
+		}
+	}
 
 	// The caller's deadline reaches Accounts through the replica.
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	assert.Equal(t, codes.DeadlineExceeded, status.Code(store(short, c, "k", "v")))
-	assert.LessOrEqual(t, <-deadlines, 200*time.Millisecond, "Accounts got the caller's deadline")
+	assert.LessOrEqual(t, seen(), 200*time.Millisecond, "Accounts got the caller's deadline")
 
 	// A caller with a long deadline is capped by the server.
 	assert.Equal(t, codes.DeadlineExceeded, status.Code(store(testContext(t), c, "k", "v")))
-	assert.LessOrEqual(t, <-deadlines, 300*time.Millisecond, "Accounts got the server's cap, not the caller's 10s")
+	assert.LessOrEqual(t, seen(), 300*time.Millisecond, "Accounts got the server's cap, not the caller's 10s")
 }
 
 type panicky struct {
