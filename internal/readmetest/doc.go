@@ -46,10 +46,13 @@
 //	skip: REASON               the block is not run; the reason is printed
 //	servers: N:PORT ...        command N (1-based) of the block is a server: it
 //	                           runs in the background until the script ends,
-//	                           and the next command runs once PORT accepts
-//	                           connections (a trailing & in the command says
-//	                           the same to the reader). The lines shown after it
-//	                           are the first lines it prints (none: not checked)
+//	                           and the next command runs once a gRPC server
+//	                           serves on PORT (its HTTP/2 SETTINGS answer a
+//	                           connection; an open port is not enough), and once
+//	                           it printed the lines shown after it, which are the
+//	                           first lines it prints (none: not checked), as a
+//	                           reader waits for them (a trailing & in the command
+//	                           says the same to the reader)
 //	vary: REGEX                parts that differ from run to run: matches are
 //	                           replaced by "…" in both the output and the README
 //	ignore: REGEX              output lines matching are left out, as the README's

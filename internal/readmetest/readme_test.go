@@ -1,7 +1,9 @@
 package readmetest
 
 import (
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
 )
 
 // ports are the fixed ports the READMEs' servers listen on.
@@ -105,7 +108,7 @@ func TestREADMEs(t *testing.T) {
 			tl.ran = true
 			testscript.Run(t, testscript.Params{
 				Dir:  dir,
-				Cmds: map[string]func(*testscript.TestScript, bool, []string){"matchout": cmdMatchout, "matchlog": cmdMatchlog, "waitport": cmdWaitport, "blockok": cmdBlockok},
+				Cmds: map[string]func(*testscript.TestScript, bool, []string){"matchout": cmdMatchout, "matchlog": cmdMatchlog, "waitready": cmdWaitready, "blockok": cmdBlockok},
 				Setup: func(e *testscript.Env) error {
 					e.Setenv("PATH", shim+string(os.PathListSeparator)+e.Getenv("PATH"))
 					e.Setenv("READMETEST_BIN", bin)
@@ -276,7 +279,7 @@ func script(blocks []block) string {
 				// server is started in the background (by testscript).
 				text := strings.TrimSuffix(strings.TrimSpace(c.text), "&")
 				fmt.Fprintf(&s, "exec readme-bg %s.log %s &%s&\n", name, quote(text), name)
-				fmt.Fprintf(&s, "waitport %d %s.log\n", port, name)
+				fmt.Fprintf(&s, "waitready %d %s.log\n", port, name)
 				if len(c.want) > 0 {
 					fmt.Fprintf(&s, "matchlog %s.log %s %s\n", name, want, patArgs)
 				}
@@ -400,25 +403,69 @@ func cmdMatchlog(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// waitport PORT LOGFILE: waits, bounded, until a server accepts connections
-// on 127.0.0.1:PORT; on failure shows the server's log.
-func cmdWaitport(ts *testscript.TestScript, neg bool, args []string) {
+// waitready PORT LOGFILE: waits, bounded, until the server on
+// 127.0.0.1:PORT serves gRPC: its HTTP/2 transport answers a connection
+// (over TLS when it speaks TLS) with its SETTINGS, which a gRPC server sends
+// only once it serves the connection; an open port alone says less (a
+// listener accepts before Serve runs). On failure it shows the server's log.
+func cmdWaitready(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
-		ts.Fatalf("usage: waitport PORT LOGFILE")
+		ts.Fatalf("usage: waitready PORT LOGFILE")
 	}
 	addr := net.JoinHostPort("127.0.0.1", args[0])
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		err := grpcServes(addr)
 		if err == nil {
-			c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
-			ts.Fatalf("nothing listens on %s after 60s: %v\n%s:\n%s", addr, err, args[1], ts.ReadFile(args[1]))
+			ts.Fatalf("no gRPC server serves on %s after 60s: %v\n%s:\n%s", addr, err, args[1], ts.ReadFile(args[1]))
 		}
-		time.Sleep(50 * time.Millisecond) // polling a port another process opens
+		time.Sleep(50 * time.Millisecond) // polling a server another process starts
 	}
+}
+
+// grpcServes: a server on addr answers an HTTP/2 connection with its
+// SETTINGS frame, over TLS (any certificate: this asks whether it serves,
+// not who it is) or, when the TLS handshake fails, in plaintext.
+func grpcServes(addr string) error {
+	settings := func(c net.Conn) error {
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			return err
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			return err
+		}
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if _, ok := f.(*http2.SettingsFrame); !ok {
+			return fmt.Errorf("first frame %v, want SETTINGS", f.Header().Type)
+		}
+		return nil
+	}
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if tlsErr := tc.Handshake(); tlsErr == nil {
+		return settings(tc)
+	}
+	tc.Close()
+	c, err = net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return settings(c)
 }
 
 // blockok FILE LINE: every command of the block matched.
