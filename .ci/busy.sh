@@ -40,7 +40,7 @@ declare -a dirs runs
 suite() { dirs+=("$1"); runs+=("${2:-}"); }
 if [ -n "$ci" ]; then
   for s in step06-* step07-* step08-* step09-* step10-* step11-*; do
-    suite "$s" 'Deadline|Cap|GivesUp|Retr'
+    suite "$s" 'Deadline|Cap|GivesUp|Retr|Slow'
   done
   suite final/server 'BadInput|Deadline'
   readmes='TestREADMEs/step0[89]'

@@ -142,6 +142,10 @@ func testClientConfig(t *testing.T, certs, addr string) clientConfig {
 	cfg, err := parseClientFlags(nil)
 	require.NoError(t, err)
 	cfg.addr, cfg.caFile = addr, filepath.Join(certs, "ca.crt")
+	// The flags' deadlines (1s, 500ms) are for people at a terminal; a
+	// test's calls end by what they test, and a busy machine can outlast
+	// those (the deadline tests set their own).
+	cfg.storeTimeout, cfg.getTimeout = time.Minute, time.Minute
 	return cfg
 }
 
@@ -187,7 +191,7 @@ func runClientCmd(t *testing.T, cfg clientConfig, args ...string) (string, error
 }
 
 func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard, not a speed target
 	t.Cleanup(cancel)
 	return ctx
 }

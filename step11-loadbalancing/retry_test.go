@@ -65,6 +65,9 @@ func TestClientCommandRetriesAsManyTimesAsItsFlagSays(t *testing.T) {
 	certs := devCerts(t)
 	flaky := &flakyCache{failures: 2}
 	cfg := testClientConfig(t, certs, serveStandIn(t, certs, func(srv *grpc.Server) { rpc.RegisterCacheServer(srv, flaky) }))
+	// The attempts end these calls, not the deadline (1s by default: a busy
+	// machine's TLS handshake and backoffs can outlast it).
+	cfg.storeTimeout = time.Minute
 
 	cfg.attempts = 2
 	_, err := runClientCmd(t, cfg, "store", "k", "v")
