@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"grpcworkshop.example/final/accounts"
+	"grpcworkshop.example/final/accounts/etcdledger"
 	"grpcworkshop.example/final/apierr"
 	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/interceptor"
@@ -42,7 +43,7 @@ type AccountsConfig struct {
 	// LedgerEtcd, with Endpoints, keeps the ledger in etcd instead, shared
 	// by every Accounts process pointed at it (LedgerPath and
 	// RecoveryGrace are then unused; its TTL is LeaseTTL).
-	LedgerEtcd accounts.EtcdOptions
+	LedgerEtcd etcdledger.EtcdOptions
 }
 
 // DefaultAccountsConfig is the Accounts service's configuration when no
@@ -51,7 +52,7 @@ func DefaultAccountsConfig() AccountsConfig {
 	return AccountsConfig{
 		Common:     defaultCommon("localhost:5050", "localhost:9050"),
 		LeaseTTL:   15 * time.Second, // three missed reports at the default lease interval
-		LedgerEtcd: accounts.EtcdOptions{Prefix: accounts.DefaultEtcdPrefix},
+		LedgerEtcd: etcdledger.EtcdOptions{Prefix: etcdledger.DefaultEtcdPrefix},
 		// One lease, and restarts: a crash loop faster than this many per
 		// LeaseTTL waits for its old leases to lapse.
 		MaxLeasesPerReplica: 4,
@@ -76,7 +77,7 @@ func NewAccounts(cfg AccountsConfig) (*AccountsServer, error) {
 	var err error
 	if len(cfg.LedgerEtcd.Endpoints) > 0 {
 		cfg.LedgerEtcd.TTL = cfg.LeaseTTL
-		ledger, err = accounts.OpenEtcdLedger(cfg.LedgerEtcd)
+		ledger, err = etcdledger.OpenEtcdLedger(cfg.LedgerEtcd)
 	} else {
 		ledger, err = accounts.OpenLedger(accounts.LedgerOptions{TTL: cfg.LeaseTTL, Path: cfg.LedgerPath, RecoveryGrace: cfg.RecoveryGrace, MaxLeasesPerOwner: cfg.MaxLeasesPerReplica})
 	}

@@ -1,4 +1,4 @@
-package accounts
+package etcdledger
 
 import (
 	"context"
@@ -39,6 +39,23 @@ import (
 // under slots/TENANT/, and a grant's transaction compares that prefix's
 // highest mod revision with the one read: any grant, registration or
 // new lease of that tenant in between makes it retry.
+type leaseKey struct{ owner, id string }
+
+// slots is one tenant's part of a lease, as the ledger keeps it in etcd
+// (the same record as accounts.Ledger's in bbolt).
+type slots struct {
+	Held int64 `json:"held"` // including pending grants
+	// Resolved is the highest Reserve seq the replica reported as settled;
+	// Pending are grants above it.
+	Resolved int64   `json:"resolved"`
+	Pending  []grant `json:"pending,omitempty"`
+}
+
+type grant struct {
+	Seq int64 `json:"seq"`
+	N   int64 `json:"n"`
+}
+
 type EtcdLedger struct {
 	cli    *clientv3.Client
 	ttl    time.Duration
@@ -408,7 +425,7 @@ func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max
 		return 0, false, fault.BadField("seq", "request %d of tenant %q was already resolved", seq, tenant)
 	}
 	n := min(count, free/4)
-	n = min(free, maxInt(n, 1))
+	n = min(free, atLeastOne(n))
 	next := *prev
 	next.Pending = slices.Clone(prev.Pending)
 	next.Held += n
@@ -497,4 +514,11 @@ func (e *EtcdLedger) Leases() int {
 		return -1
 	}
 	return int(resp.Count)
+}
+
+func atLeastOne(n int64) int64 {
+	if n < 1 {
+		return 1
+	}
+	return n
 }

@@ -1,4 +1,4 @@
-package accounts
+package etcdledger
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"grpcworkshop.example/final/accounts"
 	"grpcworkshop.example/final/fault"
 	"grpcworkshop.example/final/internal/etcdtest"
 )
@@ -40,14 +41,14 @@ func ctxT(t *testing.T) context.Context {
 // EtcdLedger answer every call alike. With etcd, every other call goes
 // through a second ledger (a second Accounts process) on the same etcd.
 func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
-	engines := map[string]func(t *testing.T) (LedgerEngine, LedgerEngine){
-		"memory": func(t *testing.T) (LedgerEngine, LedgerEngine) {
-			l := NewLedger(time.Minute)
+	engines := map[string]func(t *testing.T) (accounts.LedgerEngine, accounts.LedgerEngine){
+		"memory": func(t *testing.T) (accounts.LedgerEngine, accounts.LedgerEngine) {
+			l := accounts.NewLedger(time.Minute)
 			return l, l
 		},
 	}
 	if c := startEtcd(t); c != nil {
-		engines["etcd"] = func(t *testing.T) (LedgerEngine, LedgerEngine) {
+		engines["etcd"] = func(t *testing.T) (accounts.LedgerEngine, accounts.LedgerEngine) {
 			ls := etcdLedgers(t, c.Endpoints(), time.Minute, 2)
 			return ls[0], ls[1]
 		}
