@@ -67,9 +67,6 @@ func TestEveryMethodTheProtoDeclaresIdempotentIsRetried(t *testing.T) {
 	require.NoError(t, err)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	conn, err := Dial(lis.Addr().String(), Options{Retry: RetryPolicy{InitialBackoff: time.Millisecond}})
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
 
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
 	require.NoError(t, err)
@@ -80,6 +77,11 @@ func TestEveryMethodTheProtoDeclaresIdempotentIsRetried(t *testing.T) {
 			require.Equal(t, service, svc)
 			m := methods.ByName(protoreflect.Name(meth))
 			require.NotNil(t, m, "%s is not a method of %s", meth, service)
+			// A connection of its own: the retry budget (retryThrottling)
+			// spent by one method's failure must not decide the next's.
+			conn, err := Dial(lis.Addr().String(), Options{Retry: RetryPolicy{InitialBackoff: time.Millisecond}})
+			require.NoError(t, err)
+			defer conn.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			require.NoError(t, call(ctx, conn, m), "the client gave up after the first attempt failed")

@@ -143,7 +143,9 @@ func TestAConnectCallWithoutTheVersionHeaderIsServed(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "%s", body)
 	code, _, body = call(t, "POST", base+"/rpc.Cache/Get", "application/json", `{"key":"k"}`, bearer...)
 	require.Equal(t, http.StatusOK, code, "%s", body)
-	assert.JSONEq(t, `{"val":"dg=="}`, string(body))
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(body, &got), "%s", body)
+	assert.Equal(t, "dg==", got["val"], "%s", body)
 }
 
 // Issue 24, item 9: a Connect stream call with an empty body got

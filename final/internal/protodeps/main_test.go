@@ -26,6 +26,7 @@ func TestWritesTheGoogleapisProtosDependenciesFirst(t *testing.T) {
 	assert.Equal(t, []string{
 		"google/api/http.proto", "google/api/annotations.proto",
 		"google/api/httpbody.proto", "google/rpc/error_details.proto",
+		"google/rpc/status.proto",
 	}, names)
 	assert.Equal(t, "google.golang.org/genproto/googleapis/api/annotations;annotations",
 		set.GetFile()[1].GetOptions().GetGoPackage(), "generated Go imports genproto's package")
