@@ -28,9 +28,10 @@ curl=(./grpcurl -cacert .dev/ca.crt -H 'authorization: Bearer inconshreveable')
 expect "rpc.Cache" "${curl[@]}" "$r1" list
 expect "grpc.health.v1.Health" "${curl[@]}" "$r1" list
 expect "rpc Store ( .rpc.StoreReq ) returns ( .rpc.StoreResp )" "${curl[@]}" "$r1" describe rpc.Cache
-# bytes are base64 in JSON: "Z3JwY3VybA==" is "grpcurl". Stored through
+# bytes are base64 in JSON: "Z3JwY3VybA==" is "grpcurl"; a Store answers the
+# key's new revision. Stored through
 # one replica, read and dumped through the others: any replica serves any key.
-expect "{}" "${curl[@]}" -d '{"key":"tools","val":"Z3JwY3VybA=="}' "$r1" rpc.Cache/Store
+expect '"revision": "' "${curl[@]}" -d '{"key":"tools","val":"Z3JwY3VybA=="}' "$r1" rpc.Cache/Store
 expect '"val": "Z3JwY3VybA=="' "${curl[@]}" -d '{"key":"tools"}' "$r2" rpc.Cache/Get
 expect '"val": "Z3JwY3VybA=="' "${curl[@]}" -d '{"key":"tools"}' "$r3" rpc.Cache/Get
 expect '"key": "tools"' "${curl[@]}" "$r3" rpc.Cache/Dump
