@@ -256,12 +256,12 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	ledger, err := OpenLedger(LedgerOptions{TTL: 15 * time.Second, MaxLeasesPerOwner: 2})
 	require.NoError(t, err)
 	svc := NewServiceWith(Accounts(map[string]Account{"tok": {Tenant: "q7", MaxCacheKeys: 10}}), ledger)
-	cache1 := ReplicaURI("grpcworkshop.example", "cache-1").String()
-	assert.Equal(t, "spiffe://grpcworkshop.example/replica/cache-1", cache1)
+	cache1 := ReplicaURI("example.org", "cache-1").String()
+	assert.Equal(t, "spiffe://example.org/replica/cache-1", cache1)
 
 	for _, c := range []struct{ owner, lease string }{
 		{"cache-replica", "cache-replica/1"},                  // a certificate naming no replica
-		{"spiffe://grpcworkshop.example/client/ops", "ops/1"}, // another kind of identity
+		{"spiffe://example.org/client/ops", "ops/1"}, // another kind of identity
 		{cache1, "cache-2/1"},                                 // another replica's lease
 		{cache1, "cache-1x/1"},                                // a name that only begins alike
 	} {

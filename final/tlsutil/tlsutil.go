@@ -34,7 +34,7 @@ const (
 	ClientKeyFile  = "client.key"
 	// OtherCertFile is a client certificate the development CA signed
 	// for something that is not a replica (an operator's tool, say:
-	// spiffe://grpcworkshop.example/ops/other): Accounts refuses it.
+	// spiffe://TRUST_DOMAIN/ops/other): Accounts refuses it.
 	OtherCertFile = "other.crt"
 	OtherKeyFile  = "other.key"
 )
@@ -44,11 +44,11 @@ const (
 // cache-i, so that each replica has an identity of its own at Accounts.
 const DevReplicas = 8
 
-// TrustDomain is the SPIFFE trust domain of the development CA's
+// TrustDomain, the service's name, is the SPIFFE trust domain of the development CA's
 // identities: a replica's client certificate names it
-// spiffe://grpcworkshop.example/replica/NAME (ReplicaURI), which Accounts
+// spiffe://TRUST_DOMAIN/replica/NAME (ReplicaURI), which Accounts
 // requires for lease operations (lease ids NAME/…) and token lookups.
-const TrustDomain = "grpcworkshop.example"
+const TrustDomain = servicename.Name
 
 // ReplicaURI is replica name's identity, a URI SAN of its client
 // certificate (the format accounts.ReplicaName parses).
