@@ -260,10 +260,10 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	assert.Equal(t, "spiffe://example.org/replica/cache-1", cache1)
 
 	for _, c := range []struct{ owner, lease string }{
-		{"cache-replica", "cache-replica/1"},                  // a certificate naming no replica
+		{"cache-replica", "cache-replica/1"},         // a certificate naming no replica
 		{"spiffe://example.org/client/ops", "ops/1"}, // another kind of identity
-		{cache1, "cache-2/1"},                                 // another replica's lease
-		{cache1, "cache-1x/1"},                                // a name that only begins alike
+		{cache1, "cache-2/1"},                        // another replica's lease
+		{cache1, "cache-1x/1"},                       // a name that only begins alike
 	} {
 		_, err := svc.Lease(t.Context(), c.owner, c.lease, map[string]int64{"q7": 1}, nil)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
