@@ -22,7 +22,7 @@ echo "ok: cacheload drove 150 calls over three replicas with ring hash, no error
 T='Authorization: Bearer inconshreveable'
 expect "Cache console" curl -sf http://127.0.0.1:8080/
 expect '{"revision":"' curl -sf -X PUT --json '{"val":"cmVzdA=="}' -H "$T" http://127.0.0.1:8080/v1/keys/a%2Fb
-expect '{"val":"cmVzdA=="}' curl -sf -H "$T" http://127.0.0.1:8080/v1/keys/a%2Fb
+expect '{"val":"cmVzdA==","revision":"' curl -sf -H "$T" http://127.0.0.1:8080/v1/keys/a%2Fb
 expect '{"key":"a/b","val":"cmVzdA=="}' curl -sf -H "$T" http://127.0.0.1:8080/v1/keys
-expect '{"val":"cmVzdA=="}' curl -sf --json '{"key":"a/b"}' -H "$T" -H 'Connect-Protocol-Version: 1' http://127.0.0.1:8080/rpc.Cache/Get
+expect '{"val":"cmVzdA==","revision":"' curl -sf --json '{"key":"a/b"}' -H "$T" -H 'Connect-Protocol-Version: 1' http://127.0.0.1:8080/rpc.Cache/Get
 expect '"reason":"UNKNOWN_TOKEN"' curl -s -H 'Authorization: Bearer nobody' http://127.0.0.1:8080/v1/keys/gopher
