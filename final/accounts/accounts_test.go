@@ -44,12 +44,12 @@ func testLedger() (*Ledger, *clock) {
 }
 
 func reserve(l *Ledger, id string, max int64, dry bool) error {
-	_, err := l.Reserve(context.Background(), "", id, "t", max, 1, 0, dry)
+	_, err := l.Reserve(context.Background(), "", id, "t", max, 1, 1, 0, dry)
 	return err
 }
 
 func svcReserve(s *Service, id, tenant string, dry bool) error {
-	_, err := s.Reserve(context.Background(), "", id, tenant, 1, 0, dry)
+	_, err := s.Reserve(context.Background(), "", id, tenant, 1, 0, 0, dry)
 	return err
 }
 
@@ -146,7 +146,7 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	require.NoError(t, err)
 	_, err = l.Register(context.Background(), "cache-2", "b", nil, nil, limit)
 	require.NoError(t, err)
-	n, err := l.Reserve(context.Background(), "cache-2", "b", "t", 10, 3, 1, false)
+	n, err := l.Reserve(context.Background(), "cache-2", "b", "t", 10, 3, 1, 1, false)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "a quarter of the 6 left, at least one")
 	require.NoError(t, l.Close()) // as a kill -9 would: every change is on disk already
@@ -162,7 +162,7 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 0, admitted["t"])
 	assert.EqualValues(t, 5, l.Held("t"))
-	_, err = l.Reserve(context.Background(), "cache-2", "b", "t", 10, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "cache-2", "b", "t", 10, 1, 1, 1, false)
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument, "a duplicate of a request already granted")
 }
 
@@ -175,14 +175,14 @@ func TestAnInMemoryLedgerGrantsNothingDuringItsRecoveryGrace(t *testing.T) {
 	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, limit)
 	require.NoError(t, err, "replicas re-register during the grace")
 	assert.EqualValues(t, 2, admitted["t"])
-	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, 1, false)
 	require.ErrorIs(t, err, fault.ErrLedgerRecovering)
 	var fe *fault.Error
 	require.ErrorAs(t, err, &fe)
 	assert.Positive(t, fe.RetryAfter)
 
 	c.t = c.t.Add(time.Hour + time.Second)
-	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, 1, false)
 	require.NoError(t, err)
 }
 
@@ -191,7 +191,7 @@ func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 	limit := func(string) int64 { return 100 }
 	_, err := l.Register(context.Background(), "", "r", nil, nil, limit)
 	require.NoError(t, err)
-	n1, err := l.Reserve(context.Background(), "", "r", "t", 100, 8, 1, false)
+	n1, err := l.Reserve(context.Background(), "", "r", "t", 100, 8, 1, 1, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, n1)
 	// A report taken before grant 1 reached the replica: grant 1 stays counted.
@@ -200,14 +200,14 @@ func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2's answer is lost; the replica gives up on it (resolved 2)
 	// and reports 8 slots: grant 2 is no longer counted.
-	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 2, false)
+	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 1, 2, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 12, l.Held("t"))
 	_, err = l.Register(context.Background(), "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2 arriving late is refused: it was settled.
-	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 2, false)
+	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 1, 2, false)
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
 	assert.EqualValues(t, 8, l.Held("t"))
 }
@@ -219,7 +219,7 @@ func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
 	require.NoError(t, err)
 	var got []int64
 	for seq := int64(1); ; seq++ {
-		n, err := l.Reserve(context.Background(), "", "r", "t", 100, 64, seq, false)
+		n, err := l.Reserve(context.Background(), "", "r", "t", 100, 64, 1, seq, false)
 		if err != nil {
 			require.ErrorIs(t, err, fault.ErrQuotaExceeded)
 			break
@@ -241,7 +241,7 @@ func TestALeaseBelongsToTheIdentityThatCreatedIt(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, admitted["t"])
 	require.NoError(t, l.Release(context.Background(), "cache-2", "cache-1/x"))
-	_, err = l.Reserve(context.Background(), "cache-2", "cache-1/x", "t", 5, 1, 1, false)
+	_, err = l.Reserve(context.Background(), "cache-2", "cache-1/x", "t", 5, 1, 1, 1, false)
 	assert.Error(t, err)
 	assert.EqualValues(t, 5, l.Held("t"), "cache-1's slots are untouched")
 }
@@ -267,7 +267,7 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	} {
 		_, err := svc.Lease(t.Context(), c.owner, c.lease, map[string]int64{"q7": 1}, nil)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
-		_, err = svc.Reserve(t.Context(), c.owner, c.lease, "q7", 1, 0, false)
+		_, err = svc.Reserve(t.Context(), c.owner, c.lease, "q7", 1, 0, 0, false)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(svc.Release(t.Context(), c.owner, c.lease)))
 	}

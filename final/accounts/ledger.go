@@ -16,7 +16,7 @@ import (
 // etcd) before they return; an error means they may or may not have.
 type LedgerEngine interface {
 	Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error)
-	Reserve(ctx context.Context, owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error)
+	Reserve(ctx context.Context, owner, id, tenant string, max, count, least, seq int64, dryRun bool) (int64, error)
 	Release(ctx context.Context, owner, id string) error
 	// TTL is how long a lease outlives its last renewal.
 	TTL() time.Duration
@@ -249,13 +249,15 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 }
 
 // Reserve grants lease (owner, id) up to count slots of tenant (at least
-// one), never beyond max across all leases, and one at a time near it
-// (a quarter of what is left at most), so the last slots go to whichever
-// replica needs them. seq (from 1, one at a time per tenant and lease;
+// least, and one), never beyond max across all leases, and few at a time
+// near it (a quarter of what is left at most, or least), so the last
+// slots go to whichever replica needs them; when fewer than least are
+// free, it refuses. A tenant's byte budget (fault.BytesOf) is counted so,
+// in bytes. seq (from 1, one at a time per tenant and lease;
 // 0: not tracked) orders the replica's requests: one at or below what it
 // last reported as resolved is refused, so a late duplicate never counts.
-// A dry run only checks that a slot is free.
-func (l *Ledger) Reserve(_ context.Context, owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error) {
+// A dry run only checks that least are free.
+func (l *Ledger) Reserve(_ context.Context, owner, id, tenant string, max, count, least, seq int64, dryRun bool) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -268,8 +270,9 @@ func (l *Ledger) Reserve(_ context.Context, owner, id, tenant string, max, count
 	if !ok {
 		return 0, fault.NoLease(id)
 	}
+	least = maxInt(least, 1)
 	free := max - l.held[tenant]
-	if free <= 0 {
+	if free < least {
 		return 0, fault.OverQuota(tenant, max)
 	}
 	if dryRun {
@@ -283,7 +286,7 @@ func (l *Ledger) Reserve(_ context.Context, owner, id, tenant string, max, count
 		return 0, fault.BadField("seq", "request %d of tenant %q was already resolved", seq, tenant)
 	}
 	n := min(count, free/4)
-	n = min(free, maxInt(n, 1))
+	n = min(free, maxInt(n, least))
 	// A copy that may share Pending's array: appending leaves s's elements
 	// as they were, so s stands if the write fails.
 	next := *s

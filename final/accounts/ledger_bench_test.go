@@ -31,7 +31,7 @@ func BenchmarkReserve(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := range b.N {
-				if _, err := l.Reserve(context.Background(), "", "r", "t", 1<<40, 256, int64(i+1), false); err != nil {
+				if _, err := l.Reserve(context.Background(), "", "r", "t", 1<<40, 256, 1, int64(i+1), false); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -18,8 +18,8 @@ func (l Local) Account(_ context.Context, token string) (Account, error) {
 	return l.Service.Account(token)
 }
 
-func (l Local) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
-	return l.Service.Reserve(ctx, l.Owner, leaseID, tenant, count, seq, dryRun)
+func (l Local) Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (int64, error) {
+	return l.Service.Reserve(ctx, l.Owner, leaseID, tenant, count, least, seq, dryRun)
 }
 
 func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {

@@ -41,7 +41,9 @@ func (s *Service) SetDirectory(dir *Directory) { s.dir.Store(dir) }
 // Ledger exposes the key ledger (for tests and operators).
 func (s *Service) Ledger() LedgerEngine { return s.ledger }
 
-func (s *Service) maxOf(tenant string) int64 { return s.dir.Load().maxByTenant[tenant] }
+// maxOf is the limit of a name the ledger counts: a tenant's keys, or
+// its bytes (fault.BytesOf).
+func (s *Service) maxOf(name string) int64 { return s.dir.Load().max(name) }
 
 // Account returns the account of token.
 func (s *Service) Account(token string) (Account, error) {
@@ -55,10 +57,12 @@ func (s *Service) Account(token string) (Account, error) {
 	return acct, nil
 }
 
-// Reserve grants up to count slots (at least one) for new keys of tenant
-// under the lease (owner, leaseID); owner is the identity in the caller's
-// client certificate. A dry run only checks that one is free.
-func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error) {
+// Reserve grants up to count slots (at least least, and at least one)
+// for new keys of tenant under the lease (owner, leaseID), or, for the
+// name fault.BytesOf(tenant), bytes of its byte budget; owner is the
+// identity in the caller's client certificate. A dry run only checks that
+// least are free.
+func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, count, least, seq int64, dryRun bool) (granted int64, err error) {
 	switch {
 	case leaseID == "":
 		return 0, fault.BadField("lease_id", "lease_id is required")
@@ -66,13 +70,15 @@ func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, co
 		return 0, fault.BadField("tenant", "tenant is required")
 	case count < 0:
 		return 0, fault.BadField("count", "count must not be negative")
+	case least < 0:
+		return 0, fault.BadField("least", "least must not be negative")
 	case seq < 0:
 		return 0, fault.BadField("seq", "seq must not be negative")
 	}
 	if err := mayUse(owner, leaseID); err != nil {
 		return 0, err
 	}
-	return s.ledger.Reserve(ctx, owner, leaseID, tenant, s.maxOf(tenant), count, seq, dryRun)
+	return s.ledger.Reserve(ctx, owner, leaseID, tenant, s.maxOf(tenant), max(count, least, 1), max(least, 1), seq, dryRun)
 }
 
 // Lease (re)registers a replica's holdings under (owner, leaseID),

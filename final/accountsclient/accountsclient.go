@@ -62,22 +62,27 @@ func (c *Client) Account(ctx context.Context, token string) (accounts.Account, e
 		return accounts.Account{}, err
 	}
 	a := resp.GetAccount()
-	return accounts.Account{Tenant: a.GetTenant(), MaxCacheKeys: a.GetMaxCacheKeys()}, nil
+	return accounts.Account{Tenant: a.GetTenant(), MaxCacheKeys: a.GetMaxCacheKeys(), MaxCacheBytes: a.GetMaxCacheBytes()}, nil
 }
 
-// Reserve asks for up to count slots for new keys of tenant under the
-// lease and returns how many it got.
-func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+// Reserve asks for up to count slots for new keys of tenant (at least
+// least), or bytes of its byte budget (fault.BytesOf), under the lease and
+// returns how many it got.
+func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (int64, error) {
 	var resp *rpc.ReserveResp
 	err := c.bounded(ctx, func(ctx context.Context) (err error) {
-		resp, err = c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, Count: count, Seq: seq, DryRun: dryRun})
+		resp, err = c.rpc.Reserve(ctx, &rpc.ReserveReq{LeaseId: leaseID, Tenant: tenant, Count: count, Least: least, Seq: seq, DryRun: dryRun})
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
-	if resp.GetGranted() == 0 && !dryRun {
+	if resp.GetGranted() == 0 && !dryRun && least <= 1 {
 		return 1, nil // an Accounts from before blocks grants one slot and says nothing
+	}
+	if resp.GetGranted() < least && !dryRun {
+		// An Accounts from before byte budgets ignores least.
+		return 0, &fault.Error{Reason: fault.Internal, Err: fmt.Errorf("accounts granted %d of tenant %q, fewer than the %d asked at least: upgrade Accounts before the replicas", resp.GetGranted(), tenant, least)}
 	}
 	return resp.GetGranted(), nil
 }

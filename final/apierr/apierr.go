@@ -143,11 +143,16 @@ func fromFault(e *fault.Error) *status.Status {
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: msg}},
 		})
 	case fault.QuotaExceeded:
-		md["subject"], md["limit"] = e.Subject, strconv.FormatInt(e.Limit, 10)
+		quota, unit := fault.MaxCacheKeys, " keys"
+		if e.Quota == fault.MaxCacheBytes {
+			quota, unit = fault.MaxCacheBytes, " bytes"
+		}
+		md["subject"], md["limit"], md["quota"] = e.Subject, strconv.FormatInt(e.Limit, 10), quota
 		details = append(details, &errdetails.QuotaFailure{
 			Violations: []*errdetails.QuotaFailure_Violation{{
 				Subject:     e.Subject,
-				Description: "at most " + strconv.FormatInt(e.Limit, 10) + " keys across all replicas",
+				Description: "at most " + strconv.FormatInt(e.Limit, 10) + unit + " across all replicas",
+				QuotaId:     quota,
 			}},
 		})
 	case fault.RateLimited:
@@ -215,7 +220,7 @@ func FromAccounts(err error) error {
 		switch r := fault.Reason(ei.Reason); r {
 		case fault.UnknownToken, fault.QuotaExceeded, fault.LeaseNotFound:
 			limit, _ := strconv.ParseInt(ei.Metadata["limit"], 10, 64)
-			return &fault.Error{Reason: r, Msg: st.Message(), Subject: ei.Metadata["subject"], Limit: limit, Field: ei.Metadata["field"]}
+			return &fault.Error{Reason: r, Msg: st.Message(), Subject: ei.Metadata["subject"], Limit: limit, Quota: ei.Metadata["quota"], Field: ei.Metadata["field"]}
 		case fault.LedgerRecovering:
 			d, _ := RetryDelay(err)
 			return &fault.Error{Reason: r, Msg: st.Message(), RetryAfter: d}

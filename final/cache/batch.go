@@ -41,10 +41,12 @@ func (c *Cache) GetMany(tenant string, keys []string, found func(i int, val []by
 // StoreMany stores items for tenant in order, after CheckBatch, each on its
 // own: an item that fails (a bad key, a value too large, no quota left)
 // does not stop the others, and done learns each item's outcome. So a
-// batch that goes over the quota stores what fits: overwrites, and new
-// keys while slots last. A dry run checks every item and whether the
-// tenant has a free slot for its new keys, asking Accounts once for the
-// batch; it does not count how many slots are free.
+// batch that goes over the quota (of keys or bytes) stores what fits:
+// overwrites that fit, and new keys while slots and bytes last. A dry run
+// checks every item and whether the tenant has a free slot for its new
+// keys (asking Accounts once for the batch) and the bytes each item needs
+// (once for the largest; item by item only when that is refused); it
+// does not count how many slots or bytes are free for the batch together.
 func (c *Cache) StoreMany(ctx context.Context, tenant string, items []Item, dryRun bool, done func(i int, err error)) error {
 	size := 0
 	for _, it := range items {
@@ -73,27 +75,46 @@ var errNotChecked = errors.New("quota not checked yet")
 func (c *Cache) checkMany(ctx context.Context, tenant string, items []Item, done func(i int, err error)) {
 	t := c.store.tenant(tenant)
 	errs := make([]error, len(items))
-	needQuota := false
+	shorts := make([]lack, len(items))
+	needKey, mostBytes := false, int64(0)
 	for i, it := range items {
 		err := c.checkItem(it.Key, it.Val)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		switch fits, err := t.fits(&write{ctx: ctx, key: it.Key, fence: c.quota.fence}); {
+		switch short, err := t.fits(&write{ctx: ctx, key: it.Key, val: it.Val, fence: c.quota.fence}); {
 		case err != nil:
 			errs[i] = err
-		case !fits:
-			errs[i], needQuota = errNotChecked, true
+		case !short.none():
+			errs[i], shorts[i] = errNotChecked, short
+			needKey = needKey || short.key
+			mostBytes = max(mostBytes, short.bytes)
 		}
 	}
-	var quota error
-	if needQuota {
-		quota = c.quota.check(ctx, tenant)
+	var keysErr error
+	if needKey {
+		keysErr = c.quota.check(ctx, tenant, lack{key: true})
+	}
+	bytesErr := map[int64]error{} // bytes needed -> Accounts' answer
+	if mostBytes > 0 {
+		bytesErr[mostBytes] = c.quota.check(ctx, tenant, lack{bytes: mostBytes})
 	}
 	for i, err := range errs {
 		if err == errNotChecked {
-			err = quota
+			short := shorts[i]
+			err = nil
+			if short.key {
+				err = keysErr
+			}
+			if err == nil && short.bytes > 0 && bytesErr[mostBytes] != nil {
+				e, asked := bytesErr[short.bytes]
+				if !asked {
+					e = c.quota.check(ctx, tenant, lack{bytes: short.bytes})
+					bytesErr[short.bytes] = e
+				}
+				err = e
+			}
 		}
 		done(i, err)
 	}

@@ -20,10 +20,12 @@ import (
 // Authority is what the cache asks of Accounts (final/accountsclient over
 // gRPC, or the accounts package in process). Its errors are fault errors.
 type Authority interface {
-	// Reserve grants up to count slots (at least one) for new keys of
-	// tenant under the lease; seq numbers the lease's reservations for the
-	// tenant (from 1, one at a time). A dry run only checks, and grants 0.
-	Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (granted int64, err error)
+	// Reserve grants up to count slots (at least least, and one) for new
+	// keys of tenant under the lease, or, for the name
+	// fault.BytesOf(tenant), bytes of its byte budget; seq numbers the
+	// lease's reservations for the name (from 1, one at a time). A dry run
+	// only checks that least are free, and grants 0.
+	Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (granted int64, err error)
 	// Lease reports the replica's holdings (and, per tenant, the last
 	// reservation they include), renewing the lease, and returns how many
 	// slots of each tenant it keeps and the lease's TTL at Accounts (the
@@ -157,7 +159,9 @@ func (c Cond) check(key string, rev int64, exists bool) error {
 }
 
 // Store sets key to val for tenant; a new key takes a slot of the tenant's
-// quota. A dry run checks everything and changes nothing. val is copied.
+// quota, and its bytes (len(key) + len(val)) or an overwrite's growth
+// bytes of its byte quota. A dry run checks everything and changes
+// nothing. val is copied.
 func (c *Cache) Store(ctx context.Context, tenant, key string, val []byte, dryRun bool) error {
 	_, err := c.StoreIf(ctx, tenant, key, val, Cond{}, dryRun)
 	return err
@@ -177,11 +181,11 @@ func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, con
 	t := c.store.tenant(tenant)
 	w := &write{ctx: ctx, key: key, val: val, cond: cond, fence: c.quota.fence}
 	if dryRun {
-		fits, err := t.fits(w)
-		if err != nil || fits {
+		short, err := t.fits(w)
+		if err != nil || short.none() {
 			return 0, err
 		}
-		return 0, c.quota.check(ctx, tenant)
+		return 0, c.quota.check(ctx, tenant, short)
 	}
 	w.val = bytes.Clone(val) // the caller's buffer is not ours to keep
 	if done, rev, err := t.apply(w); done {

@@ -120,9 +120,9 @@ type counting struct {
 	reserves atomic.Int64
 }
 
-func (c *counting) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+func (c *counting) Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (int64, error) {
 	c.reserves.Add(1)
-	return c.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+	return c.Local.Reserve(ctx, leaseID, tenant, count, least, seq, dryRun)
 }
 
 func TestConcurrentStoresOfTheSameNewKeyLeakNoSlots(t *testing.T) {
@@ -160,7 +160,7 @@ func TestNewKeysReserveInBlocksAndSpareSlotsGoBackWithReports(t *testing.T) {
 	assert.EqualValues(t, keys, acc.Ledger().Held("t"), "unused slots are back at Accounts")
 	before := auth.reserves.Load()
 	require.NoError(t, c.Store(ctxT(t), "t", "one-more", nil, false))
-	assert.Equal(t, before+1, auth.reserves.Load())
+	assert.Equal(t, before+2, auth.reserves.Load(), "one slot, and the bytes of the key")
 	assert.EqualValues(t, keys+1, acc.Ledger().Held("t"), "after a quiet period, one slot at a time again")
 }
 
@@ -184,12 +184,12 @@ type gated struct {
 	open    chan struct{}
 }
 
-func (g *gated) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+func (g *gated) Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (int64, error) {
 	if tenant == "slow" {
 		g.entered <- struct{}{}
 		<-g.open
 	}
-	return g.Local.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+	return g.Local.Reserve(ctx, leaseID, tenant, count, least, seq, dryRun)
 }
 
 func TestNoLockIsHeldAcrossAReservation(t *testing.T) {
@@ -355,4 +355,67 @@ func TestDryRunsAtTheQuotaAskAccountsOnce(t *testing.T) {
 	periods := int64(time.Since(start)/refusalTTL) + 1
 	assert.LessOrEqual(t, auth.reserves.Load()-before, periods, "one question per refusalTTL, not one per dry run")
 	assert.EqualValues(t, 1, acc.Ledger().Held("t"), "dry runs reserve nothing")
+}
+
+// Issue 24 item 5: a tenant's bytes are held across replicas as its keys
+// are, and a Store beyond max_cache_bytes is refused with a QuotaExceeded
+// naming max_cache_bytes; overwrites with smaller values give bytes back.
+func TestByteQuotaHoldsAcrossReplicas(t *testing.T) {
+	const cap = 10 << 10
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 1000, MaxCacheBytes: cap}}), time.Hour)
+	a := New(accounts.Local{Service: acc}, "a", Limits{}, quiet)
+	b := New(accounts.Local{Service: acc}, "b", Limits{}, quiet)
+	val := make([]byte, 1<<10-2) // with a 2-byte key: 1 KiB an item
+	for i := range 10 {
+		require.NoError(t, a.Store(ctxT(t), "t", fmt.Sprint("k", i), val, false))
+	}
+	err := a.Store(ctxT(t), "t", "kA", val, false)
+	require.ErrorIs(t, err, fault.ErrQuotaExceeded)
+	var fe *fault.Error
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, fault.MaxCacheBytes, fe.Quota)
+	assert.EqualValues(t, cap, fe.Limit)
+	assert.Equal(t, "tenant:t", fe.Subject)
+	require.ErrorIs(t, b.Store(ctxT(t), "t", "kB", val, false), fault.ErrQuotaExceeded, "another replica has none of the bytes either")
+	require.ErrorIs(t, b.Store(ctxT(t), "t", "kB", val, true), fault.ErrQuotaExceeded, "nor does a dry run")
+	require.ErrorIs(t, a.Store(ctxT(t), "t", "k0", append(val, 'x'), false), fault.ErrQuotaExceeded, "an overwrite may not grow past it")
+	assert.EqualValues(t, cap, a.Data().Bytes("t"))
+
+	// Half the values shrink to nothing: their bytes go back with a report.
+	for i := range 5 {
+		require.NoError(t, a.Store(ctxT(t), "t", fmt.Sprint("k", i), nil, false))
+	}
+	require.NoError(t, a.Quota().Report(ctxT(t)))
+	require.NoError(t, a.Quota().Report(ctxT(t)))
+	assert.EqualValues(t, a.Data().Bytes("t"), acc.Ledger().Held(fault.BytesOf("t")))
+	for i := range 4 {
+		require.NoError(t, b.Store(ctxT(t), "t", fmt.Sprint("b", i), val, false), "freed bytes are usable on another replica")
+	}
+	require.NoError(t, b.Quota().Report(ctxT(t)))
+	assert.LessOrEqual(t, acc.Ledger().Held(fault.BytesOf("t")), int64(cap))
+
+	// StoreMany stores what fits and refuses the rest, item by item.
+	var errs []error
+	items := []Item{{"m1", val}, {"m2", val}, {"m3", val}}
+	require.NoError(t, b.StoreMany(ctxT(t), "t", items, false, func(_ int, err error) { errs = append(errs, err) }))
+	require.Len(t, errs, 3)
+	stored := 0
+	for _, err := range errs {
+		if err == nil {
+			stored++
+		} else {
+			assert.ErrorIs(t, err, fault.ErrQuotaExceeded)
+		}
+	}
+	assert.Less(t, stored, 3, "the batch does not go past the byte cap")
+	assert.LessOrEqual(t, a.Data().Bytes("t")+b.Data().Bytes("t"), int64(cap))
+}
+
+func TestTenantsWithoutAByteCapStoreAsBefore(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 10}}), time.Hour)
+	c := New(accounts.Local{Service: acc}, "a", Limits{}, quiet)
+	for i := range 10 {
+		require.NoError(t, c.Store(ctxT(t), "t", fmt.Sprint("k", i), make([]byte, 1<<20), false))
+	}
+	assert.ErrorIs(t, c.Store(ctxT(t), "t", "k10", nil, false), fault.ErrQuotaExceeded)
 }

@@ -20,11 +20,12 @@ const maxBlock = 256
 // even when the Store that started it has gone.
 const reserveTimeout = 5 * time.Second
 
-// Quota keeps a tenant under max_cache_keys across all replicas: this
-// replica reserves slots from Accounts, the authority, for the new keys it
-// stores, in blocks sized to demand, and holds them under a lease that it
-// renews by reporting its holdings; spare slots go back with the report.
-// Overwrites and Gets need no remote call, and no lock is held across one
+// Quota keeps a tenant under max_cache_keys and max_cache_bytes across all
+// replicas: this replica reserves slots from Accounts, the authority, for
+// the new keys it stores, and bytes for what they and growing overwrites
+// store, in blocks sized to demand, and holds them under a lease that it
+// renews by reporting its holdings; spare slots and bytes go back with the
+// report. Overwrites that do not grow and Gets need no remote call, and no lock is held across one
 // except reportMu, which only reports take (they must reach Accounts in
 // order).
 type Quota struct {
@@ -32,9 +33,10 @@ type Quota struct {
 	id       string
 	store    *Store
 	log      *slog.Logger
-	// refused is, per tenant, Accounts' last QuotaExceeded to a dry run
-	// and until when a dry run gets it again without asking (refusalTTL).
-	refused sync.Map // tenant -> refusal
+	// refused is, per tenant (and per byte budget, fault.BytesOf),
+	// Accounts' last QuotaExceeded to a dry run and until when a dry run
+	// gets it again without asking (refusalTTL).
+	refused sync.Map // name -> refusal
 
 	reportMu sync.Mutex
 	// registered is written under reportMu but read without it: a report
@@ -74,6 +76,8 @@ type flight struct {
 	done  chan struct{}
 	seq   int64
 	count int64
+	least int64 // the fewest the Store that started it can use
+	bytes bool  // of the tenant's byte budget, not its slots
 	err   error // set before done closes
 }
 
@@ -118,8 +122,8 @@ func (q *Quota) ValidFor() time.Duration {
 // LeaseID is the lease this replica holds its slots under.
 func (q *Quota) LeaseID() string { return q.id }
 
-// storeNew applies w to tenant, reserving slots when no spare one is at
-// hand.
+// storeNew applies w to tenant, reserving a slot or bytes when the spare
+// ones do not cover it.
 func (q *Quota) storeNew(ctx context.Context, tenant string, t *tenantData, w *write) (int64, error) {
 	renewed := false
 	for {
@@ -164,7 +168,11 @@ func (q *Quota) fly(ctx context.Context, tenant string, t *tenantData, f *flight
 		t.settle(f, 0, err)
 		return
 	}
-	granted, err := q.accounts.Reserve(rctx, q.id, tenant, f.count, f.seq, false)
+	name := tenant
+	if f.bytes {
+		name = fault.BytesOf(tenant)
+	}
+	granted, err := q.accounts.Reserve(rctx, q.id, name, f.count, f.least, f.seq, false)
 	if err != nil {
 		granted = 0
 	}
@@ -179,33 +187,47 @@ const refusalTTL = time.Second
 
 type refusal struct {
 	until time.Time
+	least int64 // what was asked: asking as much or more is refused too
 	err   error
 }
 
-// check is a dry run of a new key: would a slot be granted? It never
-// reserves, and a tenant Accounts just refused is refused from memory.
-func (q *Quota) check(ctx context.Context, tenant string) error {
-	if r, ok := q.refused.Load(tenant); ok && time.Now().Before(r.(refusal).until) {
+// check is a dry run of a Store that needs short beyond what the replica
+// holds: would a slot, and the bytes, be granted? It never reserves, and
+// a tenant Accounts just refused is refused from memory.
+func (q *Quota) check(ctx context.Context, tenant string, short lack) error {
+	if short.key {
+		if err := q.checkOne(ctx, tenant, 1); err != nil {
+			return err
+		}
+	}
+	if short.bytes > 0 {
+		return q.checkOne(ctx, fault.BytesOf(tenant), short.bytes)
+	}
+	return nil
+}
+
+func (q *Quota) checkOne(ctx context.Context, name string, least int64) error {
+	if r, ok := q.refused.Load(name); ok && time.Now().Before(r.(refusal).until) && least >= r.(refusal).least {
 		return r.(refusal).err
 	}
-	err := q.checkRemote(ctx, tenant)
+	err := q.checkRemote(ctx, name, least)
 	if errors.Is(err, fault.ErrQuotaExceeded) {
-		q.refused.Store(tenant, refusal{until: time.Now().Add(refusalTTL), err: err})
+		q.refused.Store(name, refusal{until: time.Now().Add(refusalTTL), least: least, err: err})
 	}
 	return err
 }
 
-func (q *Quota) checkRemote(ctx context.Context, tenant string) error {
+func (q *Quota) checkRemote(ctx context.Context, name string, least int64) error {
 	if err := q.register(ctx); err != nil {
 		return err
 	}
 	reports := q.reports.Load()
-	_, err := q.accounts.Reserve(ctx, q.id, tenant, 1, 0, true)
+	_, err := q.accounts.Reserve(ctx, q.id, name, least, least, 0, true)
 	if errors.Is(err, fault.ErrLeaseNotFound) {
 		if err := q.reregister(ctx, reports); err != nil {
 			return err
 		}
-		_, err = q.accounts.Reserve(ctx, q.id, tenant, 1, 0, true)
+		_, err = q.accounts.Reserve(ctx, q.id, name, least, least, 0, true)
 	}
 	return err
 }
@@ -259,7 +281,7 @@ func (q *Quota) reportLocked(ctx context.Context) error {
 	q.registered.Store(true)
 	q.reports.Add(1)
 	if n := q.store.trim(holdings, admitted); n > 0 {
-		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots of", "dropped", n)
+		q.log.Warn("lease had lapsed: dropped keys other replicas took the slots or bytes of", "dropped", n)
 	}
 	// Only now, with the keys Accounts no longer admits dropped, does the
 	// replica serve its keys again.

@@ -1,21 +1,44 @@
 package cache
 
-import "context"
+import (
+	"context"
 
-// The replica's side of each tenant's quota: slots reserved from Accounts
-// in blocks, spent by new keys, returned with lease reports. It lives
+	"grpcworkshop.example/final/fault"
+)
+
+// The replica's side of each tenant's quota: slots and bytes reserved from
+// Accounts in blocks, spent by Stores, returned with lease reports. It lives
 // under the tenant's lock, next to the keys it pays for.
 
-// tenantQuota is one tenant's slots on this replica. Guarded by the
-// tenant's mu.
+// tenantQuota is one tenant's quota on this replica: its key slots and
+// its byte budget, each reserved from Accounts in blocks and spent by
+// Stores. Guarded by the tenant's mu.
 type tenantQuota struct {
-	spare    int64   // slots reserved from Accounts, not used yet
-	used     int64   // slots taken by new keys since the last report
-	block    int64   // how many slots the next reservation asks for
+	keys  budget // slots: one per key
+	bytes budget // bytes: len(key) + len(value) of each key
+}
+
+// budget is one of a tenant's quotas on this replica.
+type budget struct {
+	spare    int64   // reserved from Accounts, not used yet
+	used     int64   // taken by Stores since the last report
+	block    int64   // how many the next reservation asks for
 	seq      int64   // the last reservation sent (one at a time)
 	resolved int64   // the last reservation settled: granted, refused or given up
-	flight   *flight // the reservation in flight, which new keys wait for
+	flight   *flight // the reservation in flight, which Stores wait for
 }
+
+// maxByteBlock bounds how many bytes one reservation asks for.
+const maxByteBlock = 64 << 20
+
+// lack is what a write needs beyond what the replica holds: a key slot,
+// and bytes.
+type lack struct {
+	key   bool
+	bytes int64
+}
+
+func (l lack) none() bool { return !l.key && l.bytes <= 0 }
 
 // write is one Store as it reaches the tenant's lock: whether it is still
 // wanted (its context), allowed (the replica's lease, the condition), and
@@ -28,31 +51,38 @@ type write struct {
 	fence func() error // the replica's own lease (Quota.fence)
 }
 
-// put applies w if it needs no new slot: the key exists already, or a
-// spare slot is at hand. Otherwise it returns the reservation in flight to
-// wait for, or starts one (start true): the caller then reserves and
-// settles it. With no flight, w was applied (rev) or refused (err).
+// put applies w if it needs nothing from Accounts: the key exists and
+// its value does not grow beyond the spare bytes, or a spare slot and
+// enough spare bytes are at hand. Otherwise it returns the reservation in
+// flight to wait for (a slot first, then bytes), or starts one (start
+// true): the caller then reserves and settles it. With no flight, w was
+// applied (rev) or refused (err).
 func (t *tenantData) put(w *write) (rev int64, f *flight, start bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if done, rev, err := t.applyLocked(w); done {
+	done, rev, short, err := t.applyLocked(w)
+	if done {
 		return rev, nil, false, err
 	}
-	q := &t.q
-	if q.flight != nil {
-		return 0, q.flight, false, nil
+	b, least, isBytes := &t.q.keys, int64(1), false
+	if !short.key {
+		b, least, isBytes = &t.q.bytes, short.bytes, true
 	}
-	q.seq++
-	q.flight = &flight{done: make(chan struct{}), seq: q.seq, count: max(q.block, 1)}
-	return 0, q.flight, true, nil
+	if b.flight != nil {
+		return 0, b.flight, false, nil
+	}
+	b.seq++
+	b.flight = &flight{done: make(chan struct{}), seq: b.seq, count: max(b.block, least), least: least, bytes: isBytes}
+	return 0, b.flight, true, nil
 }
 
-// apply applies w if it needs no new slot: the hot path (an overwrite),
-// which needs nothing from the quota.
+// apply applies w if it needs nothing from Accounts: the hot path (an
+// overwrite that does not grow past the spare bytes).
 func (t *tenantData) apply(w *write) (done bool, rev int64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.applyLocked(w)
+	done, rev, _, err = t.applyLocked(w)
+	return done, rev, err
 }
 
 // applyLocked is the one place a Store takes effect, under the tenant's
@@ -61,80 +91,123 @@ func (t *tenantData) apply(w *write) (done bool, rev int64, err error) {
 // condition no longer holds. Writes to a key thus take effect in the order
 // of this lock, and a write the caller abandoned before a later one was
 // applied never lands on top of it (see "Writes to a key" in the design
-// notes). done is false when the key is new and no spare slot is at hand.
-func (t *tenantData) applyLocked(w *write) (done bool, rev int64, err error) {
+// notes). done is false when the write needs a slot or bytes the replica
+// does not hold (short). An overwrite with a smaller value frees bytes to
+// the spare ones, which the next report gives back.
+func (t *tenantData) applyLocked(w *write) (done bool, rev int64, short lack, err error) {
 	if err := w.ctx.Err(); err != nil {
-		return true, 0, err
+		return true, 0, lack{}, err
 	}
 	if err := w.fence(); err != nil {
-		return true, 0, err
+		return true, 0, lack{}, err
 	}
 	i, exists := t.index[w.key]
 	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
-		return true, 0, err
+		return true, 0, lack{}, err
 	}
+	if short = t.lacks(w, i, exists); !short.none() {
+		return false, 0, short, nil
+	}
+	q := &t.q
 	if exists {
 		e := t.at(i)
+		grow := int64(len(w.val) - len(e.val))
+		q.bytes.spare -= grow
+		q.bytes.used += max(grow, 0)
+		t.size += grow
 		e.val, e.rev = w.val, t.nextRev()
-		return true, e.rev, nil
+		return true, e.rev, lack{}, nil
 	}
-	if q := &t.q; q.spare > 0 {
-		q.spare--
-		q.used++
-		return true, t.insert(w.key, w.val), nil
-	}
-	return false, 0, nil
+	size := itemSize(w.key, w.val)
+	q.keys.spare--
+	q.keys.used++
+	q.bytes.spare -= size
+	q.bytes.used += size
+	return true, t.insert(w.key, w.val), lack{}, nil
 }
 
-// fits says whether w could be applied without a new slot, and checks the
-// replica's lease and w's condition (dry run).
-func (t *tenantData) fits(w *write) (bool, error) {
+// itemSize is what an item counts against the tenant's byte quota.
+func itemSize(key string, val []byte) int64 { return int64(len(key) + len(val)) }
+
+// lacks is what w needs beyond the tenant's spare slots and bytes. Caller
+// holds mu.
+func (t *tenantData) lacks(w *write, i int32, exists bool) lack {
+	q := &t.q
+	if exists {
+		return lack{bytes: int64(len(w.val)-len(t.at(i).val)) - q.bytes.spare}
+	}
+	return lack{key: q.keys.spare <= 0, bytes: itemSize(w.key, w.val) - q.bytes.spare}
+}
+
+// fits says what w needs beyond what the replica holds (nothing: it would
+// be applied without asking Accounts), and checks the replica's lease and
+// w's condition (dry run).
+func (t *tenantData) fits(w *write) (lack, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if err := w.fence(); err != nil {
-		return false, err
+		return lack{}, err
 	}
-	_, exists := t.index[w.key]
+	i, exists := t.index[w.key]
 	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
-		return false, err
+		return lack{}, err
 	}
-	return exists || t.q.spare > 0, nil
+	return t.lacks(w, i, exists), nil
 }
 
-// settle ends the reservation in flight: its slots become spare, and the
-// next one may ask for more (sustained demand doubles the block).
+// settle ends the reservation in flight: what it granted becomes spare,
+// and the next one may ask for more (sustained demand doubles the block).
 func (t *tenantData) settle(f *flight, granted int64, err error) {
 	t.mu.Lock()
-	q := &t.q
-	q.flight = nil
-	q.resolved = f.seq
-	q.spare += granted
+	b, limit := &t.q.keys, int64(maxBlock)
+	if f.bytes {
+		b, limit = &t.q.bytes, maxByteBlock
+	}
+	b.flight = nil
+	b.resolved = f.seq
+	b.spare += granted
 	if err == nil {
-		q.block = min(max(q.block, 1)*2, maxBlock)
+		b.block = min(max(b.block, f.count, 1)*2, limit)
 	}
 	t.mu.Unlock()
 	f.err = err
 	close(f.done)
 }
 
+// settleReport sizes the next block to the demand since the last report
+// and keeps only as many spare as that demand: the rest goes back to
+// Accounts with the report.
+func (b *budget) settleReport(limit int64) {
+	b.spare = min(b.spare, b.used)
+	b.block = min(max(b.used, 1), limit)
+	b.used = 0
+}
+
 // report is what a lease report says of each tenant: slots held (keys and
-// spare ones) and the last reservation settled. Spare slots beyond what new
-// keys took since the last report go back to Accounts with it, and the
-// next block is sized to that demand.
+// spare ones), bytes held (its keys' bytes and spare ones, under
+// fault.BytesOf(tenant)), and the last reservation settled of each. Spare
+// slots and bytes beyond what Stores took since the last report go back
+// to Accounts with it, and the next blocks are sized to that demand.
 func (s *Store) report() (holdings, resolved map[string]int64) {
 	holdings, resolved = map[string]int64{}, map[string]int64{}
 	s.tenants.Range(func(k, v any) bool {
 		t := v.(*tenantData)
+		name, bytesName := k.(string), fault.BytesOf(k.(string))
 		t.mu.Lock()
 		q := &t.q
-		q.spare = min(q.spare, q.used)
-		q.block = min(max(q.used, 1), maxBlock)
-		q.used = 0
-		if n := int64(t.count()) + q.spare; n > 0 {
-			holdings[k.(string)] = n
+		q.keys.settleReport(maxBlock)
+		q.bytes.settleReport(maxByteBlock)
+		if n := int64(t.count()) + q.keys.spare; n > 0 {
+			holdings[name] = n
 		}
-		if q.resolved > 0 {
-			resolved[k.(string)] = q.resolved
+		if q.keys.resolved > 0 {
+			resolved[name] = q.keys.resolved
+		}
+		if n := t.size + q.bytes.spare; n > 0 {
+			holdings[bytesName] = n
+		}
+		if q.bytes.resolved > 0 {
+			resolved[bytesName] = q.bytes.resolved
 		}
 		t.mu.Unlock()
 		return true
@@ -142,23 +215,44 @@ func (s *Store) report() (holdings, resolved map[string]int64) {
 	return holdings, resolved
 }
 
-// trim drops the slots Accounts did not admit (reported minus admitted):
-// spare slots first, then the newest keys. Counting from what was reported
-// keeps slots granted since the report. It returns how many keys went.
+// trim drops the slots and bytes Accounts did not admit (reported minus
+// admitted): spare ones first, then the newest keys, until both fit.
+// Counting from what was reported keeps what was granted since the report.
+// It returns how many keys went.
 func (s *Store) trim(reported, admitted map[string]int64) int {
-	dropped := 0
-	for tenant, n := range reported {
-		excess := n - admitted[tenant]
-		t := s.lookup(tenant)
-		if excess <= 0 || t == nil {
+	type over struct{ keys, bytes int64 }
+	excess := map[string]over{} // tenant -> slots and bytes to drop
+	for name, n := range reported {
+		d := n - admitted[name]
+		if d <= 0 {
 			continue
 		}
+		tenant, isBytes := fault.BytesTenant(name)
+		e := excess[tenant]
+		if isBytes {
+			e.bytes = d
+		} else {
+			e.keys = d
+		}
+		excess[tenant] = e
+	}
+	dropped := 0
+	for tenant, e := range excess {
+		t := s.lookup(tenant)
+		if t == nil {
+			continue
+		}
+		keys, bytes := e.keys, e.bytes
 		t.mu.Lock()
-		fromSpare := min(excess, t.q.spare)
-		t.q.spare -= fromSpare
-		excess -= fromSpare
-		for ; excess > 0 && t.count() > 0; excess-- {
-			t.removeNewest()
+		fromSpare := min(keys, t.q.keys.spare)
+		t.q.keys.spare -= fromSpare
+		keys -= fromSpare
+		fromSpare = min(bytes, t.q.bytes.spare)
+		t.q.bytes.spare -= fromSpare
+		bytes -= fromSpare
+		for (keys > 0 || bytes > 0) && t.count() > 0 {
+			bytes -= t.removeNewest()
+			keys--
 			dropped++
 		}
 		t.mu.Unlock()
@@ -174,5 +268,29 @@ func (s *Store) Spare(tenant string) int64 {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.q.spare
+	return t.q.keys.spare
+}
+
+// SpareBytes is how many reserved bytes of tenant this replica holds
+// unused.
+func (s *Store) SpareBytes(tenant string) int64 {
+	t := s.lookup(tenant)
+	if t == nil {
+		return 0
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.q.bytes.spare
+}
+
+// Bytes is how many bytes (len(key) + len(value) of each item) tenant
+// holds on this replica.
+func (s *Store) Bytes(tenant string) int64 {
+	t := s.lookup(tenant)
+	if t == nil {
+		return 0
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.size
 }

@@ -20,6 +20,7 @@ type tenantData struct {
 	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
 	items [][]entry        // in insertion order, in blocks of orderBlock
 	q     tenantQuota      // the replica's side of the tenant's quota (slots.go)
+	size  int64            // len(key) + len(value) of every item: what the byte quota counts
 	// rev is the last revision given to a write of this tenant: every
 	// write takes the next, so a key's revision changes with every write
 	// and never repeats while the replica runs. It starts at the wall
@@ -128,6 +129,7 @@ func (t *tenantData) insert(key string, val []byte) int64 {
 		b = grown
 	}
 	rev := t.nextRev()
+	t.size += itemSize(key, val)
 	t.index[key] = int32(len(t.index))
 	t.items[n-1] = append(b, entry{key: key, val: val, rev: rev})
 	return rev
@@ -136,16 +138,19 @@ func (t *tenantData) insert(key string, val []byte) int64 {
 // at is the item stored i-th; i < len(t.index).
 func (t *tenantData) at(i int32) *entry { return &t.items[i/orderBlock][i%orderBlock] }
 
-// removeNewest drops the item stored last.
-func (t *tenantData) removeNewest() {
+// removeNewest drops the item stored last and returns its size.
+func (t *tenantData) removeNewest() int64 {
 	n := len(t.items)
 	b := t.items[n-1]
+	size := itemSize(b[len(b)-1].key, b[len(b)-1].val)
+	t.size -= size
 	delete(t.index, b[len(b)-1].key)
 	b[len(b)-1] = entry{} // the block keeps no reference to the dropped item
 	t.items[n-1] = b[:len(b)-1]
 	if len(b) == 1 {
 		t.items = t.items[:n-1]
 	}
+	return size
 }
 
 // Item is one key and value.

@@ -7,6 +7,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,7 @@ const (
 	NotFound            Reason = "NOT_FOUND"            // something else not found, said by gRPC's own services (health: an unknown service)
 	Unauthenticated     Reason = "UNAUTHENTICATED"      // missing or malformed bearer token
 	UnknownToken        Reason = "UNKNOWN_TOKEN"        // a well-formed token no account has
-	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a new key beyond the tenant's max_cache_keys
+	QuotaExceeded       Reason = "QUOTA_EXCEEDED"       // a Store beyond the tenant's max_cache_keys or max_cache_bytes (Quota says which)
 	RateLimited         Reason = "RATE_LIMITED"         // over a rate limit; RetryInfo says when to retry
 	TooLarge            Reason = "TOO_LARGE"            // a request body over the HTTP listener's limit
 	LeaseNotFound       Reason = "LEASE_NOT_FOUND"      // Accounts to a replica: the lease lapsed, report again
@@ -48,8 +49,10 @@ type Error struct {
 	// Subject is what a limit applies to: "tenant:NAME" (QuotaExceeded) or
 	// the rate limit's scope (RateLimited).
 	Subject string
-	// Limit is the quota that was reached (QuotaExceeded).
+	// Limit is the quota that was reached (QuotaExceeded), and Quota its
+	// name: "max_cache_keys" or "max_cache_bytes".
 	Limit int64
+	Quota string
 	// RetryAfter is when a retry may succeed (RateLimited, LedgerRecovering,
 	// ReplicaFenced).
 	RetryAfter time.Duration
@@ -119,11 +122,37 @@ func NoAccount() error {
 	return &Error{Reason: UnknownToken, Msg: "unknown account token"}
 }
 
-// OverQuota refuses a new key: the tenant's keys across all replicas would
-// exceed max.
-func OverQuota(tenant string, max int64) error {
+// The quotas a tenant has, as QuotaFailure and ErrorInfo name them.
+const (
+	MaxCacheKeys  = "max_cache_keys"
+	MaxCacheBytes = "max_cache_bytes"
+)
+
+// bytesSuffix makes a tenant's name the name of its byte budget in the
+// quota ledger, which counts it as it counts the tenant's key slots (a
+// NUL byte: no tenant name has one).
+const bytesSuffix = "\x00bytes"
+
+// BytesOf is the ledger's name of tenant's byte budget.
+func BytesOf(tenant string) string { return tenant + bytesSuffix }
+
+// BytesTenant is the tenant whose byte budget name is, or false when name
+// is a tenant's key slots.
+func BytesTenant(name string) (string, bool) {
+	return strings.CutSuffix(name, bytesSuffix)
+}
+
+// OverQuota refuses a Store: the tenant's keys (or, for the name
+// BytesOf(tenant), its bytes) across all replicas would exceed max.
+func OverQuota(name string, max int64) error {
+	if tenant, ok := BytesTenant(name); ok {
+		return &Error{
+			Reason: QuotaExceeded, Subject: "tenant:" + tenant, Limit: max, Quota: MaxCacheBytes,
+			Msg: fmt.Sprintf("account exceeds max byte limit %d", max),
+		}
+	}
 	return &Error{
-		Reason: QuotaExceeded, Subject: "tenant:" + tenant, Limit: max,
+		Reason: QuotaExceeded, Subject: "tenant:" + name, Limit: max, Quota: MaxCacheKeys,
 		Msg: fmt.Sprintf("account exceeds max key limit %d", max),
 	}
 }

@@ -113,7 +113,10 @@ type Account struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	MaxCacheKeys int64                  `protobuf:"varint,1,opt,name=max_cache_keys,json=maxCacheKeys,proto3" json:"max_cache_keys,omitempty"`
 	// tenant names whose data this is; several tokens may share one tenant.
-	Tenant        string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// max_cache_bytes caps the bytes (len(key) + len(value) of each item)
+	// the tenant holds across all replicas; 0: no byte cap.
+	MaxCacheBytes int64 `protobuf:"varint,3,opt,name=max_cache_bytes,json=maxCacheBytes,proto3" json:"max_cache_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -162,6 +165,13 @@ func (x *Account) GetTenant() string {
 	return ""
 }
 
+func (x *Account) GetMaxCacheBytes() int64 {
+	if x != nil {
+		return x.MaxCacheBytes
+	}
+	return 0
+}
+
 type ReserveReq struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -173,7 +183,11 @@ type ReserveReq struct {
 	// seq numbers the replica's requests for this tenant under this lease,
 	// from 1, one at a time; a request at or below what a Lease report said
 	// was resolved is refused, so a late duplicate never counts twice.
-	Seq           int64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq int64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// least is the fewest the replica can use (0 means 1): a grant is never
+	// below it, and a request whose least is not free is refused. A byte
+	// budget asks for at least the bytes of the write that waits for it.
+	Least         int64 `protobuf:"varint,6,opt,name=least,proto3" json:"least,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +253,13 @@ func (x *ReserveReq) GetCount() int64 {
 func (x *ReserveReq) GetSeq() int64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReserveReq) GetLeast() int64 {
+	if x != nil {
+		return x.Least
 	}
 	return 0
 }
@@ -495,17 +516,19 @@ const file_accounts_proto_rawDesc = "" +
 	"\rGetByTokenReq\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"8\n" +
 	"\x0eGetByTokenResp\x12&\n" +
-	"\aaccount\x18\x01 \x01(\v2\f.rpc.AccountR\aaccount\"G\n" +
+	"\aaccount\x18\x01 \x01(\v2\f.rpc.AccountR\aaccount\"o\n" +
 	"\aAccount\x12$\n" +
 	"\x0emax_cache_keys\x18\x01 \x01(\x03R\fmaxCacheKeys\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x80\x01\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12&\n" +
+	"\x0fmax_cache_bytes\x18\x03 \x01(\x03R\rmaxCacheBytes\"\x96\x01\n" +
 	"\n" +
 	"ReserveReq\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x17\n" +
 	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x03R\x05count\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x03R\x03seq\"'\n" +
+	"\x03seq\x18\x05 \x01(\x03R\x03seq\x12\x14\n" +
+	"\x05least\x18\x06 \x01(\x03R\x05least\"'\n" +
 	"\vReserveResp\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\x03R\agranted\"\x91\x02\n" +
 	"\bLeaseReq\x12\x19\n" +

@@ -30,8 +30,13 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Accounts tells the cache replicas who a token belongs to, and is the one
-// authority on how many keys each tenant holds across all replicas.
-// Only replicas call it (mutual TLS).
+// authority on how many keys, and bytes, each tenant holds across all
+// replicas. Only replicas call it (mutual TLS).
+//
+// A tenant's bytes are a second quota counted exactly as its keys are:
+// under the name TENANT + "\x00bytes" (a NUL byte, which no tenant name
+// has) in ReserveReq.tenant and in LeaseReq's and LeaseResp's maps, in
+// bytes (len(key) + len(value) of each stored item) instead of slots.
 type AccountsClient interface {
 	GetByToken(ctx context.Context, in *GetByTokenReq, opts ...grpc.CallOption) (*GetByTokenResp, error)
 	// Reserve grants a replica slots for new keys of a tenant (a block of up
@@ -103,8 +108,13 @@ func (c *accountsClient) Release(ctx context.Context, in *ReleaseReq, opts ...gr
 // for forward compatibility.
 //
 // Accounts tells the cache replicas who a token belongs to, and is the one
-// authority on how many keys each tenant holds across all replicas.
-// Only replicas call it (mutual TLS).
+// authority on how many keys, and bytes, each tenant holds across all
+// replicas. Only replicas call it (mutual TLS).
+//
+// A tenant's bytes are a second quota counted exactly as its keys are:
+// under the name TENANT + "\x00bytes" (a NUL byte, which no tenant name
+// has) in ReserveReq.tenant and in LeaseReq's and LeaseResp's maps, in
+// bytes (len(key) + len(value) of each stored item) instead of slots.
 type AccountsServer interface {
 	GetByToken(context.Context, *GetByTokenReq) (*GetByTokenResp, error)
 	// Reserve grants a replica slots for new keys of a tenant (a block of up

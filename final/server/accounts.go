@@ -129,7 +129,7 @@ func (s *accountsService) GetByToken(ctx context.Context, req *rpc.GetByTokenReq
 	if err != nil {
 		return nil, err
 	}
-	return &rpc.GetByTokenResp{Account: &rpc.Account{Tenant: a.Tenant, MaxCacheKeys: a.MaxCacheKeys}}, nil
+	return &rpc.GetByTokenResp{Account: &rpc.Account{Tenant: a.Tenant, MaxCacheKeys: a.MaxCacheKeys, MaxCacheBytes: a.MaxCacheBytes}}, nil
 }
 
 func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rpc.ReserveResp, error) {
@@ -137,7 +137,7 @@ func (s *accountsService) Reserve(ctx context.Context, req *rpc.ReserveReq) (*rp
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.svc.Reserve(ctx, id, req.LeaseId, req.Tenant, req.Count, req.Seq, req.DryRun)
+	n, err := s.svc.Reserve(ctx, id, req.LeaseId, req.Tenant, req.Count, req.Least, req.Seq, req.DryRun)
 	if err != nil {
 		return nil, err
 	}

@@ -112,9 +112,9 @@ type meteredAuthority struct {
 	m *telemetry.Metrics
 }
 
-func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, count, seq int64, dryRun bool) (int64, error) {
+func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, count, least, seq int64, dryRun bool) (int64, error) {
 	start := time.Now()
-	granted, err := a.Authority.Reserve(ctx, leaseID, tenant, count, seq, dryRun)
+	granted, err := a.Authority.Reserve(ctx, leaseID, tenant, count, least, seq, dryRun)
 	result := "granted"
 	switch {
 	case err == nil:

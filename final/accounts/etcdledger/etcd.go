@@ -373,13 +373,13 @@ func sameSlots(a, b *slots) bool {
 // Reserve grants lease (owner, id) up to count slots of tenant, as
 // Ledger.Reserve. A retry after an answer etcd may have applied finds its
 // own grant (by seq) and returns it rather than granting twice.
-func (e *EtcdLedger) Reserve(ctx context.Context, owner, id, tenant string, max, count, seq int64, dryRun bool) (int64, error) {
+func (e *EtcdLedger) Reserve(ctx context.Context, owner, id, tenant string, max, count, least, seq int64, dryRun bool) (int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	k := leaseKey{owner, id}
 	indeterminate := false
 	for attempt := 0; ; attempt++ {
-		n, retry, err := e.reserve(ctx, k, tenant, max, count, seq, dryRun, indeterminate)
+		n, retry, err := e.reserve(ctx, k, tenant, max, count, atLeastOne(least), seq, dryRun, indeterminate)
 		if !retry {
 			return n, err
 		}
@@ -395,7 +395,7 @@ func (e *EtcdLedger) Reserve(ctx context.Context, owner, id, tenant string, max,
 	}
 }
 
-func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max, count, seq int64, dryRun, indeterminate bool) (int64, bool, error) {
+func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max, count, least, seq int64, dryRun, indeterminate bool) (int64, bool, error) {
 	s, err := e.read(ctx, k, []string{tenant})
 	if err != nil {
 		return 0, true, err
@@ -415,7 +415,7 @@ func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max
 		}
 	}
 	free := max - s.held[tenant]
-	if free <= 0 {
+	if free < least {
 		return 0, false, fault.OverQuota(tenant, max)
 	}
 	if dryRun {
@@ -425,7 +425,7 @@ func (e *EtcdLedger) reserve(ctx context.Context, k leaseKey, tenant string, max
 		return 0, false, fault.BadField("seq", "request %d of tenant %q was already resolved", seq, tenant)
 	}
 	n := min(count, free/4)
-	n = min(free, atLeastOne(n))
+	n = min(free, maxOf(n, least))
 	next := *prev
 	next.Pending = slices.Clone(prev.Pending)
 	next.Held += n
@@ -514,6 +514,13 @@ func (e *EtcdLedger) Leases() int {
 		return -1
 	}
 	return int(resp.Count)
+}
+
+func maxOf(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 func atLeastOne(n int64) int64 {

@@ -63,19 +63,19 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				require.NoError(t, err)
 				_, err = b.Register(ctx, "", "b", nil, nil, limit)
 				require.NoError(t, err)
-				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 0, false)
+				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 1, 0, false)
 				require.NoError(t, err)
-				_, err = b.Reserve(ctx, "", "b", "t", 3, 1, 0, false)
+				_, err = b.Reserve(ctx, "", "b", "t", 3, 1, 1, 0, false)
 				require.NoError(t, err)
-				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 0, true)
+				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 1, 0, true)
 				require.NoError(t, err, "a dry run takes nothing")
-				_, err = b.Reserve(ctx, "", "b", "t", 3, 1, 0, false)
+				_, err = b.Reserve(ctx, "", "b", "t", 3, 1, 1, 0, false)
 				require.NoError(t, err)
-				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 0, false)
+				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 1, 0, false)
 				assert.ErrorIs(t, err, fault.ErrQuotaExceeded)
 				assert.EqualValues(t, 3, a.Held("t"))
 				assert.EqualValues(t, 3, b.Held("t"))
-				_, err = b.Reserve(ctx, "", "nobody", "t", 3, 1, 0, false)
+				_, err = b.Reserve(ctx, "", "nobody", "t", 3, 1, 1, 0, false)
 				assert.ErrorIs(t, err, fault.ErrLeaseNotFound)
 				assert.Equal(t, 2, a.Leases())
 			})
@@ -100,19 +100,19 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				limit := func(string) int64 { return 100 }
 				_, err := a.Register(ctx, "", "r", nil, nil, limit)
 				require.NoError(t, err)
-				n1, err := b.Reserve(ctx, "", "r", "t", 100, 8, 1, false)
+				n1, err := b.Reserve(ctx, "", "r", "t", 100, 8, 1, 1, false)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, n1)
 				_, err = a.Register(ctx, "", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, a.Held("t"), "a report taken before grant 1 arrived: it stays counted")
-				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 2, false)
+				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 1, 2, false)
 				require.NoError(t, err)
 				assert.EqualValues(t, 12, a.Held("t"))
 				_, err = a.Register(ctx, "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, b.Held("t"), "grant 2 given up: no longer counted")
-				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 2, false)
+				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 1, 2, false)
 				assert.ErrorIs(t, err, fault.ErrInvalidArgument, "grant 2 arriving late is refused")
 				assert.EqualValues(t, 8, a.Held("t"))
 			})
@@ -128,7 +128,7 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 					if seq%2 == 0 {
 						l = b
 					}
-					n, err := l.Reserve(ctx, "", "r", "t", 100, 64, seq, false)
+					n, err := l.Reserve(ctx, "", "r", "t", 100, 64, 1, seq, false)
 					if err != nil {
 						require.ErrorIs(t, err, fault.ErrQuotaExceeded)
 						break
@@ -148,7 +148,7 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				require.NoError(t, err)
 				assert.Zero(t, admitted["t"])
 				require.NoError(t, b.Release(ctx, "cache-2", "cache-1/x"))
-				_, err = b.Reserve(ctx, "cache-2", "cache-1/x", "t", 5, 1, 1, false)
+				_, err = b.Reserve(ctx, "cache-2", "cache-1/x", "t", 5, 1, 1, 1, false)
 				assert.Error(t, err)
 				assert.EqualValues(t, 5, a.Held("t"), "cache-1's slots are untouched")
 				require.NoError(t, b.Release(ctx, "cache-1", "cache-1/x"))
@@ -189,7 +189,7 @@ func TestTwoAccountsOnOneEtcdNeverGrantMoreThanTheQuota(t *testing.T) {
 			for seq := int64(1); ; seq++ {
 				// Each request through either Accounts, as a replica whose
 				// connection moves.
-				n, err := ls[int(seq)%2].Reserve(ctx, "", fmt.Sprint("r", r), "t", quota, 3, seq, false)
+				n, err := ls[int(seq)%2].Reserve(ctx, "", fmt.Sprint("r", r), "t", quota, 3, 1, seq, false)
 				if err != nil {
 					assert.ErrorIs(t, err, fault.ErrQuotaExceeded)
 					return
@@ -217,7 +217,7 @@ func TestEtcdExpiresADeadReplicasSlots(t *testing.T) {
 	reported := time.Now()
 	_, err = ls[1].Register(ctx, "", "lives", nil, nil, limit)
 	require.NoError(t, err)
-	_, err = ls[1].Reserve(ctx, "", "lives", "t", 2, 1, 1, false)
+	_, err = ls[1].Reserve(ctx, "", "lives", "t", 2, 1, 1, 1, false)
 	require.ErrorIs(t, err, fault.ErrQuotaExceeded, "the dead replica's slots are held while its lease lasts")
 	ls[0].Close() // its Accounts goes too: etcd alone expires the lease
 
@@ -230,7 +230,7 @@ func TestEtcdExpiresADeadReplicasSlots(t *testing.T) {
 	lapsed := time.Since(reported)
 	assert.GreaterOrEqual(t, lapsed, ttl, "never before the TTL")
 	t.Logf("the dead replica's slots were freed %v after its last report (TTL %v)", lapsed.Round(time.Millisecond), ttl)
-	n, err := ls[1].Reserve(ctx, "", "lives", "t", 2, 2, 1, false)
+	n, err := ls[1].Reserve(ctx, "", "lives", "t", 2, 2, 1, 1, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, n)
 	assert.Equal(t, 1, ls[1].Leases())
@@ -247,7 +247,7 @@ func TestWithEtcdDownTheLedgerIsUnavailableNotWrong(t *testing.T) {
 	c.Members[0].Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err = ls[0].Reserve(ctx, "", "r", "t", 2, 1, 1, false)
+	_, err = ls[0].Reserve(ctx, "", "r", "t", 2, 1, 1, 1, false)
 	var fe *fault.Error
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, fault.Unavailable, fe.Reason)
@@ -275,7 +275,7 @@ func TestAReportRacingAGrantNeverDropsIt(t *testing.T) {
 	wg.Go(func() {
 		defer close(done)
 		for seq := int64(1); seq <= 60; seq++ {
-			n, err := ls[1].Reserve(ctx, "", "r", "t", 1000, 1, seq, false)
+			n, err := ls[1].Reserve(ctx, "", "r", "t", 1000, 1, 1, seq, false)
 			if !assert.NoError(t, err) {
 				return
 			}
