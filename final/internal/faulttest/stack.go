@@ -21,8 +21,9 @@ import (
 
 // Account is one entry of the accounts file Accounts is started with.
 type Account struct {
-	Tenant       string `json:"tenant"`
-	MaxCacheKeys int64  `json:"max_cache_keys"`
+	Tenant        string `json:"tenant"`
+	MaxCacheKeys  int64  `json:"max_cache_keys"`
+	MaxCacheBytes int64  `json:"max_cache_bytes,omitempty"`
 }
 
 // Options describe a deployment.
