@@ -294,3 +294,19 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	_, err = svc.Lease(t.Context(), "", "anything", nil, nil)
 	assert.NoError(t, err)
 }
+
+func TestParseReadsAnOptionalByteCap(t *testing.T) {
+	d, err := Parse([]byte(`{"a": {"max_cache_keys": 5, "max_cache_bytes": 1048576}, "b": {"max_cache_keys": 5}}`))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1<<20, d.max(fault.BytesOf("a")))
+	assert.EqualValues(t, unlimited, d.max(fault.BytesOf("b")), "no byte cap: the ledger grants what is asked")
+	assert.Zero(t, d.max(fault.BytesOf("nobody")))
+	for _, bad := range []string{
+		`{"a": {"max_cache_keys": 5, "max_cache_bytes": -1}}`,
+		`{"a": {"tenant": "t", "max_cache_keys": 5, "max_cache_bytes": 10}, "b": {"tenant": "t", "max_cache_keys": 5}}`,
+		`{"a": {"tenant": "t\u0000bytes", "max_cache_keys": 5}}`,
+	} {
+		_, err := Parse([]byte(bad))
+		assert.Error(t, err, bad)
+	}
+}

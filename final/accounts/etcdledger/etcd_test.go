@@ -3,6 +3,7 @@ package etcdledger
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,8 +54,44 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 			return ls[0], ls[1]
 		}
 	}
+	engines["bbolt, reopened"] = func(t *testing.T) (accounts.LedgerEngine, accounts.LedgerEngine) {
+		path := filepath.Join(t.TempDir(), "ledger.db")
+		a, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: time.Minute, Path: path})
+		require.NoError(t, err)
+		return a, reopen{a, path}
+	}
 	for name, open := range engines {
 		t.Run(name, func(t *testing.T) {
+			// Issue 24 item 5: a tenant's bytes are a budget kept like its
+			// slots: least is granted or refused whole, never beyond max
+			// across leases, and it outlives a restart (bbolt) or another
+			// Accounts (etcd).
+			t.Run("byte budgets", func(t *testing.T) {
+				a, b := open(t)
+				ctx := ctxT(t)
+				name := fault.BytesOf("t")
+				limit := func(string) int64 { return 1000 }
+				_, err := a.Register(ctx, "", "a", map[string]int64{name: 600}, nil, limit)
+				require.NoError(t, err)
+				n, err := a.Reserve(ctx, "", "a", name, 1000, 10, 300, 1, false)
+				require.NoError(t, err)
+				assert.EqualValues(t, 300, n, "least, though a quarter of what is left is less")
+				if r, ok := b.(reopen); ok {
+					b = r.reopened(t)
+				}
+				_, err = b.Register(ctx, "", "b", nil, nil, limit)
+				require.NoError(t, err)
+				_, err = b.Reserve(ctx, "", "b", name, 1000, 200, 200, 1, false)
+				var fe *fault.Error
+				require.ErrorAs(t, err, &fe, "600 + 300 held: 200 more is over")
+				assert.Equal(t, fault.MaxCacheBytes, fe.Quota)
+				assert.Equal(t, "tenant:t", fe.Subject)
+				n, err = b.Reserve(ctx, "", "b", name, 1000, 200, 100, 1, false)
+				require.NoError(t, err)
+				assert.EqualValues(t, 100, n, "exactly what is left")
+				assert.EqualValues(t, 1000, b.Held(name))
+				assert.Zero(t, b.Held("t"), "bytes are not slots")
+			})
 			t.Run("never more than max across leases", func(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
@@ -161,6 +198,21 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 
 // startEtcd starts one etcd member, or returns nil (and logs why) when
 // there is none, so the memory engine is still tested.
+// reopen is a bbolt ledger that the test closes and opens again from its
+// file, as a restarted Accounts would.
+type reopen struct {
+	*accounts.Ledger
+	path string
+}
+
+func (r reopen) reopened(t *testing.T) accounts.LedgerEngine {
+	require.NoError(t, r.Ledger.Close())
+	l, err := accounts.OpenLedger(accounts.LedgerOptions{TTL: time.Minute, Path: r.path})
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 func startEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
 	if why := etcdtest.Missing(); why != "" {
