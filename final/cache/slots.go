@@ -28,8 +28,14 @@ type budget struct {
 	flight   *flight // the reservation in flight, which Stores wait for
 }
 
-// maxByteBlock bounds how many bytes one reservation asks for.
-const maxByteBlock = 64 << 20
+// A byte reservation asks for at least minByteBlock (so that small
+// overwrites that grow rarely need Accounts, which they would need after
+// each report otherwise), and at most maxByteBlock unless one write needs
+// more.
+const (
+	minByteBlock = 64 << 10
+	maxByteBlock = 64 << 20
+)
 
 // lack is what a write needs beyond what the replica holds: a key slot,
 // and bytes.
@@ -64,15 +70,15 @@ func (t *tenantData) put(w *write) (rev int64, f *flight, start bool, err error)
 	if done {
 		return rev, nil, false, err
 	}
-	b, least, isBytes := &t.q.keys, int64(1), false
+	b, least, isBytes, floor := &t.q.keys, int64(1), false, int64(1)
 	if !short.key {
-		b, least, isBytes = &t.q.bytes, short.bytes, true
+		b, least, isBytes, floor = &t.q.bytes, short.bytes, true, minByteBlock
 	}
 	if b.flight != nil {
 		return 0, b.flight, false, nil
 	}
 	b.seq++
-	b.flight = &flight{done: make(chan struct{}), seq: b.seq, count: max(b.block, least), least: least, bytes: isBytes}
+	b.flight = &flight{done: make(chan struct{}), seq: b.seq, count: max(b.block, least, floor), least: least, bytes: isBytes}
 	return 0, b.flight, true, nil
 }
 
@@ -177,9 +183,9 @@ func (t *tenantData) settle(f *flight, granted int64, err error) {
 // settleReport sizes the next block to the demand since the last report
 // and keeps only as many spare as that demand: the rest goes back to
 // Accounts with the report.
-func (b *budget) settleReport(limit int64) {
+func (b *budget) settleReport(floor, limit int64) {
 	b.spare = min(b.spare, b.used)
-	b.block = min(max(b.used, 1), limit)
+	b.block = min(max(b.used, floor), limit)
 	b.used = 0
 }
 
@@ -195,8 +201,8 @@ func (s *Store) report() (holdings, resolved map[string]int64) {
 		name, bytesName := k.(string), fault.BytesOf(k.(string))
 		t.mu.Lock()
 		q := &t.q
-		q.keys.settleReport(maxBlock)
-		q.bytes.settleReport(maxByteBlock)
+		q.keys.settleReport(1, maxBlock)
+		q.bytes.settleReport(minByteBlock, maxByteBlock)
 		if n := int64(t.count()) + q.keys.spare; n > 0 {
 			holdings[name] = n
 		}

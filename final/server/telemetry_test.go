@@ -98,7 +98,7 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	// A server records a call just after its answer is sent: wait for the
 	// 5 calls to the replica and the 6 it made to Accounts.
 	require.NoError(t, cacheEnds.await(ctx, 5))
-	require.NoError(t, accountsEnds.await(ctx, 6))
+	require.NoError(t, accountsEnds.await(ctx, 7))
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	calls := "grpc_server_call_duration_seconds"
@@ -106,8 +106,9 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "FAILED_PRECONDITION"))
 	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "UNAUTHENTICATED"))
 	assert.Equal(t, map[string]float64{"QUOTA_EXCEEDED": 1, "UNKNOWN_TOKEN": 1}, rep.By("cache_rejections_total", "reason"))
-	assert.Equal(t, map[string]float64{"granted": 3, "refused": 1}, rep.By("cache_quota_reservations_total", "result"))
-	assert.Equal(t, 4.0, rep.Value("cache_quota_reservation_duration_seconds"))
+	// Three slots, and one block of bytes for the three keys.
+	assert.Equal(t, map[string]float64{"granted": 4, "refused": 1}, rep.By("cache_quota_reservations_total", "result"))
+	assert.Equal(t, 5.0, rep.Value("cache_quota_reservation_duration_seconds"))
 	// The first call of "small" asked Accounts, the next three were served
 	// from the cache; "nobody" is unknown to Accounts.
 	assert.Equal(t, map[string]float64{"miss": 1, "hit": 3, "unknown": 1}, rep.By("cache_auth_lookups_total", "result"))
@@ -116,12 +117,12 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	assert.Equal(t, 0.0, rep.Value("cache_draining"))
 	// The replica's side of its calls to Accounts.
 	attempts := "grpc_client_attempt_duration_seconds"
-	assert.Equal(t, 3.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
+	assert.Equal(t, 4.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
 	assert.Equal(t, 1.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
 	assert.Equal(t, 2.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/GetByToken"))
 
 	acc := scrapeAdmin(t, st.AccountsAdmin)
-	assert.Equal(t, 3.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
+	assert.Equal(t, 4.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
 	assert.Equal(t, 1.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
 	assert.Equal(t, 2.0, acc.Value(calls, "grpc_method", "rpc.Accounts/GetByToken"))
 	assert.Equal(t, map[string]float64{"QUOTA_EXCEEDED": 1, "UNKNOWN_TOKEN": 1}, acc.By("accounts_rejections_total", "reason"))

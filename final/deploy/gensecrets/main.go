@@ -41,6 +41,7 @@ func run(args []string, out io.Writer) error {
 	dir := fs.String("dir", "final/deploy/secrets", "directory to write (it must not exist yet)")
 	tenant := fs.String("tenant", "demo", "tenant of the generated token")
 	maxKeys := fs.Int64("max-keys", 100, "the tenant's key quota")
+	maxBytes := fs.Int64("max-bytes", 64<<20, "the tenant's byte quota: len(key) + len(value) of its items across all replicas (0: none)")
 	replicas := fs.Int("replicas", 5, "client certificates for cache-0 … cache-(N-1), the StatefulSet's pod names (the kustomization lists 5)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,7 +60,7 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 	token := rand.Text()
-	accts, err := json.MarshalIndent(map[string]any{token: map[string]any{"tenant": *tenant, "max_cache_keys": *maxKeys}}, "", "  ")
+	accts, err := json.MarshalIndent(map[string]any{token: map[string]any{"tenant": *tenant, "max_cache_keys": *maxKeys, "max_cache_bytes": *maxBytes}}, "", "  ")
 	if err != nil {
 		return err
 	}
