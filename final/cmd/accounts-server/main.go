@@ -63,7 +63,7 @@ func defaultConfig() config {
 func (c *config) bind(fs *flag.FlagSet) {
 	f := cli.New(fs, "ACCOUNTS_")
 	f.String(&c.Addr, "addr", "address to listen on")
-	f.String(&c.AccountsFile, "accounts", `JSON accounts {"TOKEN": {"tenant": "NAME", "max_cache_keys": N}} (empty: embedded)`)
+	f.String(&c.AccountsFile, "accounts", `JSON accounts {"TOKEN": {"tenant": "NAME", "max_cache_keys": N, "max_cache_bytes": B}} (max_cache_bytes optional, 0: no byte cap; empty: embedded)`)
 	f.String(&c.Cert, "cert", "server certificate")
 	f.String(&c.Key, "key", "server key")
 	f.String(&c.CA, "ca", "CA that signs the replicas' client certificates")
