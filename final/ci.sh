@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The service's own CI, the same in final and in every service made from it:
 # formatting, vet, generated code fresh (Go, Python, the console's
-# TypeScript and bundle), buf lint and breaking, every test under -race.
+# TypeScript and bundle), buf lint and breaking, every test under -race,
+# and the README tests (README.md's and docs/*.md's console blocks, run).
 #
 #   ./ci.sh            # everything
 #   CI_SKIP_CONSOLE=1 ./ci.sh   # without Node (the console's check is skipped)
+#   CI_SKIP_READMES=1 ./ci.sh   # without the README tests (they use devstack's
+#                               # fixed ports: never two at once on one machine)
 set -euo pipefail
 cd "$(dirname "$0")"
 export GOWORK=off # this module alone, as in a service made from it
@@ -39,4 +42,11 @@ echo "== buf lint and buf breaking"
 
 echo "== tests"
 go test -race ${CI_TEST_FLAGS:-} ./...
+
+echo "== README tests: every console block of README.md and docs/*.md, run"
+if [ "${CI_SKIP_READMES:-}" = 1 ]; then
+  echo "the README tests: not run (CI_SKIP_READMES=1)"
+else
+  README_TESTS=1 go test -count=1 -timeout 20m -run TestREADMEs ./readmetest/
+fi
 echo "ci: ok"

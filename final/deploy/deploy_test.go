@@ -1007,10 +1007,15 @@ func TestSecretsHoldTheFilesTheServersRead(t *testing.T) {
 		}
 	}
 
-	// The files the generators read are the ones gensecrets writes.
-	dir := filepath.Join(t.TempDir(), "secrets")
-	out, err := exec.Command(filepath.Join(build(t), "gensecrets"), "-namespace", "shop", "-dir", dir).CombinedOutput()
+	// The files the generators read are the ones gensecrets writes, by
+	// default, when run from the module's root (as docs/operations.md
+	// shows, in this module or a service made from it): into deploy/secrets.
+	root := t.TempDir()
+	gensecrets := exec.Command(filepath.Join(build(t), "gensecrets"), "-namespace", "shop")
+	gensecrets.Dir = root
+	out, err := gensecrets.CombinedOutput()
 	require.NoError(t, err, "%s", out)
+	dir := filepath.Join(root, "deploy", "secrets")
 	for _, g := range m.kust.SecretGenerator {
 		for _, f := range g.Files {
 			_, src, _ := strings.Cut(f, "=")

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"grpcworkshop.example/final/rpc"
 	"net"
 	"strings"
 	"sync"
@@ -73,7 +74,7 @@ func (f *fakeCache) unary(method string) grpc.MethodDesc {
 			return nil, err
 		}
 		if ic != nil {
-			return ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/rpc.Cache/" + method}, func(ctx context.Context, _ any) (any, error) {
+			return ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/" + rpc.Cache_ServiceDesc.ServiceName + "/" + method}, func(ctx context.Context, _ any) (any, error) {
 				return f.handle(ctx, method, req)
 			})
 		}
@@ -107,7 +108,7 @@ func (f *fakeCache) handle(ctx context.Context, method string, req []byte) (any,
 func startFake(t *testing.T, opts ...grpc.ServerOption) (*fakeCache, string) {
 	f := &fakeCache{t: t, store: map[string][]byte{}}
 	desc := &grpc.ServiceDesc{
-		ServiceName: "rpc.Cache",
+		ServiceName: rpc.Cache_ServiceDesc.ServiceName,
 		HandlerType: (*any)(nil),
 		Methods:     []grpc.MethodDesc{f.unary("Store"), f.unary("Get")},
 		Streams: []grpc.StreamDesc{{StreamName: "Dump", ServerStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {

@@ -299,7 +299,7 @@ func chain(ics []grpc.UnaryServerInterceptor, handler grpc.UnaryHandler, info *g
 // header the same way.
 type headerStream struct{ header metadata.MD }
 
-func (*headerStream) Method() string { return "/rpc.Cache/Get" }
+func (*headerStream) Method() string { return rpc.Cache_Get_FullMethodName }
 func (s *headerStream) SetHeader(md metadata.MD) error {
 	s.header = metadata.Join(s.header, md)
 	return nil
@@ -313,7 +313,7 @@ func (*headerStream) SetTrailer(metadata.MD) error      { return nil }
 // nothing.
 func BenchmarkInterceptorChain(b *testing.B) {
 	st, _ := startFull(b, false)
-	info := &grpc.UnaryServerInfo{FullMethod: "/rpc.Cache/Get"}
+	info := &grpc.UnaryServerInfo{FullMethod: rpc.Cache_Get_FullMethodName}
 	call := chain(st.Caches[0].UnaryInterceptors(), func(context.Context, any) (any, error) { return nil, nil }, info)
 	incoming := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
 	ctx, cancel := context.WithTimeout(incoming, 5*time.Second)

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"grpcworkshop.example/final/rpc"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestAdmissionTapKeepsThePayingBudgetForKnownTenantsAndNeverLimitsHealth(t *
 		_, err := h(context.Background(), &tap.Info{FullMethodName: method, Header: md})
 		return err
 	}
-	const get = "/rpc.Cache/Get"
+	const get = rpc.Cache_Get_FullMethodName
 
 	err := call(get, "")
 	assert.Equal(t, codes.Unauthenticated, status.Code(err), "no token: refused before anything is read")
@@ -73,7 +74,7 @@ func BenchmarkAdmissionTap(b *testing.B) {
 	_, err := authn.Account(context.Background(), "tok")
 	require.NoError(b, err)
 	h := AdmissionTap(Budgets{Paying: rate.Inf, Unauthenticated: rate.Inf}, auth.Public, authn.Admit)
-	info := &tap.Info{FullMethodName: "/rpc.Cache/Get", Header: metadata.Pairs("authorization", "Bearer tok")}
+	info := &tap.Info{FullMethodName: rpc.Cache_Get_FullMethodName, Header: metadata.Pairs("authorization", "Bearer tok")}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

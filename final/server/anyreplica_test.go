@@ -302,7 +302,7 @@ func TestHealthWatchOutlivesTheDeadlineCap(t *testing.T) {
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 
-	w, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	w, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	first, err := w.Recv()
 	require.NoError(t, err)
@@ -331,13 +331,13 @@ func TestReflectionAndHealthIgnoreDryRunAndGzipIsAccepted(t *testing.T) {
 
 	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
 	require.NoError(t, err)
-	require.NoError(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "rpc.Cache"}}))
+	require.NoError(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: rpc.Cache_ServiceDesc.ServiceName}}))
 	r, err := rs.Recv()
 	require.NoError(t, err, "reflection ignores the dry-run header")
 	assert.NotEmpty(t, r.GetFileDescriptorResponse().GetFileDescriptorProto())
 	require.NoError(t, rs.CloseSend())
 
-	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"}, grpc.UseCompressor(gzip.Name))
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName}, grpc.UseCompressor(gzip.Name))
 	require.NoError(t, err, "health ignores the dry-run header, and takes gzip")
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, h.Status)
 
@@ -461,10 +461,10 @@ func TestAForwardedCallStaysInTheCallersTrace(t *testing.T) {
 		require.NoError(t, err, "%s has no span %q", service, name)
 		return s
 	}
-	caller := byName("client", "Attempt.rpc.Cache.Store")
-	received := byName(fmt.Sprint("cache-", from+1), "Recv.rpc.Cache.Store")
-	hop := byName(fmt.Sprint("cache-", from+1), "Attempt.rpc.Cache.Store")
-	served := byName(fmt.Sprint("cache-", owner+1), "Recv.rpc.Cache.Store")
+	caller := byName("client", "Attempt."+rpc.Cache_ServiceDesc.ServiceName+".Store")
+	received := byName(fmt.Sprint("cache-", from+1), "Recv."+rpc.Cache_ServiceDesc.ServiceName+".Store")
+	hop := byName(fmt.Sprint("cache-", from+1), "Attempt."+rpc.Cache_ServiceDesc.ServiceName+".Store")
+	served := byName(fmt.Sprint("cache-", owner+1), "Recv."+rpc.Cache_ServiceDesc.ServiceName+".Store")
 	for _, s := range []sdktrace.ReadOnlySpan{received, hop, served} {
 		assert.Equal(t, caller.SpanContext().TraceID(), s.SpanContext().TraceID(), s.Name())
 	}

@@ -262,7 +262,7 @@ func TestATokenWithATabIsUnauthenticated(t *testing.T) {
 	require.NoError(t, err)
 	body := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
 	for name, v := range map[string]string{"tab": "Bearer " + tok + "\t", "inner tab": "Bearer\t" + tok, "ok": "Bearer " + tok} {
-		req, err := http.NewRequestWithContext(testContext(t), "POST", "https://"+st.CacheAddrs[0]+"/rpc.Cache/Get", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(testContext(t), "POST", "https://"+st.CacheAddrs[0]+rpc.Cache_Get_FullMethodName, bytes.NewReader(body))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/grpc")
 		req.Header.Set("TE", "trailers")

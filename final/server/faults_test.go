@@ -99,7 +99,7 @@ func TestSlowAccountsCallerDeadlinePropagatesAndServerCapsIt(t *testing.T) {
 	for err := store(warmCtx, warm, "warm-up", "v"); err != nil; err = store(warmCtx, warm, "warm-up", "v") {
 		require.NoError(t, warmCtx.Err(), "warming up: %v", err)
 	}
-	resp, err := healthpb.NewHealthClient(conn).Check(testContext(t), &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	resp, err := healthpb.NewHealthClient(conn).Check(testContext(t), &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.Status)
 	// seen is the deadline Accounts saw, bounded so that a call that never
@@ -164,12 +164,12 @@ func TestLoggingInterceptorsOnBothSides(t *testing.T) {
 		}
 	}
 	for _, l := range []*syncBuffer{&srvLog, &cliLog} {
-		assert.Contains(t, l.String(), "method=/rpc.Cache/Store")
+		assert.Contains(t, l.String(), "method="+rpc.Cache_Store_FullMethodName)
 		assert.Contains(t, l.String(), "code=NotFound")
-		assert.Contains(t, l.String(), "method=/rpc.Cache/Dump")
+		assert.Contains(t, l.String(), "method="+rpc.Cache_Dump_FullMethodName)
 		assert.Contains(t, l.String(), "duration=")
 	}
-	assert.Contains(t, srvLog.String(), "method=/rpc.Accounts/GetByToken", "the replica logs its own calls to Accounts")
+	assert.Contains(t, srvLog.String(), "method="+rpc.Accounts_GetByToken_FullMethodName, "the replica logs its own calls to Accounts")
 	assert.Contains(t, srvLog.String(), "server stream")
 	assert.Contains(t, cliLog.String(), "client stream")
 }
@@ -293,7 +293,7 @@ func TestHealthAndReflection(t *testing.T) {
 	conn := dialTarget(t, st, st.CacheAddrs[0], "", client.Options{})
 	ctx := testContext(t)
 
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err, "health needs no token")
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.Status)
 
@@ -306,7 +306,7 @@ func TestHealthAndReflection(t *testing.T) {
 	for _, s := range r.GetListServicesResponse().Service {
 		names = append(names, s.Name)
 	}
-	assert.Contains(t, names, "rpc.Cache")
+	assert.Contains(t, names, rpc.Cache_ServiceDesc.ServiceName)
 	assert.Contains(t, names, "grpc.health.v1.Health")
 }
 
@@ -420,7 +420,7 @@ func TestGracefulShutdownDuringDumpFinishesTheStream(t *testing.T) {
 		require.NoError(t, store(ctx, c, fmt.Sprint("k", i), big))
 	}
 	wctx, stopWatch := context.WithCancel(ctx)
-	watch, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	watch, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	first, err := watch.Recv()
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,3 +140,7 @@ func mustClientTLS(t *testing.T, st *devstack.Stack) *tls.Config {
 	require.NoError(t, err)
 	return cfg
 }
+
+// label is a method's grpc_method label: its full name without the
+// leading slash (from the generated constant, so that it follows a rename).
+func label(fullMethod string) string { return strings.TrimPrefix(fullMethod, "/") }

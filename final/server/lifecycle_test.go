@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"grpcworkshop.example/final/rpc"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -78,7 +79,7 @@ func TestShutdownCutOffByItsGraceStillReleasesTheSlots(t *testing.T) {
 func countLeases(n *atomic.Int64) func(*server.AccountsConfig) {
 	return func(c *server.AccountsConfig) {
 		c.Unary = append(c.Unary, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if info.FullMethod == "/rpc.Accounts/Lease" {
+			if info.FullMethod == rpc.Accounts_Lease_FullMethodName {
 				n.Add(1)
 			}
 			return h(ctx, req)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"grpcworkshop.example/final/rpc"
 	"io"
 	"net/http"
 	"strings"
@@ -36,14 +37,14 @@ func TestHTTPCallsWithABodyThatDoesNotParseAreEndedAndCounted(t *testing.T) {
 		return resp.StatusCode
 	}
 	require.Equal(t, http.StatusBadRequest, post(http.MethodPut, "/v1/keys/k", `{"val":`), "REST")
-	require.Equal(t, http.StatusBadRequest, post(http.MethodPost, "/rpc.Cache/Get", `{"key":`, "Connect-Protocol-Version", "1"), "Connect")
+	require.Equal(t, http.StatusBadRequest, post(http.MethodPost, rpc.Cache_Get_FullMethodName, `{"key":`, "Connect-Protocol-Version", "1"), "Connect")
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	calls := "grpc_server_call_duration_seconds"
-	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store"), "the REST call started, so it ends")
-	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Get"))
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get"), "the Connect call started, so it ends")
+	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", label(rpc.Cache_Store_FullMethodName)))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Store_FullMethodName)), "the REST call started, so it ends")
+	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", label(rpc.Cache_Get_FullMethodName)))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Get_FullMethodName)), "the Connect call started, so it ends")
 	assert.Equal(t, map[string]float64{"INVALID_ARGUMENT": 2}, rep.By(calls, "grpc_status"), "what the callers received")
 	assert.Equal(t, map[string]float64{"INVALID_ARGUMENT": 2}, rep.By("cache_rejections_total", "reason"),
 		"the clients were refused with ErrorInfo INVALID_ARGUMENT")
@@ -62,7 +63,7 @@ func TestForwardedCallsKeepTheirMethodOnTheHopsClientMetrics(t *testing.T) {
 
 	rep := scrapeAdmin(t, st.CacheAdmins[i])
 	hop := "grpc_client_call_duration_seconds"
-	assert.Equal(t, 1.0, rep.Value(hop, "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"),
+	assert.Equal(t, 1.0, rep.Value(hop, "grpc_method", label(rpc.Cache_Get_FullMethodName), "grpc_status", "NOT_FOUND"),
 		"the forwarded Get, by method: %v", rep.By(hop, "grpc_method"))
 	assert.Zero(t, rep.Value(hop, "grpc_method", "other"))
 }
@@ -82,7 +83,7 @@ func TestAForwardedRefusalIsCountedOnceAcrossReplicas(t *testing.T) {
 	for _, admin := range st.CacheAdmins {
 		rep := scrapeAdmin(t, admin)
 		// Each replica served one server call: that is right.
-		assert.Equal(t, 1.0, rep.Value("grpc_server_call_duration_seconds", "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"))
+		assert.Equal(t, 1.0, rep.Value("grpc_server_call_duration_seconds", "grpc_method", label(rpc.Cache_Get_FullMethodName), "grpc_status", "NOT_FOUND"))
 		total += rep.Value("cache_rejections_total", "reason", "KEY_NOT_FOUND")
 	}
 	assert.Equal(t, 1.0, total, "one client call, one refusal")
@@ -108,6 +109,6 @@ func TestAChunkedBodyOverTheLimitIsRefusedBeforeACallStarts(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
-	assert.Equal(t, 0.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
+	assert.Equal(t, 0.0, rep.Value("grpc_server_call_started_total", "grpc_method", label(rpc.Cache_Store_FullMethodName)))
 	assert.Empty(t, rep.By("grpc_server_call_duration_seconds", "grpc_status"))
 }

@@ -76,7 +76,7 @@ func scrapeAdmin(t *testing.T, addr string) scrape.Families {
 // per-call metrics on both sides of the replica's calls to Accounts, and
 // the service's own counters.
 func TestMetricsCountKnownTrafficExactly(t *testing.T) {
-	cacheEnds, accountsEnds := newCallEnds("/rpc.Cache/"), newCallEnds("/rpc.Accounts/")
+	cacheEnds, accountsEnds := newCallEnds("/"+rpc.Cache_ServiceDesc.ServiceName+"/"), newCallEnds("/"+rpc.Accounts_ServiceDesc.ServiceName+"/")
 	st := startObserved(t, stackOpts{
 		tuneCache: func(_ int, c *server.CacheConfig) {
 			c.ExtraServerOptions = append(c.ExtraServerOptions, grpc.StatsHandler(cacheEnds))
@@ -102,9 +102,9 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
 	calls := "grpc_server_call_duration_seconds"
-	assert.Equal(t, 3.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "OK"))
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "FAILED_PRECONDITION"))
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "UNAUTHENTICATED"))
+	assert.Equal(t, 3.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Store_FullMethodName), "grpc_status", "OK"))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Store_FullMethodName), "grpc_status", "FAILED_PRECONDITION"))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Get_FullMethodName), "grpc_status", "UNAUTHENTICATED"))
 	assert.Equal(t, map[string]float64{"QUOTA_EXCEEDED": 1, "UNKNOWN_TOKEN": 1}, rep.By("cache_rejections_total", "reason"))
 	// Three slots, and one block of bytes for the three keys.
 	assert.Equal(t, map[string]float64{"granted": 4, "refused": 1}, rep.By("cache_quota_reservations_total", "result"))
@@ -117,14 +117,14 @@ func TestMetricsCountKnownTrafficExactly(t *testing.T) {
 	assert.Equal(t, 0.0, rep.Value("cache_draining"))
 	// The replica's side of its calls to Accounts.
 	attempts := "grpc_client_attempt_duration_seconds"
-	assert.Equal(t, 4.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
-	assert.Equal(t, 1.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
-	assert.Equal(t, 2.0, rep.Value(attempts, "grpc_method", "rpc.Accounts/GetByToken"))
+	assert.Equal(t, 4.0, rep.Value(attempts, "grpc_method", label(rpc.Accounts_Reserve_FullMethodName), "grpc_status", "OK"))
+	assert.Equal(t, 1.0, rep.Value(attempts, "grpc_method", label(rpc.Accounts_Reserve_FullMethodName), "grpc_status", "FAILED_PRECONDITION"))
+	assert.Equal(t, 2.0, rep.Value(attempts, "grpc_method", label(rpc.Accounts_GetByToken_FullMethodName)))
 
 	acc := scrapeAdmin(t, st.AccountsAdmin)
-	assert.Equal(t, 4.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "OK"))
-	assert.Equal(t, 1.0, acc.Value(calls, "grpc_method", "rpc.Accounts/Reserve", "grpc_status", "FAILED_PRECONDITION"))
-	assert.Equal(t, 2.0, acc.Value(calls, "grpc_method", "rpc.Accounts/GetByToken"))
+	assert.Equal(t, 4.0, acc.Value(calls, "grpc_method", label(rpc.Accounts_Reserve_FullMethodName), "grpc_status", "OK"))
+	assert.Equal(t, 1.0, acc.Value(calls, "grpc_method", label(rpc.Accounts_Reserve_FullMethodName), "grpc_status", "FAILED_PRECONDITION"))
+	assert.Equal(t, 2.0, acc.Value(calls, "grpc_method", label(rpc.Accounts_GetByToken_FullMethodName)))
 	assert.Equal(t, map[string]float64{"QUOTA_EXCEEDED": 1, "UNKNOWN_TOKEN": 1}, acc.By("accounts_rejections_total", "reason"))
 }
 
@@ -160,11 +160,11 @@ func TestOneStoreIsOneTraceAcrossClientReplicaAndAccounts(t *testing.T) {
 		require.NoError(t, err, "%s has no span %q", service, name)
 		return s
 	}
-	callerAttempt := byName("client", "Attempt.rpc.Cache.Store")
-	replica := byName("cache", "Recv.rpc.Cache.Store")
-	reserveCall := byName("cache", "Sent.rpc.Accounts.Reserve")
-	reserveAttempt := byName("cache", "Attempt.rpc.Accounts.Reserve")
-	accounts := byName("accounts", "Recv.rpc.Accounts.Reserve")
+	callerAttempt := byName("client", "Attempt."+rpc.Cache_ServiceDesc.ServiceName+".Store")
+	replica := byName("cache", "Recv."+rpc.Cache_ServiceDesc.ServiceName+".Store")
+	reserveCall := byName("cache", "Sent."+rpc.Accounts_ServiceDesc.ServiceName+".Reserve")
+	reserveAttempt := byName("cache", "Attempt."+rpc.Accounts_ServiceDesc.ServiceName+".Reserve")
+	accounts := byName("accounts", "Recv."+rpc.Accounts_ServiceDesc.ServiceName+".Reserve")
 
 	traceID := callerAttempt.SpanContext().TraceID()
 	for _, s := range []trace.ReadOnlySpan{replica, reserveCall, reserveAttempt, accounts} {
@@ -282,7 +282,7 @@ func TestAdminPortIsSeparateFromThePublicPort(t *testing.T) {
 	admin, err := grpc.NewClient(st.CacheAdmins[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer admin.Close()
-	resp, err := healthpb.NewHealthClient(admin).Check(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	resp, err := healthpb.NewHealthClient(admin).Check(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 	_, err = channelzpb.NewChannelzClient(admin).GetTopChannels(ctx, &channelzpb.GetTopChannelsRequest{})
@@ -327,7 +327,7 @@ func TestRateLimitRejectionsAreCountedByScope(t *testing.T) {
 		{"tenant", func(c *server.CacheConfig) { c.Limits.TenantRate, c.Limits.TenantBurst = 0.001, 1 }},
 	} {
 		t.Run(tc.scope, func(t *testing.T) {
-			ends := newCallEnds("/rpc.Cache/")
+			ends := newCallEnds("/" + rpc.Cache_ServiceDesc.ServiceName + "/")
 			st := startObserved(t, stackOpts{tuneCache: func(_ int, c *server.CacheConfig) {
 				tc.tune(c)
 				c.ExtraServerOptions = append(c.ExtraServerOptions, grpc.StatsHandler(ends))
@@ -408,12 +408,12 @@ func TestHTTPCallsAreCountedOnceLikeNativeOnes(t *testing.T) {
 	require.Equal(t, "v", v)
 
 	rep := scrapeAdmin(t, st.CacheAdmins[0])
-	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Store"))
-	assert.Equal(t, 3.0, rep.Value("grpc_server_call_started_total", "grpc_method", "rpc.Cache/Get"))
+	assert.Equal(t, 1.0, rep.Value("grpc_server_call_started_total", "grpc_method", label(rpc.Cache_Store_FullMethodName)))
+	assert.Equal(t, 3.0, rep.Value("grpc_server_call_started_total", "grpc_method", label(rpc.Cache_Get_FullMethodName)))
 	calls := "grpc_server_call_duration_seconds"
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Store", "grpc_status", "OK"))
-	assert.Equal(t, 2.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "OK"))
-	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", "rpc.Cache/Get", "grpc_status", "NOT_FOUND"))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Store_FullMethodName), "grpc_status", "OK"))
+	assert.Equal(t, 2.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Get_FullMethodName), "grpc_status", "OK"))
+	assert.Equal(t, 1.0, rep.Value(calls, "grpc_method", label(rpc.Cache_Get_FullMethodName), "grpc_status", "NOT_FOUND"))
 	assert.Equal(t, map[string]float64{"KEY_NOT_FOUND": 1}, rep.By("cache_rejections_total", "reason"))
 }
 
@@ -479,7 +479,7 @@ func TestLeaseReportsStartNoTraces(t *testing.T) {
 		}
 	}
 	require.NoError(t, store(ctx, cacheClient(t, st, tok), "traced", "v"))
-	_, err := spans["accounts"].await(ctx, "Recv.rpc.Accounts.Reserve")
+	_, err := spans["accounts"].await(ctx, "Recv."+rpc.Accounts_ServiceDesc.ServiceName+".Reserve")
 	require.NoError(t, err, "a client's call is traced")
 	for service, rec := range spans {
 		rec.mu.Lock()

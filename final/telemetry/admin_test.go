@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"grpcworkshop.example/final/rpc"
 	"io"
 	"net"
 	"net/http"
@@ -53,7 +54,7 @@ func TestAdminPortServesHealthOverH2CAndMetricsAndPprofOverHTTP(t *testing.T) {
 	tel, err := New(context.Background(), Options{Service: "cache", Instance: "r1"})
 	require.NoError(t, err)
 	hs := health.NewServer()
-	hs.SetServingStatus("rpc.Cache", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(rpc.Cache_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	addr := startAdmin(t, NewAdmin(tel.MetricsHandler(), hs))
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -62,12 +63,12 @@ func TestAdminPortServesHealthOverH2CAndMetricsAndPprofOverHTTP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hc := healthpb.NewHealthClient(conn)
-	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 
 	// A Watch sees the server start draining.
-	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	first, err := w.Recv()
 	require.NoError(t, err)

@@ -28,8 +28,8 @@ func BenchmarkServerCallsRecording(b *testing.B) {
 			b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 			tel.RegisterMethods(fakeServiceInfo{})
 			tp := tel.Tap(nil)
-			info := &tap.Info{FullMethodName: "/rpc.Cache/Get"}
-			uinfo := &grpc.UnaryServerInfo{FullMethod: "/rpc.Cache/Get"}
+			info := &tap.Info{FullMethodName: rpc.Cache_Get_FullMethodName}
+			uinfo := &grpc.UnaryServerInfo{FullMethod: rpc.Cache_Get_FullMethodName}
 			handler := func(context.Context, any) (any, error) { return nil, nil }
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

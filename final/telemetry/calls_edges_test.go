@@ -78,7 +78,7 @@ func TestPlainContextErrorsAreRecordedWithTheStatusGRPCSends(t *testing.T) {
 	}
 	want := grpcServerSeries(t, theirs)["grpc_server_call_duration_seconds"].counts
 	got := grpcServerSeries(t, ours)["grpc_server_call_duration_seconds"].counts
-	assert.Equal(t, uint64(1), want["grpc_method=rpc.Cache/Get,grpc_status=DEADLINE_EXCEEDED"], "the plugin: %v", want)
+	assert.Equal(t, uint64(1), want["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=DEADLINE_EXCEEDED"], "the plugin: %v", want)
 	assert.Equal(t, want, got)
 }
 
@@ -114,5 +114,5 @@ func TestAPlainTapRefusalIsRecordedWithTheStatusGRPCSends(t *testing.T) {
 	_, err = rpc.NewCacheClient(conn).Get(ctx, &rpc.GetReq{Key: "a"})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "what the client sees")
 	d := grpcServerSeries(t, tel)["grpc_server_call_duration_seconds"].counts
-	assert.Equal(t, map[string]uint64{"grpc_method=rpc.Cache/Get,grpc_status=PERMISSION_DENIED": 1}, d)
+	assert.Equal(t, map[string]uint64{"grpc_method=" + methodLabel(rpc.Cache_Get_FullMethodName) + ",grpc_status=PERMISSION_DENIED": 1}, d)
 }

@@ -131,7 +131,7 @@ func traffic(t *testing.T, conn *grpc.ClientConn, ended chan struct{}) {
 	calls++
 	// gRPC answers these itself: they start, but never end for a stats
 	// handler (no End event), with the plugin as here.
-	err = conn.Invoke(ctx, "/rpc.Cache/NoSuchMethod", &rpc.GetReq{}, &rpc.GetResp{})
+	err = conn.Invoke(ctx, "/"+rpc.Cache_ServiceDesc.ServiceName+"/NoSuchMethod", &rpc.GetReq{}, &rpc.GetResp{})
 	require.Equal(t, codes.Unimplemented, status.Code(err))
 	err = conn.Invoke(ctx, "/made.up.Service/Call", &rpc.GetReq{}, &rpc.GetResp{})
 	require.Equal(t, codes.Unimplemented, status.Code(err))
@@ -218,16 +218,16 @@ func TestServerMetricsMatchGRPCPlugin(t *testing.T) {
 	assert.Equal(t, want, got)
 	// And the counts are the traffic's, each status by its canonical name.
 	d := got["grpc_server_call_duration_seconds"].counts
-	assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Get,grpc_status=CANCELLED"])
-	assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Get,grpc_status=RESOURCE_EXHAUSTED"])
-	assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Get,grpc_status=CODE(17)"])
-	assert.Equal(t, uint64(2), d["grpc_method=rpc.Cache/Get,grpc_status=OK"])
-	assert.Equal(t, uint64(3), d["grpc_method=rpc.Cache/Get,grpc_status=NOT_FOUND"])
-	assert.Equal(t, uint64(2), d["grpc_method=rpc.Cache/Get,grpc_status=INVALID_ARGUMENT"])
-	assert.Equal(t, uint64(3), d["grpc_method=rpc.Cache/Store,grpc_status=OK"])
-	assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Dump,grpc_status=OK"])
+	assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=CANCELLED"])
+	assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=RESOURCE_EXHAUSTED"])
+	assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=CODE(17)"])
+	assert.Equal(t, uint64(2), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=OK"])
+	assert.Equal(t, uint64(3), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=NOT_FOUND"])
+	assert.Equal(t, uint64(2), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=INVALID_ARGUMENT"])
+	assert.Equal(t, uint64(3), d["grpc_method="+methodLabel(rpc.Cache_Store_FullMethodName)+",grpc_status=OK"])
+	assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Dump_FullMethodName)+",grpc_status=OK"])
 	assert.Equal(t, uint64(1), d["grpc_method=grpc.health.v1.Health/Check,grpc_status=OK"])
-	assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Get,grpc_status=UNIMPLEMENTED"])
+	assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=UNIMPLEMENTED"])
 	assert.Equal(t, uint64(2), got["grpc_server_call_started_total"].counts["grpc_method=other"])
 }
 
@@ -254,7 +254,7 @@ func TestUnregisteredMethodsAreOther(t *testing.T) {
 // calls alone.
 func TestTapRefusalsAndCallsWithoutTapAreCounted(t *testing.T) {
 	refuse := func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if info.FullMethodName == "/rpc.Cache/Store" {
+		if info.FullMethodName == rpc.Cache_Store_FullMethodName {
 			return nil, apiStatus(codes.ResourceExhausted, "RATE_LIMITED", "tenant gopher")
 		}
 		return ctx, nil
@@ -283,8 +283,8 @@ func TestTapRefusalsAndCallsWithoutTapAreCounted(t *testing.T) {
 		}
 		got := grpcServerSeries(t, tel)
 		d := got["grpc_server_call_duration_seconds"].counts
-		assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Get,grpc_status=OK"], "tap %v", withTap)
-		assert.Equal(t, uint64(1), got["grpc_server_call_started_total"].counts["grpc_method=rpc.Cache/Store"], "tap %v", withTap)
+		assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Get_FullMethodName)+",grpc_status=OK"], "tap %v", withTap)
+		assert.Equal(t, uint64(1), got["grpc_server_call_started_total"].counts["grpc_method="+methodLabel(rpc.Cache_Store_FullMethodName)], "tap %v", withTap)
 		fams, err := tel.Registry().Gather()
 		require.NoError(t, err)
 		rejections := 0.0
@@ -296,10 +296,10 @@ func TestTapRefusalsAndCallsWithoutTapAreCounted(t *testing.T) {
 			}
 		}
 		if withTap {
-			assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Store,grpc_status=RESOURCE_EXHAUSTED"])
+			assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Store_FullMethodName)+",grpc_status=RESOURCE_EXHAUSTED"])
 			assert.Equal(t, 1.0, rejections)
 		} else {
-			assert.Equal(t, uint64(1), d["grpc_method=rpc.Cache/Store,grpc_status=OK"])
+			assert.Equal(t, uint64(1), d["grpc_method="+methodLabel(rpc.Cache_Store_FullMethodName)+",grpc_status=OK"])
 			assert.Equal(t, 0.0, rejections)
 		}
 	}
@@ -316,3 +316,7 @@ func apiStatus(c codes.Code, reason, subject string) error {
 	}
 	return st.Err()
 }
+
+// methodLabel is a method's grpc_method label: its full name without the
+// leading slash (from the generated constant, so that it follows a rename).
+func methodLabel(fullMethod string) string { return strings.TrimPrefix(fullMethod, "/") }

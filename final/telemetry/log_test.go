@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"grpcworkshop.example/final/rpc"
 	"log/slog"
 	"testing"
 
@@ -25,14 +26,14 @@ func TestJSONLogLinesCarryTraceSpanAndTenant(t *testing.T) {
 	defer span.End()
 	inner := context.WithValue(outer, struct{}{}, "deeper in the chain")
 	NoteTenant(inner, "gopher")
-	log.InfoContext(outer, "server call", "method", "/rpc.Cache/Get")
+	log.InfoContext(outer, "server call", "method", rpc.Cache_Get_FullMethodName)
 
 	var line map[string]any
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &line))
 	assert.Equal(t, span.SpanContext().TraceID().String(), line["trace_id"])
 	assert.Equal(t, span.SpanContext().SpanID().String(), line["span_id"])
 	assert.Equal(t, "gopher", line["tenant"])
-	assert.Equal(t, "/rpc.Cache/Get", line["method"])
+	assert.Equal(t, rpc.Cache_Get_FullMethodName, line["method"])
 
 	_, err = NewLogger(&buf, "yaml", slog.LevelInfo)
 	assert.ErrorContains(t, err, `log format "yaml"`)

@@ -70,7 +70,7 @@ func BenchmarkGetByProtocol(b *testing.B) {
 		{"grpc-native", func(ctx context.Context) error { _, err := native.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
 		{"grpc-http-listener", func(ctx context.Context) error { _, err := viaHTTP.Get(ctx, &rpc.GetReq{Key: "k"}); return err }},
 		{"connect-json", httpGet(func(ctx context.Context) *http.Request {
-			r, _ := http.NewRequestWithContext(ctx, "POST", base+"/rpc.Cache/Get", strings.NewReader(`{"key":"k"}`))
+			r, _ := http.NewRequestWithContext(ctx, "POST", base+rpc.Cache_Get_FullMethodName, strings.NewReader(`{"key":"k"}`))
 			r.Header.Set("Content-Type", "application/json")
 			r.Header.Set("Connect-Protocol-Version", "1")
 			r.Header.Set("Authorization", "Bearer "+tok)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"grpcworkshop.example/final/rpc"
 	"io"
 	"net"
 	"net/http"
@@ -95,7 +96,7 @@ func TestAChunkedBodyOverTheLimitIsResourceExhausted(t *testing.T) {
 		header             []string
 	}{
 		{"REST", "PUT", "/v1/keys/k", bearer},
-		{"Connect", "POST", "/rpc.Cache/Store", connectHeaders(tok)},
+		{"Connect", "POST", rpc.Cache_Store_FullMethodName, connectHeaders(tok)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req, err := http.NewRequestWithContext(t.Context(), c.method, base+c.path, io.MultiReader(strings.NewReader(big)))
@@ -139,9 +140,9 @@ func TestAChunkedBodyOverTheLimitIsResourceExhausted(t *testing.T) {
 func TestAConnectCallWithoutTheVersionHeaderIsServed(t *testing.T) {
 	st := startWeb(t, 1, nil)
 	base := st.WebURLs[0]
-	code, _, body := call(t, "POST", base+"/rpc.Cache/Store", "application/json", `{"key":"k","val":"dg=="}`, bearer...)
+	code, _, body := call(t, "POST", base+rpc.Cache_Store_FullMethodName, "application/json", `{"key":"k","val":"dg=="}`, bearer...)
 	require.Equal(t, http.StatusOK, code, "%s", body)
-	code, _, body = call(t, "POST", base+"/rpc.Cache/Get", "application/json", `{"key":"k"}`, bearer...)
+	code, _, body = call(t, "POST", base+rpc.Cache_Get_FullMethodName, "application/json", `{"key":"k"}`, bearer...)
 	require.Equal(t, http.StatusOK, code, "%s", body)
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(body, &got), "%s", body)
@@ -159,7 +160,7 @@ func TestAnEmptyConnectStreamBodyIsInvalidArgument(t *testing.T) {
 		"truncated": string(envelope(0, []byte("{}"))[:6]),
 	} {
 		t.Run(name, func(t *testing.T) {
-			code, _, b := call(t, "POST", base+"/rpc.Cache/Dump", "application/connect+json", body, connectHeaders(tok)...)
+			code, _, b := call(t, "POST", base+rpc.Cache_Dump_FullMethodName, "application/connect+json", body, connectHeaders(tok)...)
 			require.Equal(t, http.StatusOK, code, "a stream's error is in its end message")
 			var end struct {
 				Error struct {

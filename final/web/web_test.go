@@ -159,7 +159,7 @@ func storeSized(t *testing.T, base, token string, n int, val []byte) {
 	for i := range n {
 		req, err := proto.Marshal(&rpc.StoreReq{Key: fmt.Sprintf("k%04d", i), Val: val})
 		require.NoError(t, err)
-		code, _, body := call(t, "POST", base+"/rpc.Cache/Store", "application/proto", string(req), connectHeaders(token)...)
+		code, _, body := call(t, "POST", base+rpc.Cache_Store_FullMethodName, "application/proto", string(req), connectHeaders(token)...)
 		require.Equal(t, http.StatusOK, code, "%s", body)
 	}
 }
@@ -309,7 +309,7 @@ func TestHTTPErrorsCarryTheirStatusAndDetails(t *testing.T) {
 			{"oversized body", "Store", big, tok, 413, "resource_exhausted", "TOO_LARGE"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				code, _, body := call(t, "POST", base+"/rpc.Cache/"+c.method, "application/json", c.body, connectHeaders(c.token)...)
+				code, _, body := call(t, "POST", base+"/"+rpc.Cache_ServiceDesc.ServiceName+"/"+c.method, "application/json", c.body, connectHeaders(c.token)...)
 				require.Equal(t, c.status, code, "%s", body)
 				gotCode, st := connectError(t, body)
 				assert.Equal(t, c.code, gotCode)
@@ -320,10 +320,10 @@ func TestHTTPErrorsCarryTheirStatusAndDetails(t *testing.T) {
 
 	t.Run("quota refusal", func(t *testing.T) {
 		for _, k := range []string{"q1", "q2", "q3"} {
-			code, _, body := call(t, "POST", base+"/rpc.Cache/Store", "application/json", `{"key":"`+k+`"}`, connectHeaders("gopher")...)
+			code, _, body := call(t, "POST", base+rpc.Cache_Store_FullMethodName, "application/json", `{"key":"`+k+`"}`, connectHeaders("gopher")...)
 			require.Equal(t, 200, code, "%s", body)
 		}
-		code, _, body := call(t, "POST", base+"/rpc.Cache/Store", "application/json", `{"key":"q4"}`, connectHeaders("gopher")...)
+		code, _, body := call(t, "POST", base+rpc.Cache_Store_FullMethodName, "application/json", `{"key":"q4"}`, connectHeaders("gopher")...)
 		require.Equal(t, http.StatusBadRequest, code, "%s", body)
 		gotCode, st := connectError(t, body)
 		assert.Equal(t, "failed_precondition", gotCode)
@@ -344,7 +344,7 @@ func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
 	base := st.WebURLs[0]
 
 	preflight := func(origin string) (int, http.Header) {
-		code, h, _ := call(t, "OPTIONS", base+"/rpc.Cache/Get", "", "",
+		code, h, _ := call(t, "OPTIONS", base+rpc.Cache_Get_FullMethodName, "", "",
 			"Origin", origin, "Access-Control-Request-Method", "POST",
 			"Access-Control-Request-Headers", "authorization,content-type,connect-protocol-version")
 		return code, h
@@ -357,11 +357,11 @@ func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, code)
 	assert.Empty(t, h.Get("Access-Control-Allow-Origin"))
 
-	_, h, _ = call(t, "POST", base+"/rpc.Cache/Get", "application/json", `{"key":"k"}`,
+	_, h, _ = call(t, "POST", base+rpc.Cache_Get_FullMethodName, "application/json", `{"key":"k"}`,
 		append(connectHeaders(tok), "Origin", allowed)...)
 	assert.Equal(t, allowed, h.Get("Access-Control-Allow-Origin"))
 	assert.Contains(t, h.Get("Access-Control-Expose-Headers"), "X-Replica")
-	_, h, _ = call(t, "POST", base+"/rpc.Cache/Get", "application/json", `{"key":"k"}`,
+	_, h, _ = call(t, "POST", base+rpc.Cache_Get_FullMethodName, "application/json", `{"key":"k"}`,
 		append(connectHeaders(tok), "Origin", "https://evil.example.com")...)
 	assert.Empty(t, h.Get("Access-Control-Allow-Origin"), "a browser must not let other sites read the answer")
 }
@@ -398,7 +398,7 @@ func TestConnectAndGRPCWebStreamDump(t *testing.T) {
 	storeN(t, base, tok, 100)
 
 	// Connect server streaming, JSON.
-	code, h, body := call(t, "POST", base+"/rpc.Cache/Dump", "application/connect+json", string(envelope(0, []byte("{}"))),
+	code, h, body := call(t, "POST", base+rpc.Cache_Dump_FullMethodName, "application/connect+json", string(envelope(0, []byte("{}"))),
 		append(connectHeaders(tok), "X-Replica", "?")...)
 	require.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "cache-1", h.Get("X-Replica"), "the replica names itself when asked, as on the gRPC port")
@@ -417,7 +417,7 @@ func TestConnectAndGRPCWebStreamDump(t *testing.T) {
 	// gRPC-Web, binary protobuf: a unary Get.
 	req, err := proto.Marshal(&rpc.GetReq{Key: "k0007"})
 	require.NoError(t, err)
-	code, _, body = call(t, "POST", base+"/rpc.Cache/Get", "application/grpc-web+proto", string(envelope(0, req)), bearer...)
+	code, _, body = call(t, "POST", base+rpc.Cache_Get_FullMethodName, "application/grpc-web+proto", string(envelope(0, req)), bearer...)
 	require.Equal(t, http.StatusOK, code)
 	var got rpc.GetResp
 	var trailer string
@@ -471,7 +471,7 @@ func TestConsoleAndItsConfigAreServed(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, h.Get("Content-Type"), "javascript")
 
-	code, _, body = call(t, "POST", st.WebURLs[0]+"/grpc.health.v1.Health/Check", "application/json", `{"service":"rpc.Cache"}`,
+	code, _, body = call(t, "POST", st.WebURLs[0]+"/grpc.health.v1.Health/Check", "application/json", `{"service":"`+rpc.Cache_ServiceDesc.ServiceName+`"}`,
 		"Connect-Protocol-Version", "1")
 	require.Equal(t, http.StatusOK, code, "health answers over HTTP too, without a token: %s", body)
 	assert.JSONEq(t, `{"status":"SERVING"}`, string(body))
@@ -496,7 +496,7 @@ func TestShutdownLetsAnHTTPDumpFinish(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", base+"/rpc.Cache/Dump", bytes.NewReader(envelope(0, nil)))
+	req, err := http.NewRequestWithContext(ctx, "POST", base+rpc.Cache_Dump_FullMethodName, bytes.NewReader(envelope(0, nil)))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/connect+proto")
 	req.Header.Set("Authorization", "Bearer bulk")

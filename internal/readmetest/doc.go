@@ -1,72 +1,15 @@
-// Package readmetest runs the READMEs: every console block of the root
-// README, final/README.md with final/docs/*.md, and each step's README that shows commands is
-// turned into a testscript (github.com/rogpeppe/go-internal/testscript) and
-// run against binaries built once with `go build`, and what each command
-// prints is compared with what the README shows. The READMEs are the only
-// copy of these promises; a README command that stops working fails CI.
+// Package readmetest runs the workshop's READMEs: every console block of
+// the root README and of each step's README that shows commands, then
+// final's README.md with its docs/*.md, from final's own directory as a
+// user of a service made from final runs them. The harness is final's
+// (grpcworkshop.example/final/readmetest: its package documentation says
+// how a README is run and how a block is marked), so that a service made
+// from final carries it and runs its own READMEs; here it is given the
+// workshop's READMEs as a second suite.
 //
-// The tests use the READMEs' fixed ports (5050-5054, 5061), so they run only
-// when README_TESTS=1 (set by .ci/run, which runs them as a step of their
-// own) and never next to another copy of themselves:
+// The tests use the READMEs' fixed ports, so they run only when
+// README_TESTS=1 (set by .ci/run, which runs them as a step of their own)
+// and never next to another copy of themselves:
 //
 //	README_TESTS=1 go test -count=1 -v ./internal/readmetest/
-//
-// # How a README is run
-//
-// Each README is one script (final/README.md followed by final/docs/*.md
-// in name order: the docs' blocks use the servers its quick start
-// started), run in a fresh directory that has the
-// repository's final/ and step directories linked in (so that paths such as
-// final/clients/python/cachectl.py work) and nothing else: files a command
-// writes (certs/, .dev/, bin/) start afresh. Blocks run in order and share
-// that directory, the servers they start, and shell variables assigned by a
-// command of their own (`$ all=...`). Each command line (the text after
-// "$ ") runs in bash with stderr merged into stdout, as on a terminal, and
-// the lines that follow it in the README, up to the next "$ ", are what it
-// must print. The exit status is not compared: the output says whether a
-// command failed. At the end of a README its servers get SIGINT, as from
-// Ctrl-C, and the next README starts once they have exited. The log ends
-// with a count per README of blocks run and matched, and of blocks not run
-// with their reasons.
-//
-// `go` in a command is a small shim: `go run ./PKG ARGS` runs the binary
-// built from ./PKG at the start of the test (the same code, without a
-// compile per command, and without the go run process that would orphan a
-// server when killed), and `go build -o DIR ...` runs the real go build in
-// the repository with its output in DIR. Any other go command is refused,
-// so such blocks must be marked as not run.
-//
-// # Marking a block
-//
-// An HTML comment right before the block's opening fence (blank lines
-// between are allowed) adjusts it; on GitHub it is invisible, in the source
-// it sits next to the block it changes. One directive per line:
-//
-//	<!-- readme-test
-//	skip: REASON               the block is not run; the reason is printed
-//	servers: N:PORT ...        command N (1-based) of the block is a server: it
-//	                           runs in the background until the script ends,
-//	                           and the next command runs once a gRPC server
-//	                           serves on PORT (its HTTP/2 SETTINGS answer a
-//	                           connection; an open port is not enough), and once
-//	                           it printed the lines shown after it, which are the
-//	                           first lines it prints (none: not checked), as a
-//	                           reader waits for them (a trailing & in the command
-//	                           says the same to the reader)
-//	vary: REGEX                parts that differ from run to run: matches are
-//	                           replaced by "…" in both the output and the README
-//	ignore: REGEX              output lines matching are left out, as the README's
-//	                           prose says ("leaving out the log records on stderr")
-//	log: sPORT                 (before a plain ``` block) the lines shown are
-//	                           in the log of the server on PORT, in this order,
-//	                           among others
-//	before: SCRIPT LINE        a testscript line run before the block, for what
-//	                           the prose asks of the reader ("stop replica c
-//	                           with Ctrl-C": kill -INT s5054, then wait s5054).
-//	                           A server on PORT runs as background command sPORT
-//	-->
-//
-// A one-line form, <!-- readme-test skip: REASON -->, holds one directive.
-// Every block also varies in its log timestamps, durations and clients'
-// ephemeral ports (see defaultVary).
 package readmetest

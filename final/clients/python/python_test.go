@@ -175,7 +175,7 @@ func TestPythonClientSkipsAReplicaThatReportsNotServing(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "rpc.Cache"})
+	w, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: rpc.Cache_ServiceDesc.ServiceName})
 	require.NoError(t, err)
 	go func() { _ = st.Caches[2].Shutdown(ctx) }()
 	for {
@@ -210,7 +210,7 @@ type countCalls struct{ count func(forwarded bool) }
 
 func (c *countCalls) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 func (c *countCalls) HandleRPC(_ context.Context, s stats.RPCStats) {
-	if h, ok := s.(*stats.InHeader); ok && strings.HasPrefix(h.FullMethod, "/rpc.Cache/") {
+	if h, ok := s.(*stats.InHeader); ok && strings.HasPrefix(h.FullMethod, "/"+rpc.Cache_ServiceDesc.ServiceName+"/") {
 		c.count(len(h.Header.Get(forward.Header)) > 0)
 	}
 }

@@ -121,7 +121,7 @@ func run(args []string) error {
 	if admins := st.Admins(); admins != "" {
 		fmt.Printf("admin:    %s (/metrics, /debug/pprof/, gRPC health and channelz over h2c)\n", admins)
 	}
-	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./final/cmd/...)\n")
+	fmt.Printf("try:      bin/cachectl store gopher con && bin/cachectl get gopher   (after go build -o bin/ ./cmd/...)\n")
 	fmt.Printf("stop:     Ctrl-C\n")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

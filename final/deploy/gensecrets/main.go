@@ -1,14 +1,14 @@
-// Command gensecrets writes the files final/deploy's kustomization turns
+// Command gensecrets writes the files deploy's kustomization turns
 // into Secrets: a development CA, a server certificate valid for the cache
 // and Accounts Services' DNS names in one namespace, one client certificate
 // per cache replica (cache-0.crt … for the StatefulSet's pods: each
 // replica's identity at Accounts), and an accounts file with one random
 // token.
 //
-//	go run ./final/deploy/gensecrets -namespace default
+//	go run ./deploy/gensecrets -namespace default   # from the module's root: writes deploy/secrets
 //
 // For production, issue the certificates with cert-manager instead (see
-// final/docs/operations.md, Deploy).
+// docs/operations.md, Deploy).
 package main
 
 import (
@@ -38,7 +38,7 @@ func main() {
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("gensecrets", flag.ContinueOnError)
 	ns := fs.String("namespace", "default", "namespace the manifests are applied to")
-	dir := fs.String("dir", "final/deploy/secrets", "directory to write (it must not exist yet)")
+	dir := fs.String("dir", "deploy/secrets", "directory to write (it must not exist yet); the default is the kustomization's, from the module's root")
 	tenant := fs.String("tenant", "demo", "tenant of the generated token")
 	maxKeys := fs.Int64("max-keys", 100, "the tenant's key quota")
 	maxBytes := fs.Int64("max-bytes", 64<<20, "the tenant's byte quota: len(key) + len(value) of its items across all replicas (0: none)")

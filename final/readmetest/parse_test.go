@@ -1,49 +1,12 @@
 package readmetest
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// These run in every go test ./...: a README whose markers do not parse
-// fails at once, not only in CI's README step.
-
-func TestEveryREADMEsMarkersParse(t *testing.T) {
-	files, err := filepath.Glob("../../step[0-9][0-9]-*/README.md")
-	require.NoError(t, err)
-	files = append(files, "../../README.md", "../../final/README.md")
-	require.Greater(t, len(files), 2)
-	// final's docs run as part of final/README.md's script (readmeFiles):
-	// their markers must parse, but a doc need not have a block that runs.
-	docs, err := filepath.Glob("../../final/docs/*.md")
-	require.NoError(t, err)
-	require.NotEmpty(t, docs)
-	for _, f := range docs {
-		text, err := os.ReadFile(f)
-		require.NoError(t, err)
-		_, err = parseREADME(f, string(text))
-		require.NoError(t, err)
-	}
-	for _, f := range files {
-		text, err := os.ReadFile(f)
-		require.NoError(t, err)
-		blocks, err := parseREADME(f, string(text))
-		require.NoError(t, err)
-		run := 0
-		for _, b := range blocks {
-			if b.skip == "" {
-				run++
-				assert.NotEmpty(t, b.cmds, "%s:%d: a block that runs needs a command or log lines", f, b.line)
-			}
-		}
-		assert.Greater(t, run, 0, "%s: no block runs", f)
-	}
-}
 
 func TestMarkersSetTheBlocksBehaviour(t *testing.T) {
 	readme := "intro\n\n" +
