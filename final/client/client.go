@@ -68,32 +68,77 @@ func IdempotentMethods(service string) []string {
 	return names
 }
 
-// RetryPolicy configures gRPC's own retries of RetryableMethods (see
-// ServiceConfig). Zero fields take DefaultRetryPolicy's values;
-// MaxAttempts 1 turns retries off.
+// The defaults of Options and RetryPolicy, in one place: a field left
+// zero takes its default here.
+const (
+	// DefaultMaxAttempts: a safe method is tried up to 4 times in all.
+	DefaultMaxAttempts = 4
+	// DefaultInitialBackoff and DefaultMaxBackoff: the wait before a
+	// retry starts at 50ms and doubles up to 1s (gRPC randomizes each
+	// wait between zero and the backoff).
+	DefaultInitialBackoff = 50 * time.Millisecond
+	DefaultMaxBackoff     = time.Second
+	// DefaultConnectTimeout: a replica that does not accept a connection
+	// within 2s counts as down (grpc-go's own default is 20s).
+	DefaultConnectTimeout = 2 * time.Second
+	// MinKeepaliveTime is grpc-go's floor for a client's keepalive time.
+	MinKeepaliveTime = 10 * time.Second
+	// DefaultKeepaliveTime is the floor: a ping per idle connection every
+	// 10s costs next to nothing, and a cut replica is noticed soonest.
+	DefaultKeepaliveTime = MinKeepaliveTime
+	// DefaultKeepaliveTimeout: a replica that does not acknowledge a ping
+	// (or, by TCP_USER_TIMEOUT, any bytes sent) within 2s counts as gone,
+	// as one that does not accept a connection within ConnectTimeout.
+	DefaultKeepaliveTimeout = 2 * time.Second
+	// maxAttempts is gRPC's cap on a retry policy's attempts.
+	maxAttempts = 5
+)
+
+// RetryPolicy configures the client's retries of RetryableMethods: gRPC's
+// own on Unavailable (see ServiceConfig), and RetryOnRetryInfo's on a rate
+// limit. A zero field takes its default (DefaultMaxAttempts,
+// DefaultInitialBackoff, DefaultMaxBackoff, or InitialBackoff if larger);
+// NoRetries turns retries off. Negative values, and more attempts than
+// gRPC allows (5), are errors.
 type RetryPolicy struct {
-	MaxAttempts                int // including the first; gRPC caps it at 5
+	// MaxAttempts counts the first attempt: 1 is no retry. 0: DefaultMaxAttempts.
+	MaxAttempts int
+	// InitialBackoff and MaxBackoff bound the wait before a retry on
+	// Unavailable (a rate limit's wait is the server's RetryInfo). 0:
+	// DefaultInitialBackoff, DefaultMaxBackoff.
 	InitialBackoff, MaxBackoff time.Duration
 }
 
-// DefaultRetryPolicy: up to 4 attempts, backoff from 50ms doubling to 1s
-// (gRPC randomizes each wait between zero and the backoff).
-func DefaultRetryPolicy() RetryPolicy {
-	return RetryPolicy{MaxAttempts: 4, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
-}
+// NoRetries is the policy of a client that tries every call once (a
+// forwarding replica: its caller retries, not each hop).
+var NoRetries = RetryPolicy{MaxAttempts: 1}
+
+// DefaultRetryPolicy is RetryPolicy{} with its defaults filled in.
+func DefaultRetryPolicy() RetryPolicy { return RetryPolicy{}.withDefaults() }
 
 func (p RetryPolicy) withDefaults() RetryPolicy {
-	d := DefaultRetryPolicy()
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = d.MaxAttempts
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultMaxAttempts
 	}
-	if p.InitialBackoff <= 0 {
-		p.InitialBackoff = d.InitialBackoff
+	if p.InitialBackoff == 0 {
+		p.InitialBackoff = DefaultInitialBackoff
 	}
-	if p.MaxBackoff <= 0 {
-		p.MaxBackoff = max(d.MaxBackoff, p.InitialBackoff)
+	if p.MaxBackoff == 0 {
+		p.MaxBackoff = max(DefaultMaxBackoff, p.InitialBackoff)
 	}
 	return p
+}
+
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.MaxAttempts < 0:
+		return fmt.Errorf("retry: negative MaxAttempts %d (1 is no retry, 0 the default)", p.MaxAttempts)
+	case p.MaxAttempts > maxAttempts:
+		return fmt.Errorf("retry: MaxAttempts %d is above gRPC's maximum of %d", p.MaxAttempts, maxAttempts)
+	case p.InitialBackoff < 0 || p.MaxBackoff < 0:
+		return fmt.Errorf("retry: negative backoff %s, %s", p.InitialBackoff, p.MaxBackoff)
+	}
+	return nil
 }
 
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
@@ -103,8 +148,12 @@ func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), '
 // the replica is down or draining), and retryThrottling, gRPC's retry
 // budget: every failure costs a token, every success earns back 0.1, and
 // retries stop while fewer than half of the 10 tokens are left, so a
-// struggling service is not buried in retries.
-func ServiceConfig(p RetryPolicy) string {
+// struggling service is not buried in retries. p's zero fields take their
+// defaults; NoRetries leaves the retry policy and its throttling out.
+func ServiceConfig(p RetryPolicy) (string, error) {
+	if err := p.validate(); err != nil {
+		return "", err
+	}
 	p = p.withDefaults()
 	type name struct {
 		Service string `json:"service"`
@@ -135,28 +184,33 @@ func ServiceConfig(p RetryPolicy) string {
 	if err != nil {
 		panic(err) // maps of strings and numbers always marshal
 	}
-	return string(b)
+	return string(b), nil
 }
 
 func retryable(method string) bool {
 	return slices.Contains(RetryableMethods, strings.TrimPrefix(method, "/"))
 }
 
-// Options configure Dial.
+// Options configure Dial. The zero value is a working client: every field
+// left zero takes its default (the Default* constants), documented on it;
+// a negative duration is an error.
 type Options struct {
 	// TLS verifies the replicas; nil means plaintext (then Token is only
 	// sent if AllowInsecureToken).
-	TLS                *tls.Config
+	TLS *tls.Config
+	// Token is sent as a bearer token with every call; "" sends none.
 	Token              string
 	AllowInsecureToken bool
 	// Logger logs every call attempt; nil means no logging.
 	Logger *slog.Logger
-	Retry  RetryPolicy
+	// Retry: the retries of RetryableMethods. Zero: DefaultRetryPolicy();
+	// NoRetries turns them off.
+	Retry RetryPolicy
 	// ConnectTimeout bounds one attempt to connect to a replica (TCP and
 	// TLS). A replica that cannot be reached (a network cut drops packets,
 	// nothing refuses them) counts as down after this long, and ring hash
 	// sends its keys to the next replica instead of holding calls until
-	// their deadline. Default 2s.
+	// their deadline. 0: DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// KeepaliveTime and KeepaliveTimeout notice a replica that stopped
 	// answering over an open connection (cut off by the network: nothing
@@ -166,7 +220,7 @@ type Options struct {
 	// hash sends its keys to the next replica. grpc-go also sets the
 	// socket's TCP_USER_TIMEOUT to KeepaliveTimeout, so a call or ping
 	// sent into the cut closes the connection after that long, without
-	// waiting for KeepaliveTime. Defaults DefaultKeepaliveTime and
+	// waiting for KeepaliveTime. 0: DefaultKeepaliveTime and
 	// DefaultKeepaliveTimeout; KeepaliveTime below MinKeepaliveTime is an
 	// error (grpc-go would raise it silently). The replicas must permit
 	// pings this often (server.Common.KeepaliveMinTime).
@@ -178,17 +232,28 @@ type Options struct {
 	Extra []grpc.DialOption
 }
 
-const (
-	// MinKeepaliveTime is grpc-go's floor for a client's keepalive time.
-	MinKeepaliveTime = 10 * time.Second
-	// DefaultKeepaliveTime is the floor: a ping per idle connection every
-	// 10s costs next to nothing, and a cut replica is noticed soonest.
-	DefaultKeepaliveTime = MinKeepaliveTime
-	// DefaultKeepaliveTimeout: a replica that does not acknowledge a ping
-	// (or, by TCP_USER_TIMEOUT, any bytes sent) within 2s counts as gone,
-	// as one that does not accept a connection within ConnectTimeout.
-	DefaultKeepaliveTimeout = 2 * time.Second
-)
+// withDefaults fills in the zero fields' defaults.
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	o.Retry = o.Retry.withDefaults()
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	o.KeepaliveTime, o.KeepaliveTimeout = keepaliveDefaults(o.KeepaliveTime, o.KeepaliveTimeout)
+	return o
+}
+
+func keepaliveDefaults(interval, timeout time.Duration) (time.Duration, time.Duration) {
+	if interval == 0 {
+		interval = DefaultKeepaliveTime
+	}
+	if timeout == 0 {
+		timeout = DefaultKeepaliveTimeout
+	}
+	return interval, timeout
+}
 
 // KeepaliveParams are the keepalive parameters of our connections to
 // servers (Dial's, and a replica's to Accounts): a ping after every
@@ -197,13 +262,8 @@ const (
 // DefaultKeepaliveTimeout; an interval below MinKeepaliveTime is an error
 // (grpc-go would raise it silently), as is a negative timeout.
 func KeepaliveParams(interval, timeout time.Duration) (keepalive.ClientParameters, error) {
+	interval, timeout = keepaliveDefaults(interval, timeout)
 	ka := keepalive.ClientParameters{Time: interval, Timeout: timeout, PermitWithoutStream: true}
-	if ka.Time == 0 {
-		ka.Time = DefaultKeepaliveTime
-	}
-	if ka.Timeout == 0 {
-		ka.Timeout = DefaultKeepaliveTimeout
-	}
 	if ka.Time < MinKeepaliveTime {
 		return ka, fmt.Errorf("keepalive time %s is below gRPC's minimum of %s", ka.Time, MinKeepaliveTime)
 	}
@@ -217,36 +277,36 @@ func KeepaliveParams(interval, timeout time.Duration) (keepalive.ClientParameter
 // a scheme), or a comma-separated list of host:port, resolved once with
 // grpc-go's manual resolver.
 func Dial(target string, o Options) (*grpc.ClientConn, error) {
-	creds := insecure.NewCredentials()
-	if o.TLS != nil {
-		creds = credentials.NewTLS(o.TLS)
+	if o.ConnectTimeout < 0 {
+		return nil, fmt.Errorf("dial: negative connect timeout %s", o.ConnectTimeout)
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	connectTimeout := o.ConnectTimeout
-	if connectTimeout <= 0 {
-		connectTimeout = 2 * time.Second
+	sc, err := ServiceConfig(o.Retry)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
 	}
 	ka, err := KeepaliveParams(o.KeepaliveTime, o.KeepaliveTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
+	o = o.withDefaults()
+	creds := insecure.NewCredentials()
+	if o.TLS != nil {
+		creds = credentials.NewTLS(o.TLS)
+	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(ServiceConfig(o.Retry)),
+		grpc.WithDefaultServiceConfig(sc),
 		// Only ours: a TXT record in DNS must not change the balancer (and
 		// the resolver skips that lookup).
 		grpc.WithDisableServiceConfig(),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: o.ConnectTimeout}),
 		grpc.WithKeepaliveParams(ka),
 		grpc.WithChainUnaryInterceptor(
 			KeyAffinityUnary(),
-			RetryOnRetryInfo(retryable, o.Retry.withDefaults().MaxAttempts),
-			LogUnaryClient(log),
+			RetryOnRetryInfo(retryable, o.Retry.MaxAttempts),
+			LogUnaryClient(o.Logger),
 		),
-		grpc.WithChainStreamInterceptor(LogStreamClient(log)),
+		grpc.WithChainStreamInterceptor(LogStreamClient(o.Logger)),
 	}
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials{Token: o.Token, AllowInsecure: o.AllowInsecureToken}))

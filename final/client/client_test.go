@@ -44,6 +44,12 @@ func (f *failing) GetByToken(context.Context, *rpc.GetByTokenReq) (*rpc.GetByTok
 
 func serve(t *testing.T, err error) (*failing, *grpc.ClientConn) {
 	t.Helper()
+	return serveWith(t, err, Options{Retry: RetryPolicy{InitialBackoff: time.Millisecond}})
+}
+
+// serveWith is serve with the client's Options o.
+func serveWith(t *testing.T, err error, o Options) (*failing, *grpc.ClientConn) {
+	t.Helper()
 	f := &failing{err: err}
 	srv := grpc.NewServer()
 	rpc.RegisterCacheServer(srv, f)
@@ -52,7 +58,7 @@ func serve(t *testing.T, err error) (*failing, *grpc.ClientConn) {
 	require.NoError(t, lerr)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	conn, derr := Dial(lis.Addr().String(), Options{Retry: RetryPolicy{InitialBackoff: time.Millisecond}})
+	conn, derr := Dial(lis.Addr().String(), o)
 	require.NoError(t, derr)
 	t.Cleanup(func() { conn.Close() })
 	return f, conn
@@ -106,8 +112,83 @@ func TestRetryThrottlingStopsRetriesWhenMostCallsFail(t *testing.T) {
 }
 
 func TestServiceConfigWithoutRetries(t *testing.T) {
-	assert.NotContains(t, ServiceConfig(RetryPolicy{MaxAttempts: 1}), "retryPolicy")
-	assert.Contains(t, ServiceConfig(RetryPolicy{}), `"maxAttempts":4`)
+	sc, err := ServiceConfig(NoRetries)
+	require.NoError(t, err)
+	assert.NotContains(t, sc, "retryPolicy")
+	assert.NotContains(t, sc, "retryThrottling")
+	sc, err = ServiceConfig(RetryPolicy{})
+	require.NoError(t, err)
+	assert.Contains(t, sc, `"maxAttempts":4`)
+	assert.Contains(t, sc, `"initialBackoff":"0.05s"`)
+	assert.Contains(t, sc, `"maxBackoff":"1s"`)
+}
+
+// Every zero field means its documented default, and the defaults are the
+// Default* constants.
+func TestZeroOptionsTakeTheDefaults(t *testing.T) {
+	o := Options{}.withDefaults()
+	assert.Equal(t, RetryPolicy{MaxAttempts: 4, InitialBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}, o.Retry)
+	assert.Equal(t, DefaultRetryPolicy(), o.Retry)
+	assert.Equal(t, 2*time.Second, o.ConnectTimeout)
+	assert.Equal(t, DefaultConnectTimeout, o.ConnectTimeout)
+	assert.Equal(t, DefaultKeepaliveTime, o.KeepaliveTime)
+	assert.Equal(t, DefaultKeepaliveTimeout, o.KeepaliveTimeout)
+	assert.NotNil(t, o.Logger)
+
+	ka, err := KeepaliveParams(0, 0)
+	require.NoError(t, err)
+	assert.Equal(t, DefaultKeepaliveTime, ka.Time)
+	assert.Equal(t, DefaultKeepaliveTimeout, ka.Timeout)
+
+	// Set fields stay; a MaxBackoff left zero is never below InitialBackoff.
+	p := RetryPolicy{MaxAttempts: 2, InitialBackoff: 3 * time.Second}.withDefaults()
+	assert.Equal(t, RetryPolicy{MaxAttempts: 2, InitialBackoff: 3 * time.Second, MaxBackoff: 3 * time.Second}, p)
+	o = Options{ConnectTimeout: time.Second, KeepaliveTime: time.Minute, KeepaliveTimeout: time.Second}.withDefaults()
+	assert.Equal(t, time.Second, o.ConnectTimeout)
+	assert.Equal(t, time.Minute, o.KeepaliveTime)
+	assert.Equal(t, time.Second, o.KeepaliveTimeout)
+}
+
+// With Options{} (no Retry at all), a safe method is still retried, on
+// Unavailable and on a rate limit, DefaultMaxAttempts times in all; with
+// NoRetries it is tried once.
+func TestTheZeroRetryPolicyRetriesAndNoRetriesDoesNot(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		policy   RetryPolicy
+		attempts int64
+	}{
+		{"zero", RetryPolicy{}, DefaultMaxAttempts},
+		{"NoRetries", NoRetries, 1},
+	} {
+		for _, err := range []error{
+			status.Error(codes.Unavailable, "draining"),
+			apierr.ToStatus(fault.OverRate("service", time.Millisecond)),
+		} {
+			t.Run(tc.name+"/"+status.Code(err).String(), func(t *testing.T) {
+				f, conn := serveWith(t, err, Options{Retry: tc.policy})
+				_, cerr := rpc.NewCacheClient(conn).Get(ctxT(t), &rpc.GetReq{Key: "k"})
+				assert.Equal(t, status.Code(err), status.Code(cerr))
+				assert.Equal(t, tc.attempts, f.gets.Load())
+			})
+		}
+	}
+}
+
+func TestNegativeOptionsAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{ConnectTimeout: -time.Second}, "dial: negative connect timeout -1s"},
+		{Options{Retry: RetryPolicy{MaxAttempts: -1}}, "dial: retry: negative MaxAttempts -1 (1 is no retry, 0 the default)"},
+		{Options{Retry: RetryPolicy{MaxAttempts: 6}}, "dial: retry: MaxAttempts 6 is above gRPC's maximum of 5"},
+		{Options{Retry: RetryPolicy{InitialBackoff: -time.Millisecond}}, "dial: retry: negative backoff -1ms, 0s"},
+		{Options{Retry: RetryPolicy{MaxBackoff: -time.Second}}, "dial: retry: negative backoff 0s, -1s"},
+	} {
+		_, err := Dial("127.0.0.1:1", tc.o)
+		assert.EqualError(t, err, tc.want)
+	}
 }
 
 func TestAKeepaliveBelowGRPCsFloorIsRefused(t *testing.T) {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -78,10 +79,16 @@ func KeyAffinityUnary() grpc.UnaryClientInterceptor {
 // refused with ResourceExhausted and a RetryInfo detail (a rate limit) is
 // tried again after the server's delay, if safe(method) says the method may
 // be repeated, at most maxAttempts times in all, and never past the call's
-// deadline. Unavailable is retried by the service config's retryPolicy,
-// under the channel's retryThrottling; ResourceExhausted without RetryInfo
-// (a message too large) is not retried.
+// deadline. maxAttempts counts as RetryPolicy.MaxAttempts does: 0 is
+// DefaultMaxAttempts, 1 no retry; a negative count panics (a program
+// error; Dial refuses one with an error). Unavailable is retried by the
+// service config's retryPolicy, under the channel's retryThrottling;
+// ResourceExhausted without RetryInfo (a message too large) is not retried.
 func RetryOnRetryInfo(safe func(method string) bool, maxAttempts int) grpc.UnaryClientInterceptor {
+	if maxAttempts < 0 {
+		panic(fmt.Sprintf("client.RetryOnRetryInfo: negative maxAttempts %d (1 is no retry, 0 the default)", maxAttempts))
+	}
+	maxAttempts = RetryPolicy{MaxAttempts: maxAttempts}.withDefaults().MaxAttempts
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		for attempt := 1; ; attempt++ {
 			err := invoker(ctx, method, req, reply, cc, opts...)

@@ -94,6 +94,27 @@ func TestRetryStopsAtMaxAttempts(t *testing.T) {
 	assert.Equal(t, 3, calls)
 }
 
+// maxAttempts counts as RetryPolicy.MaxAttempts: 0 is the default (it
+// used to mean a single attempt), 1 no retry.
+func TestRetryOnRetryInfoTakesTheDefaultForZeroAttempts(t *testing.T) {
+	limited := apierr.ToStatus(fault.OverRate("service", time.Microsecond))
+	many := make([]error, DefaultMaxAttempts+2)
+	for i := range many {
+		many[i] = limited
+	}
+	calls := 0
+	err := RetryOnRetryInfo(safe, 0)(ctxT(t), "/m", nil, nil, nil, failingInvoker(&calls, many...))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	assert.Equal(t, DefaultMaxAttempts, calls)
+
+	calls = 0
+	err = RetryOnRetryInfo(safe, NoRetries.MaxAttempts)(ctxT(t), "/m", nil, nil, nil, failingInvoker(&calls, many...))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	assert.Equal(t, 1, calls)
+
+	assert.PanicsWithValue(t, "client.RetryOnRetryInfo: negative maxAttempts -1 (1 is no retry, 0 the default)", func() { RetryOnRetryInfo(safe, -1) })
+}
+
 func TestKeyAffinitySetsAHeaderFromTheKey(t *testing.T) {
 	var got []string
 	inv := func(ctx context.Context, method string, r, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {

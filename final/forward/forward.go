@@ -147,7 +147,7 @@ func New(cfg Config) (*Forwarder, error) {
 func (f *Forwarder) dialOptions() client.Options {
 	return client.Options{
 		TLS:              f.cfg.TLS,
-		Retry:            client.RetryPolicy{MaxAttempts: 1}, // the caller retries, not each hop
+		Retry:            client.NoRetries, // the caller retries, not each hop
 		KeepaliveTime:    f.cfg.KeepaliveTime,
 		KeepaliveTimeout: f.cfg.KeepaliveTimeout,
 		Extra:            slices.Clone(f.cfg.DialOptions),

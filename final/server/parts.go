@@ -84,7 +84,7 @@ func dialAccounts(l AccountsLink, tel *telemetry.Telemetry, log *slog.Logger, cl
 		// hung one would wait 20s.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: 2 * time.Second,
+			MinConnectTimeout: client.DefaultConnectTimeout,
 		}),
 		grpc.WithKeepaliveParams(ka),
 		grpc.WithChainUnaryInterceptor(client.LogUnaryClient(log.With("peer", "accounts"))),
