@@ -111,21 +111,29 @@ func TestAFloodOfCallsIsPartlyRefusedBeforeAnyWork(t *testing.T) {
 	})
 	require.NoError(t, err)
 	cfg.logger = slog.New(slog.DiscardHandler) // a record per call on stderr would slow the flood
-	cache := connect(t, testClientConfig(t, certs, startServer(t, cfg)))
+	cfg.accountsTimeout = time.Minute          // the calls let through wait for Accounts together
+	addr := startServer(t, cfg)
+	var conns [4]rpc.CacheClient // 64 calls in flight on each (-max-streams)
+	for i := range conns {
+		conns[i] = connect(t, testClientConfig(t, certs, addr))
+	}
 	ctx := testContext(t)
 
-	// 16 callers making Gets as fast as they can, until one is refused or
-	// 3000 are served. A token bucket of 150 calls/s with a burst of 50
-	// never serves more than 50 + 150/s × the time taken, however fast or
-	// slow the machine is; a server without a limit serves as fast as it
-	// can (thousands a second here).
+	// 256 callers making Gets as fast as they can, until one is refused: a
+	// burst far above 50 arrives at once, whatever the machine's speed, so
+	// a token bucket of 150 calls/s with a burst of 50 refuses some. It
+	// never serves more than 50 + 150 per second since the flood began: a
+	// server that serves more has no limit, and the flood stops there (a
+	// server with the limit never gets there, however slow or fast the
+	// machine). The test checks the outcome: a call of the flood was refused.
 	var served, refused atomic.Int64
 	start := time.Now()
+	beyondTheRate := func() bool { return float64(served.Load()) > 50+150*time.Since(start).Seconds()+1 }
 	var wg sync.WaitGroup
-	for range 16 {
+	for i := range 256 {
 		wg.Go(func() {
-			for refused.Load() == 0 && served.Load() < 3000 {
-				_, err := get(ctx, cache, testToken, "k")
+			for refused.Load() == 0 && !beyondTheRate() && ctx.Err() == nil {
+				_, err := get(ctx, conns[i%len(conns)], testToken, "k")
 				switch status.Code(err) {
 				case codes.NotFound:
 					served.Add(1)
@@ -139,9 +147,8 @@ func TestAFloodOfCallsIsPartlyRefusedBeforeAnyWork(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	assert.LessOrEqual(t, float64(served.Load()), 50+150*elapsed.Seconds()+1,
-		"the server took on more of a flood than its rate allows (%d served, %d refused in %v)", served.Load(), refused.Load(), elapsed)
+	t.Logf("%d served, %d refused in %v", served.Load(), refused.Load(), time.Since(start))
+	assert.NotZero(t, refused.Load(), "the server took on a flood of %d calls and refused none", served.Load())
 	// A refused call never reached a handler, so nobody asked Accounts for it.
 	assert.EqualValues(t, served.Load(), len(accountsLog.rpcs()))
 }

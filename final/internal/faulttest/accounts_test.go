@@ -2,13 +2,17 @@ package faulttest_test
 
 import (
 	"context"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/internal/faulttest"
@@ -49,12 +53,17 @@ func TestKnownTenantsKeepWorkingWithAccountsDown(t *testing.T) {
 
 	s.Accounts.Kill()
 	down := time.Now()
+	// The last lookup came before Accounts died: the window ends by
+	// down+ttl+stale, so a call begun after that must fail, however long
+	// the calls take.
+	closed := down.Add(ttl + stale)
 	var calls int
 	var last error
 	tick := time.NewTicker(10 * time.Millisecond) // inside the tenant's rate limit
 	defer tick.Stop()
-	for time.Since(down) < ttl+stale+5*time.Second {
+	for {
 		<-tick.C
+		began := time.Now()
 		got, err := c.Get(callCtx(t), &rpc.GetReq{Key: "k"})
 		if err == nil {
 			assert.Equal(t, "v", string(got.GetVal()))
@@ -64,6 +73,7 @@ func TestKnownTenantsKeepWorkingWithAccountsDown(t *testing.T) {
 			last = err
 			break
 		}
+		require.False(t, began.After(closed), "stale answers do not serve forever: a call begun %v after the window's end succeeded", began.Sub(closed))
 		calls += 2
 	}
 	worked := time.Since(down)
@@ -72,7 +82,6 @@ func TestKnownTenantsKeepWorkingWithAccountsDown(t *testing.T) {
 	// The last lookup came after looked, so the window ends no sooner than this.
 	assert.GreaterOrEqual(t, worked, ttl+stale-down.Sub(looked), "they work until AuthTTL+AuthStale after the last lookup")
 	assert.Equal(t, codes.Unavailable, status.Code(last), "and then stop: %v", last)
-	assert.Less(t, worked, ttl+stale+5*time.Second, "stale answers do not serve forever")
 
 	_, err = c.Store(callCtx(t), &rpc.StoreReq{Key: "new", Val: []byte("v")})
 	assert.Equal(t, codes.Unavailable, status.Code(err), "a new key needs Accounts: %v", err)
@@ -130,8 +139,11 @@ func TestHungAccountsFailsFastWithRetryInfo(t *testing.T) {
 }
 
 // After Accounts has been down for a while (long enough for gRPC's
-// default reconnection backoff to grow past 6s), replicas reach it within
-// about a second of its return.
+// default reconnection backoff to grow past 10s), replicas reach it within
+// about a second of its return: through the outage the replica tries to
+// connect at least twice as often as a client with gRPC's default backoff
+// that went through the same outage (about 20 tries to 6), whatever the
+// machine's speed.
 func TestReplicasReconnectSoonAfterAccountsReturns(t *testing.T) {
 	s := faulttest.Start(t, faulttest.Options{})
 	addr := s.Replicas[0].Addr
@@ -139,15 +151,53 @@ func TestReplicasReconnectSoonAfterAccountsReturns(t *testing.T) {
 	_, err := c.Store(callCtx(t), &rpc.StoreReq{Key: "k", Val: []byte("v")})
 	require.NoError(t, err)
 	small := rpc.NewCacheClient(s.Dial(addr, "small", noRetry))
+	// The yardstick: gRPC's defaults, connecting from 127.0.0.2 (the
+	// replica connects from 127.0.0.1).
+	yardstick, err := grpc.NewClient(s.Accounts.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	require.NoError(t, err)
+	defer yardstick.Close()
 
 	s.Accounts.Kill()
-	// Calls while it is down make the replica try (and back off) again.
-	outage := time.Now()
-	for time.Since(outage) < 10*time.Second {
+	// While Accounts is down, a stand-in on its port counts the attempts
+	// to connect, by the caller's address, and closes each.
+	lis, err := net.Listen("tcp", s.Accounts.Addr)
+	require.NoError(t, err)
+	var fromReplica, fromYardstick atomic.Int64
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			if conn.RemoteAddr().(*net.TCPAddr).IP.Equal(net.IPv4(127, 0, 0, 2)) {
+				fromYardstick.Add(1)
+			} else {
+				fromReplica.Add(1)
+			}
+			conn.Close()
+		}
+	}()
+	// Calls while it is down make the replica try (and back off) again;
+	// Connect does the same for the yardstick.
+	const outage = 20 * time.Second
+	down := time.Now()
+	for time.Since(down) < outage {
 		_, err := small.Get(callCtx(t), &rpc.GetReq{Key: "k"})
 		require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+		yardstick.Connect()
 		time.Sleep(100 * time.Millisecond) // paced outage traffic, not a wait for an event
 	}
+	lis.Close()
+	<-counted
+	t.Logf("attempts to connect in the %v outage: %d by the replica, %d with gRPC's default backoff", outage, fromReplica.Load(), fromYardstick.Load())
+	require.NotZero(t, fromYardstick.Load(), "the yardstick tried to connect")
+	assert.GreaterOrEqual(t, fromReplica.Load(), 2*fromYardstick.Load(), "the replica backs off as long as gRPC's default (up to 120s), not up to a second")
 
 	s.Accounts.Start()
 	back := time.Now()
@@ -157,10 +207,8 @@ func TestReplicasReconnectSoonAfterAccountsReturns(t *testing.T) {
 			break
 		}
 		require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
-		require.Less(t, time.Since(back), 20*time.Second, "the replica never reached Accounts again")
-		time.Sleep(20 * time.Millisecond) // polling for recovery is the measurement
+		require.Less(t, time.Since(back), time.Minute, "the replica never reached Accounts again") // a hang guard
+		time.Sleep(20 * time.Millisecond)                                                          // polling for recovery
 	}
-	recovery := time.Since(back)
-	t.Logf("a replica reached Accounts %v after it was listening again (after a 10s outage)", recovery.Round(time.Millisecond))
-	assert.Less(t, recovery, 3*time.Second, "replicas reconnect within about a second (not gRPC's default backoff of up to 120s)")
+	t.Logf("a replica reached Accounts %v after it was listening again (after a %v outage)", time.Since(back).Round(time.Millisecond), outage)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/internal/faulttest"
+	"grpcworkshop.example/final/internal/scrape"
 	"grpcworkshop.example/final/rpc"
 	"grpcworkshop.example/final/tlsutil"
 )
@@ -63,12 +65,14 @@ func TestAccountsKilledMidTrafficKeepsTheQuotaAndEveryAcknowledgedKey(t *testing
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			const quota = 300
+			// The replicas' admin ports: their lease reports, by /metrics.
+			admin := []string{faulttest.FreeAddr(t), faulttest.FreeAddr(t), faulttest.FreeAddr(t)}
 			s := faulttest.Start(t, faulttest.Options{
 				Replicas:     3,
 				Accounts:     map[string]faulttest.Account{"q": {Tenant: "q", MaxCacheKeys: quota}},
 				AccountsArgs: append([]string{"-lease-ttl", "3s"}, mode.args...),
-				CacheArgs: func(int) []string {
-					return []string{"-lease-interval", "1s", "-rate", "0", "-tenant-rate", "0"}
+				CacheArgs: func(i int) []string {
+					return []string{"-lease-interval", "1s", "-rate", "0", "-tenant-rate", "0", "-admin-addr", admin[i]}
 				},
 			})
 			var (
@@ -76,7 +80,6 @@ func TestAccountsKilledMidTrafficKeepsTheQuotaAndEveryAcknowledgedKey(t *testing
 				nAcked  atomic.Int64
 				refused atomic.Int64 // FailedPrecondition: the quota is full
 				failed  atomic.Int64 // anything else (Accounts down, recovering)
-				lastOK  atomic.Int64 // unix nanoseconds of the last acknowledged Store
 			)
 			// traffic stores new keys from 4 workers until stop says so.
 			traffic := func(c rpc.CacheClient, phase string, stop func(refusedInARow int) bool) {
@@ -86,14 +89,16 @@ func TestAccountsKilledMidTrafficKeepsTheQuotaAndEveryAcknowledgedKey(t *testing
 						refusedInARow := 0
 						for i := 0; !stop(refusedInARow); i++ {
 							k, v := fmt.Sprintf("%s-w%d-%d", phase, w, i), fmt.Sprint("v", i)
-							ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+							// A hang guard: a Store that timed out here may still
+							// have been stored, and the count of acknowledged
+							// keys would miss it.
+							ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 							_, err := c.Store(ctx, &rpc.StoreReq{Key: k, Val: []byte(v)})
 							cancel()
 							switch status.Code(err) {
 							case codes.OK:
 								acked.Store(k, v)
 								nAcked.Add(1)
-								lastOK.Store(time.Now().UnixNano())
 								refusedInARow = 0
 							case codes.FailedPrecondition:
 								refused.Add(1)
@@ -110,23 +115,28 @@ func TestAccountsKilledMidTrafficKeepsTheQuotaAndEveryAcknowledgedKey(t *testing
 				}
 				wg.Wait()
 			}
-			deadline := time.Now().Add(40 * time.Second)
+			deadline := time.Now().Add(time.Minute) // a hang guard, not a speed target
 			traffic(s.Client("q"), "before", func(int) bool { return nAcked.Load() >= 2*quota/3 || time.Now().After(deadline) })
 			require.GreaterOrEqual(t, nAcked.Load(), int64(2*quota/3))
 
 			s.Accounts.Kill()
 			s.Accounts.Start()
 			one := rpc.NewCacheClient(s.Dial(s.Replicas[0].Addr, "q", client.Options{}))
-			// Until the quota has been full for over two lease reports: the
-			// other replicas give their spare slots back with theirs.
+			// Until the whole quota is acknowledged and then refused: the
+			// other replicas give their spare slots back with their lease
+			// reports, and cache-1 takes them.
+			deadline = time.Now().Add(time.Minute)
 			traffic(one, "after", func(refusedInARow int) bool {
-				full := refusedInARow > 0 && time.Since(time.Unix(0, lastOK.Load())) > 2500*time.Millisecond
-				return full || time.Now().After(deadline)
+				return refusedInARow > 0 && nAcked.Load() >= quota || time.Now().After(deadline)
 			})
+			// Three lease reports of every replica later, each has had the
+			// answer to a report sent after the traffic: a replica that had
+			// to trim has, and a slot leaked to cache-1 would be granted.
+			waitForReports(t, admin, 3)
+			deadline = time.Now().Add(time.Minute)
+			traffic(one, "probe", func(refusedInARow int) bool { return refusedInARow > 0 || time.Now().After(deadline) })
 			t.Logf("acknowledged %d, refused over quota %d, failed otherwise %d", nAcked.Load(), refused.Load(), failed.Load())
 
-			// Two lease reports later, a replica that had to trim would have.
-			<-time.After(2500 * time.Millisecond)
 			held := replicaKeys(t, s, "q")
 			assert.LessOrEqual(t, len(held), quota, "keys across replicas")
 			assert.EqualValues(t, quota, nAcked.Load(), "the whole quota, no slot leaked")
@@ -139,6 +149,35 @@ func TestAccountsKilledMidTrafficKeepsTheQuotaAndEveryAcknowledgedKey(t *testing
 			})
 			assert.Zero(t, lost, "acknowledged Stores lost")
 		})
+	}
+}
+
+// waitForReports waits until every replica (by its admin port) has made n
+// more lease reports that Accounts answered: report n-1's answer, and any
+// trim it called for, came before report n was sent.
+func waitForReports(t *testing.T, admin []string, n float64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard
+	defer cancel()
+	reports := func(addr string) float64 {
+		f, err := scrape.Scrape(ctx, addr)
+		require.NoError(t, err)
+		for name := range f {
+			if strings.HasSuffix(name, "_lease_renewals_total") {
+				return f.Value(name, "result", "ok")
+			}
+		}
+		return 0
+	}
+	for _, addr := range admin {
+		want := reports(addr) + n
+		for reports(addr) < want {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s made fewer than %v lease reports", addr, n)
+			case <-time.After(100 * time.Millisecond): // polling a counter: nothing to await
+			}
+		}
 	}
 }
 
