@@ -56,8 +56,8 @@ func svcReserve(s *Service, id, tenant string, dry bool) error {
 func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register(context.Background(), "", "a", nil, nil, limit)
-	l.Register(context.Background(), "", "b", nil, nil, limit)
+	l.Register(context.Background(), "", "a", nil, nil, 0, limit)
+	l.Register(context.Background(), "", "b", nil, nil, 0, limit)
 	require.NoError(t, reserve(l, "a", 3, false))
 	require.NoError(t, reserve(l, "b", 3, false))
 	require.NoError(t, reserve(l, "a", 3, true), "a dry run takes nothing")
@@ -70,14 +70,14 @@ func TestLedgerNeverGrantsMoreThanMaxAcrossLeases(t *testing.T) {
 func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 	l, c := testLedger()
 	limit := func(string) int64 { return 2 }
-	l.Register(context.Background(), "", "dies", nil, nil, limit)
-	l.Register(context.Background(), "", "lives", nil, nil, limit)
+	l.Register(context.Background(), "", "dies", nil, nil, 0, limit)
+	l.Register(context.Background(), "", "lives", nil, nil, 0, limit)
 	require.NoError(t, reserve(l, "dies", 2, false))
 	require.NoError(t, reserve(l, "dies", 2, false))
 	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded)
 
 	c.t = c.t.Add(10 * time.Second)
-	l.Register(context.Background(), "", "lives", map[string]int64{}, nil, limit) // the living replica reports; the dead one does not
+	l.Register(context.Background(), "", "lives", map[string]int64{}, nil, 0, limit) // the living replica reports; the dead one does not
 	assert.ErrorIs(t, reserve(l, "lives", 2, false), fault.ErrQuotaExceeded, "within the TTL the slots are still held")
 
 	c.t = c.t.Add(6 * time.Second) // 16s after the dead replica's last report
@@ -88,14 +88,14 @@ func TestDeadReplicasSlotsAreReleasedAfterTheLeaseTTL(t *testing.T) {
 func TestRegisterAdmitsOnlyWhatFits(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 3 }
-	l.Register(context.Background(), "", "b", map[string]int64{"t": 2}, nil, limit)
+	l.Register(context.Background(), "", "b", map[string]int64{"t": 2}, nil, 0, limit)
 	// "a" lost its lease while "b" took slots; it comes back holding 2.
-	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, limit)
+	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, 0, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 3, l.Held("t"))
 	// Re-registering replaces a lease's holdings rather than adding to them.
-	admitted, err = l.Register(context.Background(), "", "b", map[string]int64{"t": 1}, nil, limit)
+	admitted, err = l.Register(context.Background(), "", "b", map[string]int64{"t": 1}, nil, 0, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, admitted["t"])
 	assert.EqualValues(t, 2, l.Held("t"))
@@ -112,7 +112,7 @@ func TestServiceAnswersWithDomainErrors(t *testing.T) {
 	assert.ErrorIs(t, err, fault.ErrInvalidArgument)
 
 	assert.ErrorIs(t, svcReserve(s, "r1", "tok", false), fault.ErrLeaseNotFound, "a replica registers before it reserves")
-	_, err = s.Lease(context.Background(), "", "r1", nil, nil)
+	_, err = s.Lease(context.Background(), "", "r1", nil, nil, 0)
 	require.NoError(t, err)
 	require.NoError(t, svcReserve(s, "r1", "tok", true), "a dry run takes nothing")
 	require.NoError(t, svcReserve(s, "r1", "tok", false))
@@ -127,9 +127,9 @@ func TestServiceAnswersWithDomainErrors(t *testing.T) {
 
 func TestReleaseGivesSlotsBackAtOnce(t *testing.T) {
 	s := NewService(Accounts(map[string]Account{"tok": {MaxCacheKeys: 1}}), time.Hour)
-	_, err := s.Lease(context.Background(), "", "r1", map[string]int64{"tok": 1}, nil)
+	_, err := s.Lease(context.Background(), "", "r1", map[string]int64{"tok": 1}, nil, 0)
 	require.NoError(t, err)
-	_, err = s.Lease(context.Background(), "", "r2", nil, nil)
+	_, err = s.Lease(context.Background(), "", "r2", nil, nil, 0)
 	require.NoError(t, err)
 	require.ErrorIs(t, svcReserve(s, "r2", "tok", false), fault.ErrQuotaExceeded)
 	require.NoError(t, s.Release(context.Background(), "", "r1"))
@@ -142,9 +142,9 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	limit := func(string) int64 { return 10 }
 	l, err := OpenLedger(LedgerOptions{TTL: time.Minute, Path: path})
 	require.NoError(t, err)
-	_, err = l.Register(context.Background(), "cache-1", "a", map[string]int64{"t": 4}, nil, limit)
+	_, err = l.Register(context.Background(), "cache-1", "a", map[string]int64{"t": 4}, nil, 0, limit)
 	require.NoError(t, err)
-	_, err = l.Register(context.Background(), "cache-2", "b", nil, nil, limit)
+	_, err = l.Register(context.Background(), "cache-2", "b", nil, nil, 0, limit)
 	require.NoError(t, err)
 	n, err := l.Reserve(context.Background(), "cache-2", "b", "t", 10, 3, 1, 1, false)
 	require.NoError(t, err)
@@ -158,7 +158,7 @@ func TestADurableLedgerKeepsEveryLeaseAcrossARestart(t *testing.T) {
 	assert.Equal(t, 2, l.Leases())
 	// The grant in flight (seq 1) is still counted on top of a report that
 	// was taken before it arrived.
-	admitted, err := l.Register(context.Background(), "cache-2", "b", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
+	admitted, err := l.Register(context.Background(), "cache-2", "b", map[string]int64{"t": 0}, map[string]int64{"t": 0}, 0, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 0, admitted["t"])
 	assert.EqualValues(t, 5, l.Held("t"))
@@ -172,7 +172,7 @@ func TestAnInMemoryLedgerGrantsNothingDuringItsRecoveryGrace(t *testing.T) {
 	c := &clock{t: time.Now()}
 	l.now = c.now
 	limit := func(string) int64 { return 3 }
-	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, limit)
+	admitted, err := l.Register(context.Background(), "", "a", map[string]int64{"t": 2}, nil, 0, limit)
 	require.NoError(t, err, "replicas re-register during the grace")
 	assert.EqualValues(t, 2, admitted["t"])
 	_, err = l.Reserve(context.Background(), "", "a", "t", 3, 1, 1, 1, false)
@@ -189,13 +189,13 @@ func TestAnInMemoryLedgerGrantsNothingDuringItsRecoveryGrace(t *testing.T) {
 func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 100 }
-	_, err := l.Register(context.Background(), "", "r", nil, nil, limit)
+	_, err := l.Register(context.Background(), "", "r", nil, nil, 0, limit)
 	require.NoError(t, err)
 	n1, err := l.Reserve(context.Background(), "", "r", "t", 100, 8, 1, 1, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, n1)
 	// A report taken before grant 1 reached the replica: grant 1 stays counted.
-	_, err = l.Register(context.Background(), "", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
+	_, err = l.Register(context.Background(), "", "r", map[string]int64{}, map[string]int64{"t": 0}, 0, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2's answer is lost; the replica gives up on it (resolved 2)
@@ -203,7 +203,7 @@ func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 	_, err = l.Reserve(context.Background(), "", "r", "t", 100, 4, 1, 2, false)
 	require.NoError(t, err)
 	assert.EqualValues(t, 12, l.Held("t"))
-	_, err = l.Register(context.Background(), "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
+	_, err = l.Register(context.Background(), "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, 0, limit)
 	require.NoError(t, err)
 	assert.EqualValues(t, 8, l.Held("t"))
 	// Grant 2 arriving late is refused: it was settled.
@@ -215,7 +215,7 @@ func TestReportsSettleGrantsBySeqSoNoneIsLostOrCountedTwice(t *testing.T) {
 func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 100 }
-	_, err := l.Register(context.Background(), "", "r", nil, nil, limit)
+	_, err := l.Register(context.Background(), "", "r", nil, nil, 0, limit)
 	require.NoError(t, err)
 	var got []int64
 	for seq := int64(1); ; seq++ {
@@ -233,11 +233,11 @@ func TestBlocksNeverExceedWhatIsLeftAndGoOneAtATimeNearIt(t *testing.T) {
 func TestALeaseBelongsToTheIdentityThatCreatedIt(t *testing.T) {
 	l, _ := testLedger()
 	limit := func(string) int64 { return 5 }
-	_, err := l.Register(context.Background(), "cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	_, err := l.Register(context.Background(), "cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, 0, limit)
 	require.NoError(t, err)
 	// cache-2's certificate names cache-1's lease: it only ever reaches a
 	// lease of its own.
-	admitted, err := l.Register(context.Background(), "cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+	admitted, err := l.Register(context.Background(), "cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, 0, limit)
 	require.NoError(t, err)
 	assert.Zero(t, admitted["t"])
 	require.NoError(t, l.Release(context.Background(), "cache-2", "cache-1/x"))
@@ -265,7 +265,7 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 		{cache1, "cache-2/1"},                        // another replica's lease
 		{cache1, "cache-1x/1"},                       // a name that only begins alike
 	} {
-		_, err := svc.Lease(t.Context(), c.owner, c.lease, map[string]int64{"q7": 1}, nil)
+		_, err := svc.Lease(t.Context(), c.owner, c.lease, map[string]int64{"q7": 1}, nil, 0)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
 		_, err = svc.Reserve(t.Context(), c.owner, c.lease, "q7", 1, 0, 0, false)
 		assert.Equal(t, fault.NotAReplica, fault.ReasonOf(err), "%s %s: %v", c.owner, c.lease, err)
@@ -273,7 +273,7 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	}
 
 	// Its own lease: never more than the quota, made-up tenants not kept.
-	admitted, err := svc.Lease(t.Context(), cache1, "cache-1/a", map[string]int64{"q7": 1 << 40, "nobody": 5}, map[string]int64{"made-up": 9})
+	admitted, err := svc.Lease(t.Context(), cache1, "cache-1/a", map[string]int64{"q7": 1 << 40, "nobody": 5}, map[string]int64{"made-up": 9}, 0)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int64{"q7": 10, "nobody": 0}, admitted)
 	assert.EqualValues(t, 10, ledger.Held("q7"))
@@ -282,16 +282,16 @@ func TestOnlyAReplicaIdentityUsesLeasesAndOnlyItsOwn(t *testing.T) {
 	ledger.mu.Unlock()
 
 	// A second lease (a restart), then the cap.
-	_, err = svc.Lease(t.Context(), cache1, "cache-1/b", nil, nil)
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/b", nil, nil, 0)
 	require.NoError(t, err)
-	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil)
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil, 0)
 	assert.Equal(t, fault.TooManyLeases, fault.ReasonOf(err), "%v", err)
 	require.NoError(t, svc.Release(t.Context(), cache1, "cache-1/b"))
-	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil)
+	_, err = svc.Lease(t.Context(), cache1, "cache-1/c", nil, nil, 0)
 	assert.NoError(t, err, "room again once one is released")
 
 	// Plaintext (no identity): not checked, as before.
-	_, err = svc.Lease(t.Context(), "", "anything", nil, nil)
+	_, err = svc.Lease(t.Context(), "", "anything", nil, nil, 0)
 	assert.NoError(t, err)
 }
 

@@ -15,7 +15,7 @@ import (
 // Register, Reserve and Release take effect (durably, with a file or
 // etcd) before they return; an error means they may or may not have.
 type LedgerEngine interface {
-	Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error)
+	Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, report int64, maxOf func(tenant string) int64) (map[string]int64, error)
 	Reserve(ctx context.Context, owner, id, tenant string, max, count, least, seq int64, dryRun bool) (int64, error)
 	Release(ctx context.Context, owner, id string) error
 	// TTL is how long a lease outlives its last renewal.
@@ -58,6 +58,7 @@ type leaseKey struct{ owner, id string }
 type lease struct {
 	expires time.Time
 	tenants map[string]*slots
+	report  int64 // the number of the last report applied (0: none numbered)
 }
 
 // slots is one tenant's part of a lease.
@@ -78,12 +79,14 @@ type grant struct {
 // store makes the ledger durable: every change is written through it
 // before it takes effect (boltStore).
 type store interface {
-	// Load returns every lease on disk.
-	Load() (map[leaseKey]map[string]*slots, error)
+	// Load returns every lease on disk (its tenants' slots, and the
+	// number of its last report applied).
+	Load() (map[leaseKey]*lease, error)
 	// PutTenant writes one tenant's slots of a lease (nil deletes them).
 	PutTenant(k leaseKey, tenant string, s *slots) error
-	// PutLease replaces a lease entirely (nil deletes it).
-	PutLease(k leaseKey, tenants map[string]*slots) error
+	// PutLease replaces a lease entirely, with the number of its last
+	// report applied (nil tenants delete it).
+	PutLease(k leaseKey, tenants map[string]*slots, report int64) error
 	Close() error
 }
 
@@ -131,11 +134,12 @@ func OpenLedger(o LedgerOptions) (*Ledger, error) {
 		return nil, err
 	}
 	l.store = st
-	for k, tenants := range loaded {
+	for k, ls := range loaded {
 		// The leases' last renewals are unknown: each gets a full TTL,
 		// which keeps slots longer than needed, never shorter.
-		l.leases[k] = &lease{expires: now.Add(l.ttl), tenants: tenants}
-		for t, s := range tenants {
+		ls.expires = now.Add(l.ttl)
+		l.leases[k] = ls
+		for t, s := range ls.tenants {
 			l.held[t] += s.Held
 		}
 	}
@@ -154,7 +158,7 @@ func (l *Ledger) Close() error {
 func (l *Ledger) expire(now time.Time) {
 	for k, ls := range l.leases {
 		if now.After(ls.expires) {
-			if l.store != nil && l.store.PutLease(k, nil) != nil {
+			if l.store != nil && l.store.PutLease(k, nil, 0) != nil {
 				continue // kept: counting too much is safe, too little is not
 			}
 			l.drop(k, ls)
@@ -180,8 +184,11 @@ func (l *Ledger) adjust(tenant string, d int64) {
 // holdings and returns how many slots of each reported tenant it keeps:
 // all of them unless other replicas took slots while this one's lease had
 // lapsed. resolved is, per tenant, the highest Reserve seq whose outcome
-// the holdings include; grants above it are counted on top.
-func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error) {
+// the holdings include; grants above it are counted on top. report
+// numbers the replica's reports (0: not numbered): one at or below the
+// last one applied arrived late, after a newer one, and is refused
+// (fault.StaleReport), so older holdings never replace newer ones.
+func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolved map[string]int64, report int64, maxOf func(tenant string) int64) (map[string]int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -193,6 +200,9 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 			return nil, &fault.Error{Reason: fault.TooManyLeases, Msg: fmt.Sprintf("%s holds %d leases already; one lapses %s after its last report", owner, l.maxPerOwner, l.ttl)}
 		}
 		old = &lease{tenants: map[string]*slots{}}
+	}
+	if err := fault.StaleReport(id, report, old.report); err != nil {
+		return nil, err
 	}
 	next := map[string]*slots{}
 	admitted := make(map[string]int64, len(holdings))
@@ -234,7 +244,7 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 		seen(t)
 	}
 	if l.store != nil {
-		if err := l.store.PutLease(k, next); err != nil {
+		if err := l.store.PutLease(k, next, max(old.report, report)); err != nil {
 			return nil, err
 		}
 	}
@@ -244,7 +254,7 @@ func (l *Ledger) Register(_ context.Context, owner, id string, holdings, resolve
 	for t, s := range next {
 		l.adjust(t, s.Held)
 	}
-	l.leases[k] = &lease{expires: now.Add(l.ttl), tenants: next}
+	l.leases[k] = &lease{expires: now.Add(l.ttl), tenants: next, report: max(old.report, report)}
 	return admitted, nil
 }
 
@@ -323,7 +333,7 @@ func (l *Ledger) Release(_ context.Context, owner, id string) error {
 		return nil
 	}
 	if l.store != nil {
-		if err := l.store.PutLease(k, nil); err != nil {
+		if err := l.store.PutLease(k, nil, 0); err != nil {
 			return err
 		}
 	}

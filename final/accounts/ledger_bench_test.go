@@ -26,7 +26,7 @@ func BenchmarkReserve(b *testing.B) {
 			}
 			defer l.Close()
 			limit := func(string) int64 { return 1 << 40 }
-			if _, err := l.Register(context.Background(), "", "r", nil, nil, limit); err != nil {
+			if _, err := l.Register(context.Background(), "", "r", nil, nil, 0, limit); err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()

@@ -22,8 +22,8 @@ func (l Local) Reserve(ctx context.Context, leaseID, tenant string, count, least
 	return l.Service.Reserve(ctx, l.Owner, leaseID, tenant, count, least, seq, dryRun)
 }
 
-func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
-	admitted, err := l.Service.Lease(ctx, l.Owner, leaseID, holdings, resolved)
+func (l Local) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	admitted, err := l.Service.Lease(ctx, l.Owner, leaseID, holdings, resolved, report)
 	if err != nil {
 		return nil, 0, err
 	}

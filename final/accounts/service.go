@@ -82,8 +82,10 @@ func (s *Service) Reserve(ctx context.Context, owner, leaseID, tenant string, co
 }
 
 // Lease (re)registers a replica's holdings under (owner, leaseID),
-// renewing its lease, and returns what it keeps.
-func (s *Service) Lease(ctx context.Context, owner, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, err error) {
+// renewing its lease, and returns what it keeps. report numbers the
+// replica's reports (0: not numbered): one that arrives after a newer one
+// is refused.
+func (s *Service) Lease(ctx context.Context, owner, leaseID string, holdings, resolved map[string]int64, report int64) (admitted map[string]int64, err error) {
 	if leaseID == "" {
 		return nil, fault.BadField("lease_id", "lease_id is required")
 	}
@@ -92,10 +94,13 @@ func (s *Service) Lease(ctx context.Context, owner, leaseID string, holdings, re
 			return nil, fault.BadField("holdings", "holdings must name tenants and not be negative")
 		}
 	}
+	if report < 0 {
+		return nil, fault.BadField("report", "report must not be negative")
+	}
 	if err := mayUse(owner, leaseID); err != nil {
 		return nil, err
 	}
-	return s.ledger.Register(ctx, owner, leaseID, holdings, resolved, s.maxOf)
+	return s.ledger.Register(ctx, owner, leaseID, holdings, resolved, report, s.maxOf)
 }
 
 // Release gives a replica's slots back at once (it is shutting down).

@@ -89,8 +89,8 @@ func (c *Client) Reserve(ctx context.Context, leaseID, tenant string, count, lea
 
 // Lease reports the replica's holdings and renews its lease; it returns
 // what the replica keeps and the lease's TTL.
-func (c *Client) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
-	resp, err := c.rpc.Lease(ctx, &rpc.LeaseReq{LeaseId: leaseID, Holdings: holdings, Resolved: resolved})
+func (c *Client) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	resp, err := c.rpc.Lease(ctx, &rpc.LeaseReq{LeaseId: leaseID, Holdings: holdings, Resolved: resolved, Report: report})
 	if err != nil {
 		return nil, 0, apierr.FromAccounts(err)
 	}

@@ -29,8 +29,10 @@ type Authority interface {
 	// Lease reports the replica's holdings (and, per tenant, the last
 	// reservation they include), renewing the lease, and returns how many
 	// slots of each tenant it keeps and the lease's TTL at Accounts (the
-	// replica's own lease deadline is counted from it).
-	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (admitted map[string]int64, ttl time.Duration, err error)
+	// replica's own lease deadline is counted from it). report numbers
+	// the lease's reports (from 1, one more per report sent, those given
+	// up on included): Accounts refuses one that arrives after a newer one.
+	Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (admitted map[string]int64, ttl time.Duration, err error)
 	// Release gives the lease's slots back at once.
 	Release(ctx context.Context, leaseID string) error
 }

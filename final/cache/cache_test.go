@@ -300,12 +300,12 @@ type hungLease struct {
 	open    chan struct{}
 }
 
-func (h *hungLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
+func (h *hungLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
 	if h.hang.Load() {
 		h.entered <- struct{}{}
 		<-h.open
 	}
-	return h.Local.Lease(ctx, leaseID, holdings, resolved)
+	return h.Local.Lease(ctx, leaseID, holdings, resolved, report)
 }
 
 func TestANewKeyDoesNotWaitForAHungLeaseReport(t *testing.T) {

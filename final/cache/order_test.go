@@ -63,8 +63,8 @@ type slowLease struct {
 	delay time.Duration
 }
 
-func (s *slowLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
-	admitted, ttl, err := s.Local.Lease(ctx, leaseID, holdings, resolved)
+func (s *slowLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	admitted, ttl, err := s.Local.Lease(ctx, leaseID, holdings, resolved, report)
 	s.clock.advance(s.delay)
 	return admitted, ttl, err
 }
@@ -207,8 +207,8 @@ type signalLease struct {
 	reported chan struct{}
 }
 
-func (s *signalLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
-	admitted, ttl, err := s.Local.Lease(ctx, leaseID, holdings, resolved)
+func (s *signalLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	admitted, ttl, err := s.Local.Lease(ctx, leaseID, holdings, resolved, report)
 	s.reported <- struct{}{}
 	return admitted, ttl, err
 }
@@ -235,4 +235,69 @@ func TestAFencedReplicaAskedForAKeyReportsAtOnce(t *testing.T) {
 	got, err := c.Get("t", "k")
 	require.NoError(t, err, "re-registered without waiting for the next tick")
 	assert.Equal(t, "v", string(got))
+}
+
+// lateLease gives up on one report (as a replica does when Accounts
+// answers none within the interval) and keeps it, so the test delivers
+// it later, after a newer one, as a network that held it or an Accounts
+// that was paused with it can.
+type lateLease struct {
+	accounts.Local
+	mu   sync.Mutex
+	hold bool
+	held *lateReport
+}
+
+type lateReport struct {
+	holdings, resolved map[string]int64
+	report             int64
+}
+
+func (l *lateLease) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	l.mu.Lock()
+	if l.hold {
+		l.hold, l.held = false, &lateReport{holdings, resolved, report}
+		l.mu.Unlock()
+		return nil, 0, fault.AccountsDown(context.DeadlineExceeded)
+	}
+	l.mu.Unlock()
+	return l.Local.Lease(ctx, leaseID, holdings, resolved, report)
+}
+
+// Issue 23: a report the replica gave up on reaches Accounts after a newer
+// one. Applied, its older holdings would free slots the replica still
+// uses: another replica was granted them, and the next report dropped
+// keys the first had acknowledged. Reports are numbered; the late one is
+// refused.
+func TestAReportGivenUpOnCannotReplaceANewerOneAtAccounts(t *testing.T) {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: 3}}), time.Hour)
+	l := &lateLease{Local: accounts.Local{Service: acc}}
+	c := New(l, "r", Limits{}, quiet)
+	ctx := ctxT(t)
+	require.NoError(t, c.Store(ctx, "t", "k1", []byte("v"), false))
+	require.NoError(t, c.Quota().Report(ctx))
+	require.NoError(t, c.Quota().Report(ctx)) // the spare slots went back
+	l.mu.Lock()
+	l.hold = true
+	l.mu.Unlock()
+	require.Error(t, c.Quota().Report(ctx), "the replica gave up on this report")
+	require.NoError(t, c.Store(ctx, "t", "k2", []byte("v"), false))
+	require.NoError(t, c.Store(ctx, "t", "k3", []byte("v"), false))
+	require.NoError(t, c.Quota().Report(ctx), "a newer report: three keys")
+
+	late := l.held
+	require.NotNil(t, late)
+	assert.EqualValues(t, 1, late.holdings["t"], "the late report says one key")
+	_, _, err := l.Local.Lease(ctx, c.Quota().LeaseID(), late.holdings, late.resolved, late.report)
+	assert.ErrorIs(t, err, fault.ErrInvalidArgument, "the late report is refused")
+	assert.EqualValues(t, 3, acc.Ledger().Held("t"))
+
+	other := New(accounts.Local{Service: acc}, "other", Limits{}, quiet)
+	assert.ErrorIs(t, other.Store(ctx, "t", "k4", []byte("v"), false), fault.ErrQuotaExceeded,
+		"no slot of the first replica's keys is granted to another")
+	require.NoError(t, c.Quota().Report(ctx))
+	for _, k := range []string{"k1", "k2", "k3"} {
+		_, err := c.Get("t", k)
+		assert.NoError(t, err, "acknowledged key %s kept", k)
+	}
 }

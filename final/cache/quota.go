@@ -46,6 +46,10 @@ type Quota struct {
 	// reports counts successful reports, so the Stores that all learn at
 	// once that the lease lapsed re-register it once, not each.
 	reports atomic.Int64
+	// sentReports numbers the reports sent, those given up on included
+	// (under reportMu): a report given up on may still reach Accounts,
+	// after a newer one, and Accounts refuses it by its number.
+	sentReports int64
 
 	// The replica's own view of its lease, on its monotonic clock (clock:
 	// time since the Quota was made). validUntil is when it ends: the send
@@ -271,7 +275,8 @@ func (q *Quota) reportLocked(ctx context.Context) error {
 	// ends first even if the answer took long (or the replica was paused
 	// before reading it).
 	sent := q.clock()
-	admitted, ttl, err := q.accounts.Lease(ctx, q.id, holdings, resolved)
+	q.sentReports++
+	admitted, ttl, err := q.accounts.Lease(ctx, q.id, holdings, resolved, q.sentReports)
 	if err != nil {
 		return err
 	}

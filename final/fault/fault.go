@@ -107,6 +107,17 @@ func BadField(field, format string, args ...any) error {
 	return &Error{Reason: InvalidArgument, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// StaleReport refuses report number report of lease id when last, the
+// number of the last report applied, is not below it: the replica sent
+// it before that one (and gave up on it), so its holdings are older. A
+// report numbered 0 (a replica from before numbering) is not refused.
+func StaleReport(id string, report, last int64) error {
+	if report > 0 && report <= last {
+		return BadField("report", "report %d of lease %q arrived after report %d: its holdings are older", report, id, last)
+	}
+	return nil
+}
+
 // NoKey reports a key the tenant does not have.
 func NoKey(key string) error {
 	return &Error{Reason: KeyNotFound, Msg: fmt.Sprintf("key %q not found", key)}

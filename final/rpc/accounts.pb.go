@@ -317,7 +317,15 @@ type LeaseReq struct {
 	Holdings map[string]int64 `protobuf:"bytes,2,rep,name=holdings,proto3" json:"holdings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// resolved is, per tenant, the highest Reserve seq whose outcome is in
 	// holdings: grants of higher seqs (in flight) are counted on top.
-	Resolved      map[string]int64 `protobuf:"bytes,3,rep,name=resolved,proto3" json:"resolved,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Resolved map[string]int64 `protobuf:"bytes,3,rep,name=resolved,proto3" json:"resolved,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// report numbers the replica's reports under this lease: from 1, one
+	// more for each report sent, those it gave up on included. Accounts
+	// applies a report only if its number is above the last one applied
+	// (a late one is refused, as a late seq is), so a report that arrives
+	// late (held in the network, or in an Accounts that was paused) never
+	// replaces the holdings of a newer one. 0: not numbered (a replica from
+	// before).
+	Report        int64 `protobuf:"varint,4,opt,name=report,proto3" json:"report,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -371,6 +379,13 @@ func (x *LeaseReq) GetResolved() map[string]int64 {
 		return x.Resolved
 	}
 	return nil
+}
+
+func (x *LeaseReq) GetReport() int64 {
+	if x != nil {
+		return x.Report
+	}
+	return 0
 }
 
 type LeaseResp struct {
@@ -530,11 +545,12 @@ const file_accounts_proto_rawDesc = "" +
 	"\x03seq\x18\x05 \x01(\x03R\x03seq\x12\x14\n" +
 	"\x05least\x18\x06 \x01(\x03R\x05least\"'\n" +
 	"\vReserveResp\x12\x18\n" +
-	"\agranted\x18\x01 \x01(\x03R\agranted\"\x91\x02\n" +
+	"\agranted\x18\x01 \x01(\x03R\agranted\"\xa9\x02\n" +
 	"\bLeaseReq\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x127\n" +
 	"\bholdings\x18\x02 \x03(\v2\x1b.rpc.LeaseReq.HoldingsEntryR\bholdings\x127\n" +
-	"\bresolved\x18\x03 \x03(\v2\x1b.rpc.LeaseReq.ResolvedEntryR\bresolved\x1a;\n" +
+	"\bresolved\x18\x03 \x03(\v2\x1b.rpc.LeaseReq.ResolvedEntryR\bresolved\x12\x16\n" +
+	"\x06report\x18\x04 \x01(\x03R\x06report\x1a;\n" +
 	"\rHoldingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +

@@ -149,7 +149,7 @@ func (s *accountsService) Lease(ctx context.Context, req *rpc.LeaseReq) (*rpc.Le
 	if err != nil {
 		return nil, err
 	}
-	admitted, err := s.svc.Lease(ctx, id, req.LeaseId, req.Holdings, req.Resolved)
+	admitted, err := s.svc.Lease(ctx, id, req.LeaseId, req.Holdings, req.Resolved, req.Report)
 	if err != nil {
 		return nil, err
 	}

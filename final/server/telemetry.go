@@ -127,8 +127,8 @@ func (a meteredAuthority) Reserve(ctx context.Context, leaseID, tenant string, c
 	return granted, err
 }
 
-func (a meteredAuthority) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64) (map[string]int64, time.Duration, error) {
-	admitted, ttl, err := a.Authority.Lease(ctx, leaseID, holdings, resolved)
+func (a meteredAuthority) Lease(ctx context.Context, leaseID string, holdings, resolved map[string]int64, report int64) (map[string]int64, time.Duration, error) {
+	admitted, ttl, err := a.Authority.Lease(ctx, leaseID, holdings, resolved, report)
 	result := "ok"
 	if err != nil {
 		result = "error"

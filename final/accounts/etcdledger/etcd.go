@@ -132,6 +132,10 @@ func (e *EtcdLedger) TTL() time.Duration { return e.ttl }
 type etcdLease struct {
 	ID      clientv3.LeaseID `json:"lease"`
 	Tenants []string         `json:"tenants,omitempty"`
+	// Report is the number of the last report applied: an older one is
+	// refused (fault.StaleReport). Every numbered report writes it, so
+	// two reports of one lease are ordered by the record's mod revision.
+	Report int64 `json:"report,omitempty"`
 }
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -255,7 +259,7 @@ func (e *EtcdLedger) ttlSeconds() int64 {
 // Register creates or renews the lease (owner, id), as Ledger.Register.
 // The etcd lease is renewed first (or granted, if the replica's lapsed):
 // the TTL counts from a moment after the replica sent its report.
-func (e *EtcdLedger) Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, maxOf func(tenant string) int64) (map[string]int64, error) {
+func (e *EtcdLedger) Register(ctx context.Context, owner, id string, holdings, resolved map[string]int64, report int64, maxOf func(tenant string) int64) (map[string]int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	k := leaseKey{owner, id}
@@ -267,7 +271,7 @@ func (e *EtcdLedger) Register(ctx context.Context, owner, id string, holdings, r
 		reported = append(reported, t)
 	}
 	for attempt := 0; ; attempt++ {
-		admitted, retry, err := e.register(ctx, k, reported, holdings, resolved, maxOf)
+		admitted, retry, err := e.register(ctx, k, reported, holdings, resolved, report, maxOf)
 		if !retry {
 			return admitted, err
 		}
@@ -280,15 +284,18 @@ func (e *EtcdLedger) Register(ctx context.Context, owner, id string, holdings, r
 	}
 }
 
-func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string, holdings, resolved map[string]int64, maxOf func(string) int64) (map[string]int64, bool, error) {
+func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string, holdings, resolved map[string]int64, report int64, maxOf func(string) int64) (map[string]int64, bool, error) {
 	s, err := e.read(ctx, k, slices.Clone(reported))
 	if err != nil {
 		return nil, true, err
 	}
-	rec := etcdLease{}
+	rec := etcdLease{Report: report}
 	granted := false
 	if s.lease != nil {
-		rec.ID = s.lease.ID
+		if err := fault.StaleReport(k.id, report, s.lease.Report); err != nil {
+			return nil, false, err
+		}
+		rec.ID, rec.Report = s.lease.ID, max(report, s.lease.Report)
 		if _, err := e.cli.KeepAliveOnce(ctx, rec.ID); err != nil {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				return nil, true, nil // lapsed since the read: its keys are gone
@@ -346,7 +353,7 @@ func (e *EtcdLedger) register(ctx context.Context, k leaseKey, reported []string
 		}
 	}
 	slices.Sort(rec.Tenants)
-	if granted || s.lease == nil || !slices.Equal(rec.Tenants, s.lease.Tenants) {
+	if granted || s.lease == nil || !slices.Equal(rec.Tenants, s.lease.Tenants) || rec.Report != s.lease.Report {
 		v, err := json.Marshal(rec)
 		if err != nil {
 			return nil, false, err

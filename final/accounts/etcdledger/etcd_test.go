@@ -71,7 +71,7 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				ctx := ctxT(t)
 				name := fault.BytesOf("t")
 				limit := func(string) int64 { return 1000 }
-				_, err := a.Register(ctx, "", "a", map[string]int64{name: 600}, nil, limit)
+				_, err := a.Register(ctx, "", "a", map[string]int64{name: 600}, nil, 0, limit)
 				require.NoError(t, err)
 				n, err := a.Reserve(ctx, "", "a", name, 1000, 10, 300, 1, false)
 				require.NoError(t, err)
@@ -79,7 +79,7 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				if r, ok := b.(reopen); ok {
 					b = r.reopened(t)
 				}
-				_, err = b.Register(ctx, "", "b", nil, nil, limit)
+				_, err = b.Register(ctx, "", "b", nil, nil, 0, limit)
 				require.NoError(t, err)
 				_, err = b.Reserve(ctx, "", "b", name, 1000, 200, 200, 1, false)
 				var fe *fault.Error
@@ -96,9 +96,9 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
 				limit := func(string) int64 { return 3 }
-				_, err := a.Register(ctx, "", "a", nil, nil, limit)
+				_, err := a.Register(ctx, "", "a", nil, nil, 0, limit)
 				require.NoError(t, err)
-				_, err = b.Register(ctx, "", "b", nil, nil, limit)
+				_, err = b.Register(ctx, "", "b", nil, nil, 0, limit)
 				require.NoError(t, err)
 				_, err = a.Reserve(ctx, "", "a", "t", 3, 1, 1, 0, false)
 				require.NoError(t, err)
@@ -116,17 +116,52 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				assert.ErrorIs(t, err, fault.ErrLeaseNotFound)
 				assert.Equal(t, 2, a.Leases())
 			})
+			// Issue 23: a replica gives up on a report (Accounts was slow,
+			// paused, or the network held it) and sends a newer one; the
+			// first can still reach the ledger after the second. Applied,
+			// its older holdings would free slots the replica still uses,
+			// another replica would be granted them, and the next report
+			// would drop keys the first replica had acknowledged.
+			t.Run("a report that arrives after a newer one is refused", func(t *testing.T) {
+				a, b := open(t)
+				ctx := ctxT(t)
+				limit := func(string) int64 { return 3 }
+				// Report 2: three keys (a grant settled after report 1 was sent).
+				_, err := a.Register(ctx, "", "r", map[string]int64{"t": 3}, nil, 2, limit)
+				require.NoError(t, err)
+				if r, ok := b.(reopen); ok {
+					b = r.reopened(t) // the number outlives a restart
+					a = b
+				}
+				// Report 1, one key, arrives now.
+				_, err = b.Register(ctx, "", "r", map[string]int64{"t": 1}, nil, 1, limit)
+				require.ErrorIs(t, err, fault.ErrInvalidArgument)
+				_, err = a.Register(ctx, "", "r", map[string]int64{"t": 1}, nil, 2, limit)
+				require.ErrorIs(t, err, fault.ErrInvalidArgument, "a report's number is applied once")
+				assert.EqualValues(t, 3, a.Held("t"), "the newer report's holdings stand")
+				_, err = b.Register(ctx, "", "other", nil, nil, 1, limit)
+				require.NoError(t, err)
+				_, err = b.Reserve(ctx, "", "other", "t", 3, 1, 1, 1, false)
+				require.ErrorIs(t, err, fault.ErrQuotaExceeded, "no slot of the replica's keys is granted to another")
+				admitted, err := b.Register(ctx, "", "r", map[string]int64{"t": 2}, nil, 3, limit)
+				require.NoError(t, err)
+				assert.EqualValues(t, 2, admitted["t"], "the next report is applied")
+				assert.EqualValues(t, 2, a.Held("t"))
+				admitted, err = a.Register(ctx, "", "r", map[string]int64{"t": 3}, nil, 0, limit)
+				require.NoError(t, err, "a report without a number (a replica from before) is applied")
+				assert.EqualValues(t, 3, admitted["t"])
+			})
 			t.Run("register admits only what fits", func(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
 				limit := func(string) int64 { return 3 }
-				_, err := b.Register(ctx, "", "b", map[string]int64{"t": 2}, nil, limit)
+				_, err := b.Register(ctx, "", "b", map[string]int64{"t": 2}, nil, 0, limit)
 				require.NoError(t, err)
-				admitted, err := a.Register(ctx, "", "a", map[string]int64{"t": 2}, nil, limit)
+				admitted, err := a.Register(ctx, "", "a", map[string]int64{"t": 2}, nil, 0, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 1, admitted["t"])
 				assert.EqualValues(t, 3, a.Held("t"))
-				admitted, err = a.Register(ctx, "", "b", map[string]int64{"t": 1}, nil, limit)
+				admitted, err = a.Register(ctx, "", "b", map[string]int64{"t": 1}, nil, 0, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 1, admitted["t"], "re-registering replaces a lease's holdings")
 				assert.EqualValues(t, 2, b.Held("t"))
@@ -135,18 +170,18 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
 				limit := func(string) int64 { return 100 }
-				_, err := a.Register(ctx, "", "r", nil, nil, limit)
+				_, err := a.Register(ctx, "", "r", nil, nil, 0, limit)
 				require.NoError(t, err)
 				n1, err := b.Reserve(ctx, "", "r", "t", 100, 8, 1, 1, false)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, n1)
-				_, err = a.Register(ctx, "", "r", map[string]int64{}, map[string]int64{"t": 0}, limit)
+				_, err = a.Register(ctx, "", "r", map[string]int64{}, map[string]int64{"t": 0}, 0, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, a.Held("t"), "a report taken before grant 1 arrived: it stays counted")
 				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 1, 2, false)
 				require.NoError(t, err)
 				assert.EqualValues(t, 12, a.Held("t"))
-				_, err = a.Register(ctx, "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, limit)
+				_, err = a.Register(ctx, "", "r", map[string]int64{"t": 8}, map[string]int64{"t": 2}, 0, limit)
 				require.NoError(t, err)
 				assert.EqualValues(t, 8, b.Held("t"), "grant 2 given up: no longer counted")
 				_, err = b.Reserve(ctx, "", "r", "t", 100, 4, 1, 2, false)
@@ -157,7 +192,7 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
 				limit := func(string) int64 { return 100 }
-				_, err := a.Register(ctx, "", "r", nil, nil, limit)
+				_, err := a.Register(ctx, "", "r", nil, nil, 0, limit)
 				require.NoError(t, err)
 				var got []int64
 				for seq := int64(1); ; seq++ {
@@ -179,9 +214,9 @@ func TestBothLedgerEnginesKeepTheSameBooks(t *testing.T) {
 				a, b := open(t)
 				ctx := ctxT(t)
 				limit := func(string) int64 { return 5 }
-				_, err := a.Register(ctx, "cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+				_, err := a.Register(ctx, "cache-1", "cache-1/x", map[string]int64{"t": 5}, nil, 0, limit)
 				require.NoError(t, err)
-				admitted, err := b.Register(ctx, "cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, limit)
+				admitted, err := b.Register(ctx, "cache-2", "cache-1/x", map[string]int64{"t": 5}, nil, 0, limit)
 				require.NoError(t, err)
 				assert.Zero(t, admitted["t"])
 				require.NoError(t, b.Release(ctx, "cache-2", "cache-1/x"))
@@ -231,7 +266,7 @@ func TestTwoAccountsOnOneEtcdNeverGrantMoreThanTheQuota(t *testing.T) {
 	const quota, replicas = 40, 6
 	limit := func(string) int64 { return quota }
 	for r := range replicas {
-		_, err := ls[r%2].Register(ctx, "", fmt.Sprint("r", r), nil, nil, limit)
+		_, err := ls[r%2].Register(ctx, "", fmt.Sprint("r", r), nil, nil, 0, limit)
 		require.NoError(t, err)
 	}
 	var granted atomic.Int64
@@ -264,10 +299,10 @@ func TestEtcdExpiresADeadReplicasSlots(t *testing.T) {
 	ls := etcdLedgers(t, c.Endpoints(), ttl, 2)
 	ctx := ctxT(t)
 	limit := func(string) int64 { return 2 }
-	_, err := ls[0].Register(ctx, "", "dies", map[string]int64{"t": 2}, nil, limit)
+	_, err := ls[0].Register(ctx, "", "dies", map[string]int64{"t": 2}, nil, 0, limit)
 	require.NoError(t, err)
 	reported := time.Now()
-	_, err = ls[1].Register(ctx, "", "lives", nil, nil, limit)
+	_, err = ls[1].Register(ctx, "", "lives", nil, nil, 0, limit)
 	require.NoError(t, err)
 	_, err = ls[1].Reserve(ctx, "", "lives", "t", 2, 1, 1, 1, false)
 	require.ErrorIs(t, err, fault.ErrQuotaExceeded, "the dead replica's slots are held while its lease lasts")
@@ -275,7 +310,7 @@ func TestEtcdExpiresADeadReplicasSlots(t *testing.T) {
 
 	for ls[1].Held("t") != 0 {
 		require.Less(t, time.Since(reported), 30*time.Second, "the lapsed lease's slots are still held")
-		_, err := ls[1].Register(ctx, "", "lives", map[string]int64{}, nil, limit)
+		_, err := ls[1].Register(ctx, "", "lives", map[string]int64{}, nil, 0, limit)
 		require.NoError(t, err)
 		<-time.After(50 * time.Millisecond) // etcd's lease clock: nothing to await
 	}
@@ -294,7 +329,7 @@ func TestWithEtcdDownTheLedgerIsUnavailableNotWrong(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ls := etcdLedgers(t, c.Endpoints(), time.Minute, 1)
 	limit := func(string) int64 { return 2 }
-	_, err := ls[0].Register(ctxT(t), "", "r", nil, nil, limit)
+	_, err := ls[0].Register(ctxT(t), "", "r", nil, nil, 0, limit)
 	require.NoError(t, err)
 	c.Members[0].Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -304,7 +339,7 @@ func TestWithEtcdDownTheLedgerIsUnavailableNotWrong(t *testing.T) {
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, fault.Unavailable, fe.Reason)
 	assert.Positive(t, fe.RetryAfter)
-	_, err = ls[0].Register(ctx, "", "r", nil, nil, limit)
+	_, err = ls[0].Register(ctx, "", "r", nil, nil, 0, limit)
 	assert.ErrorAs(t, err, &fe)
 
 	c.Members[0].Start()
@@ -319,7 +354,7 @@ func TestAReportRacingAGrantNeverDropsIt(t *testing.T) {
 	ls := etcdLedgers(t, c.Endpoints(), time.Minute, 2)
 	ctx := ctxT(t)
 	limit := func(string) int64 { return 1000 }
-	_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, nil, limit)
+	_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, nil, 0, limit)
 	require.NoError(t, err)
 	var granted atomic.Int64
 	done := make(chan struct{})
@@ -343,12 +378,12 @@ func TestAReportRacingAGrantNeverDropsIt(t *testing.T) {
 				return
 			default:
 			}
-			_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": int64(i % 2)}, map[string]int64{"t": 0}, limit)
+			_, err := ls[0].Register(ctx, "", "r", map[string]int64{"t": int64(i % 2)}, map[string]int64{"t": 0}, 0, limit)
 			assert.NoError(t, err)
 		}
 	})
 	wg.Wait()
-	_, err = ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, map[string]int64{"t": 0}, limit)
+	_, err = ls[0].Register(ctx, "", "r", map[string]int64{"t": 0}, map[string]int64{"t": 0}, 0, limit)
 	require.NoError(t, err)
 	assert.Equal(t, granted.Load(), ls[0].Held("t"), "every grant still counted")
 }

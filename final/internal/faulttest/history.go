@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"grpcworkshop.example/final/client"
@@ -26,6 +28,9 @@ type Op struct {
 	Val         string
 	Start, End  time.Time
 	Code        codes.Code
+	// Replica is the replica that answered (its x-replica header; "" if
+	// none did).
+	Replica string
 }
 
 // Acked is a Store the server acknowledged; Indeterminate one that may or
@@ -44,6 +49,14 @@ type FaultEvent struct {
 	What       string
 	Start, End time.Time
 	Excuses    bool // may lose keys (a replica fault)
+	// Replica is the replica the fault struck ("cache-2"; "" for a fault
+	// of a link, Accounts or etcd). A client that could not reach it
+	// sent its keys to the next replica on the ring until it reconnected,
+	// which may be after End (its reconnect backoff): reads then return to
+	// the replica, which never had those keys. So for each tenant the
+	// fault's excuse lasts until the first call of that tenant the
+	// replica answered that began after End (Check).
+	Replica string
 }
 
 // Observation is the keys one tenant held across every replica that
@@ -76,10 +89,24 @@ func (h *History) add(o Op) {
 	h.mu.Unlock()
 }
 
-// Fault records a fault from start to now.
-func (h *History) Fault(what string, start time.Time, excuses bool) {
+// AckedTenants is how many tenants have had a Store acknowledged.
+func (h *History) AckedTenants() int {
 	h.mu.Lock()
-	h.Faults = append(h.Faults, FaultEvent{What: what, Start: start, End: time.Now(), Excuses: excuses})
+	defer h.mu.Unlock()
+	seen := map[string]bool{}
+	for _, o := range h.Ops {
+		if o.Acked() {
+			seen[o.Tenant] = true
+		}
+	}
+	return len(seen)
+}
+
+// Fault records a fault from start to now; replica names the replica it
+// struck ("" for any other process or a link).
+func (h *History) Fault(what, replica string, start time.Time, excuses bool) {
+	h.mu.Lock()
+	h.Faults = append(h.Faults, FaultEvent{What: what, Start: start, End: time.Now(), Excuses: excuses, Replica: replica})
 	h.mu.Unlock()
 }
 
@@ -120,18 +147,20 @@ func (w Workload) Run(ctx context.Context, s *Stack, h *History, seed uint64) {
 				for i := 0; ctx.Err() == nil; i++ {
 					k := keys[rng.IntN(len(keys))]
 					op := Op{Tenant: tenant, Key: k, Store: rng.IntN(2) == 0, Start: time.Now()}
-					cctx, cancel := context.WithTimeout(ctx, w.Timeout)
+					cctx, cancel := context.WithTimeout(client.AskReplica(ctx), w.Timeout)
 					var err error
+					var md metadata.MD
 					if op.Store {
 						op.Val = fmt.Sprintf("%s/w%d/%d", tenant, wk, i)
-						_, err = c.Store(cctx, &rpc.StoreReq{Key: k, Val: []byte(op.Val)})
+						_, err = c.Store(cctx, &rpc.StoreReq{Key: k, Val: []byte(op.Val)}, grpc.Header(&md))
 					} else {
 						var resp *rpc.GetResp
-						resp, err = c.Get(cctx, &rpc.GetReq{Key: k})
+						resp, err = c.Get(cctx, &rpc.GetReq{Key: k}, grpc.Header(&md))
 						op.Val = string(resp.GetVal())
 					}
 					cancel()
 					op.End, op.Code = time.Now(), status.Code(err)
+					op.Replica = strings.Join(md.Get(client.ReplicaHeader), ",")
 					h.add(op) // cut short by the end of the run, a Store is indeterminate
 					if err != nil {
 						<-time.After(20 * time.Millisecond) // pacing: a refusal is instant
@@ -227,10 +256,12 @@ func (w Workload) FinalReads(t testing.TB, s *Stack, h *History, within time.Dur
 		for _, k := range w.keys(tenant) {
 			for {
 				op := Op{Tenant: tenant, Key: k, Start: time.Now()}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				resp, err := c.Get(ctx, &rpc.GetReq{Key: k})
+				ctx, cancel := context.WithTimeout(client.AskReplica(context.Background()), 2*time.Second)
+				var md metadata.MD
+				resp, err := c.Get(ctx, &rpc.GetReq{Key: k}, grpc.Header(&md))
 				cancel()
 				op.End, op.Code, op.Val = time.Now(), status.Code(err), string(resp.GetVal())
+				op.Replica = strings.Join(md.Get(client.ReplicaHeader), ",")
 				if op.Code == codes.OK || op.Code == codes.NotFound {
 					h.add(op)
 					break
@@ -329,9 +360,29 @@ func (w Workload) Check(h *History) Verdict {
 			v.Acked++
 		}
 	}
-	excused := func(from, to time.Time) bool {
-		for _, f := range h.Faults {
-			if f.Excuses && f.Start.Before(to) && f.End.After(from) {
+	// back[i][tenant]: when tenant's client reached the replica of fault
+	// i again (its first call answered there that began after the fault).
+	back := make([]map[string]time.Time, len(h.Faults))
+	for i, f := range h.Faults {
+		if f.Replica == "" {
+			continue
+		}
+		back[i] = map[string]time.Time{}
+		for _, o := range h.Ops {
+			if o.Replica == f.Replica && !o.Start.Before(f.End) {
+				if b, ok := back[i][o.Tenant]; !ok || o.Start.Before(b) {
+					back[i][o.Tenant] = o.Start
+				}
+			}
+		}
+	}
+	excused := func(tenant string, from, to time.Time) bool {
+		for i, f := range h.Faults {
+			end := f.End
+			if b, ok := back[i][tenant]; ok {
+				end = b
+			}
+			if f.Excuses && f.Start.Before(to) && end.After(from) {
 				return true
 			}
 		}
@@ -364,15 +415,15 @@ func (w Workload) Check(h *History) Verdict {
 			if g.Code == codes.OK && !src.End.Before(w.Start) {
 				continue // the value read is not older
 			}
-			what := fmt.Sprintf("%s/%s: read %q (%s) at %s, after %q was acknowledged at %s",
-				g.Tenant, g.Key, g.Val, g.Code, g.Start.Format("15:04:05.000"), w.Val, w.End.Format("15:04:05.000"))
-			if excused(w.Start, g.End) {
+			what := fmt.Sprintf("%s/%s: read %q (%s) at %s from %s, after %q was acknowledged at %s by %s",
+				g.Tenant, g.Key, g.Val, g.Code, g.Start.Format("15:04:05.000"), g.Replica, w.Val, w.End.Format("15:04:05.000"), w.Replica)
+			if excused(g.Tenant, w.Start, g.End) {
 				v.Excused[g.Tenant+"/"+g.Key] = true
 			}
 			switch {
-			case excused(w.Start, g.End) && g.Code == codes.OK:
+			case excused(g.Tenant, w.Start, g.End) && g.Code == codes.OK:
 				v.ExcusedStale++
-			case excused(w.Start, g.End):
+			case excused(g.Tenant, w.Start, g.End):
 				v.ExcusedLost++
 			case g.Code == codes.OK:
 				v.Stale = append(v.Stale, what)

@@ -57,3 +57,31 @@ func TestTheCheckerFindsStaleReadsLostKeysAndOverQuota(t *testing.T) {
 	assert.Empty(t, v.Lost)
 	assert.True(t, v.Excused["a/k"])
 }
+
+// A replica restarted: until a tenant's client reaches it again (its
+// reconnect backoff, longer on a busy machine) the client stores that
+// replica's keys on the next replica of the ring, and reads return to the
+// restarted one, which never had them. Such a loss is excused, as the
+// failure table says; a Store made once the client is back is not.
+func TestARestartExcusesStoresUntilTheTenantsClientReachesTheReplicaAgain(t *testing.T) {
+	w := Workload{Tenants: map[string]int64{"a": 3}}
+	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
+	op := func(key string, store bool, val string, from, to int, code codes.Code, replica string) Op {
+		return Op{Tenant: "a", Key: key, Store: store, Val: val, Start: at(from), End: at(to), Code: code, Replica: replica}
+	}
+	h := &History{
+		Faults: []FaultEvent{{What: "cache-1 kill", Replica: "cache-1", Start: at(0), End: at(100), Excuses: true}},
+		Ops: []Op{
+			op("k", true, "a/1", 110, 120, codes.OK, "cache-2"),     // cache-1 is up, the client not back yet
+			op("j", false, "", 150, 160, codes.NotFound, "cache-1"), // the client is back
+			op("k", false, "", 170, 180, codes.NotFound, "cache-1"), // a/1 is not there: excused
+			op("m", true, "a/2", 190, 200, codes.OK, "cache-2"),
+			op("m", false, "", 210, 220, codes.NotFound, "cache-1"), // lost after the client was back
+		},
+	}
+	v := w.Check(h)
+	assert.True(t, v.Excused["a/k"], "stored before the client reached the restarted replica again")
+	assert.Equal(t, 1, v.ExcusedLost)
+	assert.Len(t, v.Lost, 1, "stored after it did: not excused")
+	assert.False(t, v.Excused["a/m"])
+}

@@ -46,7 +46,7 @@ func TestReplicatedLedgerKeepsTheQuotaThroughEtcdLeaderAccountsAndReplicaFaults(
 	r.Etcd.Members[leader].Kill()
 	t.Logf("killed the etcd leader, %s", r.Etcd.Members[leader].Name)
 	phase(3 * time.Second)
-	h.Fault("etcd leader killed", since, false)
+	h.Fault("etcd leader killed", "", since, false)
 
 	since = time.Now()
 	r.AccountsProcs[0].Kill()
@@ -56,10 +56,10 @@ func TestReplicatedLedgerKeepsTheQuotaThroughEtcdLeaderAccountsAndReplicaFaults(
 	r.Links[2].Hold(true, true) // cache-3 cut off from both Accounts
 	phase(2*r.Opts.LeaseTTL + time.Second)
 	r.Links[2].Heal()
-	h.Fault("cache-3 cut off from Accounts past the lease TTL", cut, true)
+	h.Fault("cache-3 cut off from Accounts past the lease TTL", "", cut, true)
 	r.Etcd.Members[leader].StartNoWait()
 	r.AccountsProcs[0].Start()
-	h.Fault("accounts-1 killed", since, false)
+	h.Fault("accounts-1 killed", "", since, false)
 	phase(3 * time.Second)
 	stop()
 	wg.Wait()
