@@ -268,35 +268,17 @@ func (s *Store) trim(reported, admitted map[string]int64) int {
 
 // Spare is how many reserved slots of tenant this replica holds unused.
 func (s *Store) Spare(tenant string) int64 {
-	t := s.lookup(tenant)
-	if t == nil {
-		return 0
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.q.keys.spare
+	return s.read(tenant, func(t *tenantData) int64 { return t.q.keys.spare })
 }
 
 // SpareBytes is how many reserved bytes of tenant this replica holds
 // unused.
 func (s *Store) SpareBytes(tenant string) int64 {
-	t := s.lookup(tenant)
-	if t == nil {
-		return 0
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.q.bytes.spare
+	return s.read(tenant, func(t *tenantData) int64 { return t.q.bytes.spare })
 }
 
 // Bytes is how many bytes (len(key) + len(value) of each item) tenant
 // holds on this replica.
 func (s *Store) Bytes(tenant string) int64 {
-	t := s.lookup(tenant)
-	if t == nil {
-		return 0
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.size
+	return s.read(tenant, func(t *tenantData) int64 { return t.size })
 }

@@ -83,13 +83,19 @@ func (s *Store) GetRevision(tenant, key string) ([]byte, int64, bool) {
 
 // Len is how many keys tenant has on this replica.
 func (s *Store) Len(tenant string) int {
+	return int(s.read(tenant, func(t *tenantData) int64 { return int64(len(t.index)) }))
+}
+
+// read is f of tenant's data under its read lock, 0 for a tenant this
+// replica has never seen.
+func (s *Store) read(tenant string, f func(*tenantData) int64) int64 {
 	t := s.lookup(tenant)
 	if t == nil {
 		return 0
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.index)
+	return f(t)
 }
 
 // revision is key's revision, 0 if it does not exist. Caller holds mu.
