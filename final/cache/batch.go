@@ -31,11 +31,58 @@ func (c *Cache) GetMany(tenant string, keys []string, found func(i int, val []by
 	if err := c.CheckBatch("keys", len(keys), size); err != nil {
 		return err
 	}
+	vals, errs := make([][]byte, len(keys)), make([]error, len(keys))
 	for i, k := range keys {
-		val, err := c.Get(tenant, k)
-		found(i, val, err)
+		errs[i] = c.checkKey(k)
+	}
+	// Read under the tenant's read lock, taken once per lockRun keys.
+	t := c.store.lookup(tenant)
+	for from := 0; from < len(keys); from += lockRun {
+		t.getRun(keys[from:min(from+lockRun, len(keys))], vals[from:], errs[from:])
+	}
+	// Checked after the reads, as Get does: values read before the lease's
+	// end may be returned, none read after it.
+	fenced := c.quota.fence()
+	for i, err := range errs {
+		switch {
+		case err != nil && err != errMissing:
+		case fenced != nil:
+			err = fenced
+		case err == errMissing:
+			err = fault.NoKey(keys[i])
+		}
+		found(i, vals[i], err)
 	}
 	return nil
+}
+
+// errMissing marks the keys of a GetMany that the tenant does not have.
+var errMissing = errors.New("no such key")
+
+// getRun reads keys into vals under one hold of the read lock, the keys
+// whose errs are nil (the others failed their checks); a key that does
+// not exist gets errMissing. t may be nil: a tenant never seen.
+func (t *tenantData) getRun(keys []string, vals [][]byte, errs []error) {
+	if t == nil {
+		for i := range keys {
+			if errs[i] == nil {
+				errs[i] = errMissing
+			}
+		}
+		return
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for i, k := range keys {
+		if errs[i] != nil {
+			continue
+		}
+		if at, ok := t.index[k]; ok {
+			vals[i] = t.at(at).val
+		} else {
+			errs[i] = errMissing
+		}
+	}
 }
 
 // StoreMany stores items for tenant in order, after CheckBatch, each on its
@@ -68,6 +115,10 @@ func (c *Cache) StoreMany(ctx context.Context, tenant string, items []Item, dryR
 	}
 	return nil
 }
+
+// lockRun is how many keys of a GetMany one hold of the tenant's read
+// lock reads at most: writers of the tenant wait for no more than that.
+const lockRun = 64
 
 // errNotChecked marks the items of a dry run that need the quota's answer.
 var errNotChecked = errors.New("quota not checked yet")

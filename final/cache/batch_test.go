@@ -1,6 +1,9 @@
 package cache
 
 import (
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -77,4 +80,52 @@ func TestBatchLimits(t *testing.T) {
 	err = c.GetMany("t", []string{"a", "b", "c"}, func(int, []byte, error) { t.Fatal("no key is read") })
 	require.ErrorAs(t, err, &fe)
 	assert.Equal(t, "keys", fe.Field)
+}
+
+// The items of a batch take effect in their order, also around an item
+// that waits for a reservation from Accounts: a faster StoreMany (items
+// applied under one hold of the lock, say) must keep that.
+func TestStoreManyAppliesItemsInTheirOrder(t *testing.T) {
+	c, _ := newCache(t, 1000)
+	check := func(items []Item) {
+		t.Helper()
+		for i, err := range storeMany(t, c, items, false) {
+			require.NoError(t, err, "item %d", i)
+		}
+		last := map[string]int{} // key -> its last item
+		for i, it := range items {
+			last[it.Key] = i
+		}
+		var revs []int64 // the revisions of the keys, in the order of their last items
+		for i, it := range items {
+			if last[it.Key] != i {
+				continue
+			}
+			val, rev, err := c.GetRevision("t", it.Key)
+			require.NoError(t, err)
+			assert.Equal(t, string(it.Val), string(val), "%s holds the value of its last item", it.Key)
+			revs = append(revs, rev)
+		}
+		assert.True(t, slices.IsSorted(revs), "keys were written in the order of their last items: %v", revs)
+	}
+	for i := range 10 {
+		require.NoError(t, c.Store(ctxT(t), "t", fmt.Sprintf("k%d", i), nil, false))
+	}
+	// Overwrites only, many to each key.
+	var items []Item
+	for i := range 200 {
+		items = append(items, Item{fmt.Sprintf("k%d", (i*7)%10), []byte(strconv.Itoa(i))})
+	}
+	check(items)
+	// New keys between the overwrites, each of them a new slot: some
+	// wait for a reservation.
+	items = items[:0]
+	for i := range 120 {
+		key := fmt.Sprintf("k%d", i%10)
+		if i%3 == 0 {
+			key = fmt.Sprintf("n%d", i/6) // each new key twice
+		}
+		items = append(items, Item{key, []byte(strconv.Itoa(i))})
+	}
+	check(items)
 }

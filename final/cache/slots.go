@@ -108,7 +108,7 @@ func (t *tenantData) applyLocked(w *write) (done bool, rev int64, short lack, er
 		return true, 0, lack{}, err
 	}
 	i, exists := t.index[w.key]
-	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
+	if err := w.cond.check(w.key, t.revAt(i, exists), exists); err != nil {
 		return true, 0, lack{}, err
 	}
 	if short = t.lacks(w, i, exists); !short.none() {
@@ -155,7 +155,7 @@ func (t *tenantData) fits(w *write) (lack, error) {
 		return lack{}, err
 	}
 	i, exists := t.index[w.key]
-	if err := w.cond.check(w.key, t.revision(w.key), exists); err != nil {
+	if err := w.cond.check(w.key, t.revAt(i, exists), exists); err != nil {
 		return lack{}, err
 	}
 	return t.lacks(w, i, exists), nil

@@ -98,12 +98,13 @@ func (s *Store) read(tenant string, f func(*tenantData) int64) int64 {
 	return f(t)
 }
 
-// revision is key's revision, 0 if it does not exist. Caller holds mu.
-func (t *tenantData) revision(key string) int64 {
-	if i, ok := t.index[key]; ok {
-		return t.at(i).rev
+// revAt is the revision of the item at i, 0 if it does not exist (as
+// revision, without a second lookup). Caller holds mu.
+func (t *tenantData) revAt(i int32, exists bool) int64 {
+	if !exists {
+		return 0
 	}
-	return 0
+	return t.at(i).rev
 }
 
 // has says whether key exists. Caller holds mu.
