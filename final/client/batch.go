@@ -134,11 +134,27 @@ type part struct {
 	idx   []int
 }
 
-// split groups n keys by owner(key(i)), in order of first appearance.
+// split groups n keys by owner(key(i)), in order of first appearance. A
+// batch whose keys all have one owner (the common case: a client that
+// splits by owner sends each replica only its own keys) is one part
+// without indexes, built without allocating per key.
 func split(n int, key func(int) string, owner func(string) string) []part {
-	var parts []part
-	at := map[string]int{}
-	for i := 0; i < n; i++ {
+	if n == 0 {
+		return nil
+	}
+	first, same := owner(key(0)), 1
+	for same < n && owner(key(same)) == first {
+		same++
+	}
+	if same == n {
+		return []part{{owner: first}}
+	}
+	parts := []part{{owner: first, idx: make([]int, same, n)}}
+	for i := range same {
+		parts[0].idx[i] = i
+	}
+	at := map[string]int{first: 0}
+	for i := same; i < n; i++ {
 		o := owner(key(i))
 		j, ok := at[o]
 		if !ok {

@@ -46,4 +46,8 @@ func TestRingSpreadsKeysOverEveryAddressAndIgnoresOrder(t *testing.T) {
 	}
 	assert.Len(t, seen, 3, "every address owns some keys")
 	assert.Empty(t, NewRing(nil).Owner("a"))
+	one := NewRing([]string{addrs[1], addrs[1]})
+	for i := range 100 {
+		assert.Equal(t, addrs[1], one.Owner("key-"+strconv.Itoa(i)), "a ring of one owns every key")
+	}
 }

@@ -19,6 +19,7 @@ import (
 type Ring struct {
 	hashes []uint64
 	addrs  []string // addrs[i] owns the arc ending at hashes[i]
+	sole   string   // the one address of a ring of one: it owns every key
 }
 
 // ring_hash's defaults: minRingSize and maxRingSize.
@@ -30,8 +31,11 @@ func NewRing(addrs []string) *Ring {
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
 	r := &Ring{}
-	if len(keys) == 0 {
+	switch len(keys) {
+	case 0:
 		return r
+	case 1:
+		r.sole = keys[0]
 	}
 	// The same float arithmetic as grpc-go, so both rings have the same
 	// number of entries per address.
@@ -62,12 +66,15 @@ func NewRing(addrs []string) *Ring {
 // Owner is the address that owns key ("" for an empty ring): the first
 // ring entry at or after the hash of key's header value.
 func (r *Ring) Owner(key string) string {
-	if len(r.hashes) == 0 {
+	switch {
+	case r.sole != "":
+		return r.sole // no need to hash
+	case len(r.hashes) == 0:
 		return ""
 	}
 	var buf [16]byte // a uint64 in hex
 	h := xxhash.Sum64(appendValue(buf[:0], key))
-	i := sort.Search(len(r.hashes), func(i int) bool { return r.hashes[i] >= h })
+	i, _ := slices.BinarySearch(r.hashes, h) // the first hash at or after h
 	if i == len(r.hashes) {
 		i = 0
 	}
