@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -235,7 +234,7 @@ type Options struct {
 // withDefaults fills in the zero fields' defaults.
 func (o Options) withDefaults() Options {
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.Logger = slog.New(slog.DiscardHandler) // Enabled is false: a call formats nothing
 	}
 	o.Retry = o.Retry.withDefaults()
 	if o.ConnectTimeout == 0 {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -133,7 +134,9 @@ func TestZeroOptionsTakeTheDefaults(t *testing.T) {
 	assert.Equal(t, DefaultConnectTimeout, o.ConnectTimeout)
 	assert.Equal(t, DefaultKeepaliveTime, o.KeepaliveTime)
 	assert.Equal(t, DefaultKeepaliveTimeout, o.KeepaliveTimeout)
-	assert.NotNil(t, o.Logger)
+	require.NotNil(t, o.Logger)
+	assert.False(t, o.Logger.Enabled(context.Background(), slog.LevelError),
+		"no Logger is no logging: not a line formatted for every call and thrown away")
 
 	ka, err := KeepaliveParams(0, 0)
 	require.NoError(t, err)
