@@ -21,6 +21,7 @@
 #   perf/vs-redis.sh                        # 3 rounds of 2 s per row, 1,000,000 keys
 #   perf/vs-redis.sh -d 1s -rounds 1 -mem-keys 20000  # quick (CI)
 #   perf/vs-redis.sh -d 0                   # memory only
+#   perf/vs-redis.sh -rows 'Many.*64'       # only the rows whose name matches
 #
 # Skips (exit 0) when redis-server is not installed: apt-get install redis-server.
 set -euo pipefail
@@ -29,12 +30,14 @@ cd "$(dirname "$0")/.."
 dur=2s
 rounds=3
 memkeys=1000000
+rows=
 while [ $# -gt 0 ]; do
   case $1 in
     -d) dur=$2; shift 2 ;;
     -mem-keys) memkeys=$2; shift 2 ;;
     -rounds) rounds=$2; shift 2 ;;
-    *) echo "usage: $0 [-d DURATION] [-rounds N] [-mem-keys N]" >&2; exit 2 ;;
+    -rows) rows=$2; shift 2 ;;
+    *) echo "usage: $0 [-d DURATION] [-rounds N] [-mem-keys N] [-rows REGEXP]" >&2; exit 2 ;;
   esac
 done
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
@@ -135,7 +138,7 @@ if [ "$dur" != 0 ]; then
   echo
   "$tmp/vsredis" -final "127.0.0.1:$cache_port" -ca "$tmp/dev/ca.crt" -token perf \
     -redis "127.0.0.1:$redis_plain" -redis-tls "127.0.0.1:$redis_port" \
-    -final-pid "$cache_pid" -redis-pid "$redis_pid" -d "$dur" -rounds "$rounds" || touch "$tmp/failed"
+    -final-pid "$cache_pid" -redis-pid "$redis_pid" -d "$dur" -rounds "$rounds" -rows "$rows" || touch "$tmp/failed"
   echo
 fi
 

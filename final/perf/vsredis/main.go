@@ -14,6 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,8 +76,25 @@ func run(args []string) error {
 	fs.IntVar(&c.conc, "c", 32, "calls in flight")
 	fs.IntVar(&c.valueSize, "value-size", 64, "value bytes")
 	fs.IntVar(&c.keys, "keys", 1000, "keys read and overwritten")
+	cpuProfile := fs.String("cpuprofile", "", "write this loader's CPU profile (both sides' clients, every row) to this file")
+	only := fs.String("rows", "", "run only the rows whose name matches this regular expression (e.g. 'StoreMany.*64'); empty: every row")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	rowFilter, err := regexp.Compile(*only)
+	if err != nil {
+		return fmt.Errorf("-rows: %w", err)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	tlsCfg, err := tlsutil.ClientConfig(c.ca, "", "")
 	if err != nil {
@@ -261,6 +280,10 @@ func run(args []string) error {
 			row{fmt.Sprintf("GetMany / pipelined GET, %d keys", n), finalGetMany(n), pipeGet(n), plain},
 			row{fmt.Sprintf("StoreMany / MSET, %d keys", n), finalStoreMany(n), mset(n), plain},
 			row{fmt.Sprintf("StoreMany / pipelined SET, %d keys", n), finalStoreMany(n), pipeSet(n), plain})
+	}
+	rows = slices.DeleteFunc(rows, func(r row) bool { return !rowFilter.MatchString(r.name) })
+	if len(rows) == 0 {
+		return fmt.Errorf("-rows %q matches no row", *only)
 	}
 	for _, r := range rows {
 		if err := warm("final "+r.name, r.final); err != nil {
