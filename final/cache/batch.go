@@ -35,14 +35,18 @@ func (c *Cache) GetMany(tenant string, keys []string, found func(i int, val []by
 	for i, k := range keys {
 		errs[i] = c.checkKey(k)
 	}
+	// A replica fenced before the reads serves none of them.
+	fenced := c.quota.fence()
 	// Read under the tenant's read lock, taken once per lockRun keys.
 	t := c.store.lookup(tenant)
-	for from := 0; from < len(keys); from += lockRun {
+	for from := 0; fenced == nil && from < len(keys); from += lockRun {
 		t.getRun(keys[from:min(from+lockRun, len(keys))], vals[from:], errs[from:])
 	}
-	// Checked after the reads, as Get does: values read before the lease's
-	// end may be returned, none read after it.
-	fenced := c.quota.fence()
+	// And checked after the reads, as Get does: values read before the
+	// lease's end may be returned, none read after it.
+	if fenced == nil {
+		fenced = c.quota.fence()
+	}
 	for i, err := range errs {
 		switch {
 		case err != nil && err != errMissing:
@@ -50,6 +54,9 @@ func (c *Cache) GetMany(tenant string, keys []string, found func(i int, val []by
 			err = fenced
 		case err == errMissing:
 			err = fault.NoKey(keys[i])
+		}
+		if err != nil {
+			vals[i] = nil // a refusal carries no value
 		}
 		found(i, vals[i], err)
 	}

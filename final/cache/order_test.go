@@ -48,6 +48,10 @@ func TestAReplicaPastItsOwnLeaseDeadlineServesNoKeyUntilItReports(t *testing.T) 
 	assert.ErrorIs(t, c.Store(ctxT(t), "t", "k", []byte("w"), false), fault.ErrReplicaFenced, "an overwrite")
 	assert.ErrorIs(t, c.Store(ctxT(t), "t", "k", []byte("w"), true), fault.ErrReplicaFenced, "a dry run")
 	assert.ErrorIs(t, c.Dump("t", func(string, []byte) error { return nil }), fault.ErrReplicaFenced)
+	require.NoError(t, c.GetMany("t", []string{"k", "absent"}, func(i int, val []byte, err error) {
+		assert.ErrorIs(t, err, fault.ErrReplicaFenced, "GetMany's key %d", i)
+		assert.Nil(t, val, "a fenced replica sends no value with its refusal (key %d)", i)
+	}))
 
 	require.NoError(t, c.Quota().Report(ctxT(t)), "re-registered")
 	got, err := c.Get("t", "k")

@@ -14,7 +14,8 @@ import (
 // endpoint's hash key), so Owner names the replica a ring-hash client sends
 // a key to when every replica is up. A replica uses it to tell whether it
 // owns a key. It mirrors grpc-go's balancer/ringhash (an experimental
-// package whose ring is not exported); TestRingAgreesWithGRPCRingHash in
+// package whose ring is not exported);
+// TestRingHashClientsPayNoHopAndTheReplicasAgreeWithTheirRing in
 // final/server notices if grpc-go's ring changes.
 type Ring struct {
 	hashes []uint64
