@@ -12,7 +12,11 @@
 # timing; final and Redis take turns round by round; each row is the median
 # of the per-round ratios, p50/p99 of the median round, and each server's
 # CPU per call from /proc/PID/stat. Batch rows: GetMany/StoreMany of 16 and
-# 64 keys against MGET/MSET and pipelined GET/SET of as many.
+# 64 keys against MGET/MSET and pipelined GET/SET of as many. A third side
+# per row, bare gRPC: the same client against a Cache service that does no
+# work (vsredis -serve-floor, its own process: grpc-go over TLS with final's
+# transport settings, no interceptor), so each row says how much of the gap
+# to Redis is gRPC's own and how much is final's.
 #
 # Memory: each server's growth per key after -mem-keys new 16-byte keys with
 # 64-byte values (cacheload): Redis's used_memory and both processes'
@@ -84,6 +88,7 @@ acc_port=$(free_port)
 cache_port=$(free_port)
 redis_port=$(free_port)
 redis_plain=$(free_port)
+floor_port=$(free_port)
 # A quota no run reaches, so new-key Stores measure the reservation, not the limit.
 echo '{"perf": {"tenant": "perf", "max_cache_keys": 1000000000000}}' >"$tmp/accounts.json"
 # GOMEMLIMIT: what deploy/cache.yaml's CACHE_MEMORY_LIMIT_RATIO (0.5) makes
@@ -102,6 +107,11 @@ redis_pid=$!
 pids+=("$redis_pid")
 wait_port "$redis_port"
 wait_port "$redis_plain"
+
+"$tmp/vsredis" -serve-floor "127.0.0.1:$floor_port" -cert "$tmp/dev/server.crt" -key "$tmp/dev/server.key" 2>"$tmp/floor.log" &
+floor_pid=$!
+pids+=("$floor_pid")
+wait_port "$floor_port"
 
 redis_info() {
   redis-cli -h 127.0.0.1 -p "$redis_port" --tls --cacert "$tmp/dev/ca.crt" info memory |
@@ -138,7 +148,7 @@ if [ "$dur" != 0 ]; then
   echo
   "$tmp/vsredis" -final "127.0.0.1:$cache_port" -ca "$tmp/dev/ca.crt" -token perf \
     -redis "127.0.0.1:$redis_plain" -redis-tls "127.0.0.1:$redis_port" \
-    -final-pid "$cache_pid" -redis-pid "$redis_pid" -d "$dur" -rounds "$rounds" -rows "$rows" || touch "$tmp/failed"
+    -floor "127.0.0.1:$floor_port" -final-pid "$cache_pid" -redis-pid "$redis_pid" -floor-pid "$floor_pid" -d "$dur" -rounds "$rounds" -rows "$rows" || touch "$tmp/failed"
   echo
 fi
 

@@ -5,11 +5,15 @@
 // final and Redis take turns round by round (so a busy machine's drift
 // hits both), and each row reports the median of the per-round ratios,
 // the median round's p50 and p99, and each server's CPU per call (from
-// /proc/PID/stat). final/perf/vs-redis.sh starts the servers and runs it.
+// /proc/PID/stat). With -floor, each row has a third side: the same client
+// against a bare gRPC Cache service (floor.go, started by vsredis
+// -serve-floor in its own process), which says how much of the gap to Redis
+// is gRPC's own. final/perf/vs-redis.sh starts the servers and runs it.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +28,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
 	"grpcworkshop.example/final/client"
 	"grpcworkshop.example/final/rpc"
@@ -41,10 +46,10 @@ func main() {
 }
 
 type config struct {
-	final, ca, token, redisAddr, redisTLS string
-	finalPID, redisPID                    int
-	dur                                   time.Duration
-	rounds, conc, valueSize, keys         int
+	final, ca, token, redisAddr, redisTLS, floor string
+	finalPID, redisPID, floorPID                 int
+	dur                                          time.Duration
+	rounds, conc, valueSize, keys                int
 }
 
 // op is one call of a side: it returns how many keys it served.
@@ -77,9 +82,17 @@ func run(args []string) error {
 	fs.IntVar(&c.valueSize, "value-size", 64, "value bytes")
 	fs.IntVar(&c.keys, "keys", 1000, "keys read and overwritten")
 	cpuProfile := fs.String("cpuprofile", "", "write this loader's CPU profile (both sides' clients, every row) to this file")
+	fs.StringVar(&c.floor, "floor", "", "a bare gRPC Cache service (vsredis -serve-floor) for a third side per row; empty: none")
+	fs.IntVar(&c.floorPID, "floor-pid", 0, "the bare gRPC service's process, for CPU per call")
+	serve := fs.String("serve-floor", "", "serve the bare gRPC Cache service on this address (TLS with -cert and -key) until SIGTERM, instead of measuring")
+	cert := fs.String("cert", ".dev/server.crt", "-serve-floor's TLS certificate")
+	keyFile := fs.String("key", ".dev/server.key", "-serve-floor's TLS key")
 	only := fs.String("rows", "", "run only the rows whose name matches this regular expression (e.g. 'StoreMany.*64'); empty: every row")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *serve != "" {
+		return serveFloor(*serve, *cert, *keyFile, c.valueSize)
 	}
 	rowFilter, err := regexp.Compile(*only)
 	if err != nil {
@@ -100,13 +113,18 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ring := client.NewRing()
-	conn, err := client.Dial(c.final, client.Options{TLS: tlsCfg, Token: c.token, Ring: ring})
+	final, err := dialSide(c.final, tlsCfg, c.token)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	cache, batch := rpc.NewCacheClient(conn), client.NewBatcher(conn, ring)
+	defer final.conn.Close()
+	var bare *grpcSide
+	if c.floor != "" {
+		if bare, err = dialSide(c.floor, tlsCfg, c.token); err != nil {
+			return err
+		}
+		defer bare.conn.Close()
+	}
 	plain := redis.NewClient(&redis.Options{Addr: c.redisAddr, PoolSize: c.conc, MinIdleConns: c.conc, DisableIdentity: true, ContextTimeoutEnabled: true})
 	defer plain.Close()
 	var secure *redis.Client
@@ -130,7 +148,7 @@ func run(args []string) error {
 			items = append(items, &rpc.StoreManyItem{Key: k, Val: val})
 			pairs = append(pairs, k, val)
 		}
-		resp, err := batch.StoreMany(ctx, items)
+		resp, err := final.batch.StoreMany(ctx, items)
 		if err != nil {
 			return fmt.Errorf("fill final: %w", err)
 		}
@@ -175,17 +193,21 @@ func run(args []string) error {
 		}
 		return out
 	}
-	finalGet := func(ctx context.Context, w int, n uint64) (int, error) {
-		_, err := cache.Get(ctx, &rpc.GetReq{Key: key(w, n, 0)})
-		return 1, err
-	}
-	finalStore := func(ctx context.Context, w int, n uint64) (int, error) {
-		_, err := cache.Store(ctx, &rpc.StoreReq{Key: key(w, n, 0), Val: val})
-		return 1, err
-	}
-	finalGetMany := func(count int) op {
+	get := func(g *grpcSide) op {
 		return func(ctx context.Context, w int, n uint64) (int, error) {
-			resp, err := batch.GetMany(ctx, pick(w, n, count))
+			_, err := g.cache.Get(ctx, &rpc.GetReq{Key: key(w, n, 0)})
+			return 1, err
+		}
+	}
+	store := func(g *grpcSide) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			_, err := g.cache.Store(ctx, &rpc.StoreReq{Key: key(w, n, 0), Val: val})
+			return 1, err
+		}
+	}
+	getMany := func(g *grpcSide, count int) op {
+		return func(ctx context.Context, w int, n uint64) (int, error) {
+			resp, err := g.batch.GetMany(ctx, pick(w, n, count))
 			if err == nil {
 				for _, r := range resp.Results {
 					if r.Error != nil {
@@ -196,13 +218,13 @@ func run(args []string) error {
 			return count, err
 		}
 	}
-	finalStoreMany := func(count int) op {
+	storeMany := func(g *grpcSide, count int) op {
 		return func(ctx context.Context, w int, n uint64) (int, error) {
 			items := make([]*rpc.StoreManyItem, count)
 			for i, k := range pick(w, n, count) {
 				items[i] = &rpc.StoreManyItem{Key: k, Val: val}
 			}
-			resp, err := batch.StoreMany(ctx, items)
+			resp, err := g.batch.StoreMany(ctx, items)
 			if err == nil {
 				for _, r := range resp.Results {
 					if r.Error != nil {
@@ -212,6 +234,14 @@ func run(args []string) error {
 			}
 			return count, err
 		}
+	}
+	// both is a gRPC row's op for final and for the bare service (nil
+	// without -floor).
+	both := func(f func(*grpcSide) op) (op, op) {
+		if bare == nil {
+			return f(final), nil
+		}
+		return f(final), f(bare)
 	}
 	redisGet := func(rc *redis.Client) op {
 		return func(ctx context.Context, w int, n uint64) (int, error) {
@@ -261,25 +291,30 @@ func run(args []string) error {
 	}
 
 	type row struct {
-		name         string
-		final, redis op
-		redisClient  *redis.Client
+		name                string
+		final, floor, redis op
+	}
+	newRow := func(name string, f func(*grpcSide) op, redis op) row {
+		fo, bo := both(f)
+		return row{name, fo, bo, redis}
 	}
 	rows := []row{
-		{"Get / GET", finalGet, redisGet(plain), plain},
-		{"Store / SET (overwrite)", finalStore, redisSet(plain), plain},
+		newRow("Get / GET", get, redisGet(plain)),
+		newRow("Store / SET (overwrite)", store, redisSet(plain)),
 	}
 	if secure != nil {
 		rows = append(rows,
-			row{"Get / GET over TLS", finalGet, redisGet(secure), secure},
-			row{"Store / SET over TLS", finalStore, redisSet(secure), secure})
+			newRow("Get / GET over TLS", get, redisGet(secure)),
+			newRow("Store / SET over TLS", store, redisSet(secure)))
 	}
 	for _, n := range []int{16, 64} {
+		gm := func(g *grpcSide) op { return getMany(g, n) }
+		sm := func(g *grpcSide) op { return storeMany(g, n) }
 		rows = append(rows,
-			row{fmt.Sprintf("GetMany / MGET, %d keys", n), finalGetMany(n), mget(n), plain},
-			row{fmt.Sprintf("GetMany / pipelined GET, %d keys", n), finalGetMany(n), pipeGet(n), plain},
-			row{fmt.Sprintf("StoreMany / MSET, %d keys", n), finalStoreMany(n), mset(n), plain},
-			row{fmt.Sprintf("StoreMany / pipelined SET, %d keys", n), finalStoreMany(n), pipeSet(n), plain})
+			newRow(fmt.Sprintf("GetMany / MGET, %d keys", n), gm, mget(n)),
+			newRow(fmt.Sprintf("GetMany / pipelined GET, %d keys", n), gm, pipeGet(n)),
+			newRow(fmt.Sprintf("StoreMany / MSET, %d keys", n), sm, mset(n)),
+			newRow(fmt.Sprintf("StoreMany / pipelined SET, %d keys", n), sm, pipeSet(n)))
 	}
 	rows = slices.DeleteFunc(rows, func(r row) bool { return !rowFilter.MatchString(r.name) })
 	if len(rows) == 0 {
@@ -292,40 +327,77 @@ func run(args []string) error {
 		if err := warm("redis "+r.name, r.redis); err != nil {
 			return err
 		}
+		if r.floor != nil {
+			if err := warm("bare gRPC "+r.name, r.floor); err != nil {
+				return err
+			}
+		}
 	}
 	cancel()
 
-	fmt.Printf("final (through final/client, TLS) vs Redis (go-redis, plaintext unless the row says TLS): %d rounds of %s per side and row, %d calls in flight, 16-byte keys, %d-byte values\n\n",
+	fmt.Printf("final (through final/client, TLS) vs Redis (go-redis, plaintext unless the row says TLS): %d rounds of %s per side and row, %d calls in flight, 16-byte keys, %d-byte values\n",
 		c.rounds, c.dur, c.conc, c.valueSize)
-	fmt.Println("| call | final keys/s | Redis keys/s | final / Redis (median of rounds) | final p50 / p99 ms | Redis p50 / p99 ms | server CPU µs per call, final / Redis |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	if bare != nil {
+		fmt.Println("bare gRPC: the same client against a Cache service that does no work (vsredis -serve-floor: grpc-go, TLS, final's transport settings, no interceptor)")
+	}
+	fmt.Println()
+	fmt.Println("| call | final keys/s | bare gRPC keys/s | Redis keys/s | final / Redis | bare gRPC / Redis | final / bare gRPC | final p50 / p99 ms | Redis p50 / p99 ms | server CPU µs per call: final / bare gRPC / Redis |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
-		var fr, rr []result
-		var ratios []float64
+		sides := []side{{r.final, c.finalPID}, {r.redis, c.redisPID}}
+		if r.floor != nil {
+			sides = append(sides, side{r.floor, c.floorPID})
+		}
+		per := make([][]result, len(sides)) // per side, a result per round
 		for i := range c.rounds {
-			order := []side{{r.final, c.finalPID}, {r.redis, c.redisPID}}
-			if i%2 == 1 {
-				order[0], order[1] = order[1], order[0]
-			}
-			var got [2]result
-			for j, sd := range order {
-				res, err := measure(sd, c.conc, c.dur)
+			// Each round starts with another side, so a drift in the
+			// machine's speed hits every side alike.
+			for j := range sides {
+				k := (i + j) % len(sides)
+				res, err := measure(sides[k], c.conc, c.dur)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.name, err)
 				}
-				got[j] = res
+				per[k] = append(per[k], res)
 			}
-			if i%2 == 1 {
-				got[0], got[1] = got[1], got[0]
-			}
-			fr, rr = append(fr, got[0]), append(rr, got[1])
-			ratios = append(ratios, got[0].keysPerSec/got[1].keysPerSec)
 		}
-		f, rd := median(fr), median(rr)
-		fmt.Printf("| %s | %.0f | %.0f | %.2f | %s / %s | %s / %s | %s / %s |\n", r.name, f.keysPerSec, rd.keysPerSec,
-			medianOf(ratios), ms(f.p50), ms(f.p99), ms(rd.p50), ms(rd.p99), us(f.cpuPerCallUS), us(rd.cpuPerCallUS))
+		ratio := func(a, b []result) float64 {
+			if a == nil || b == nil {
+				return -1
+			}
+			rs := make([]float64, len(a))
+			for i := range a {
+				rs[i] = a[i].keysPerSec / b[i].keysPerSec
+			}
+			return medianOf(rs)
+		}
+		var floorRounds []result
+		if r.floor != nil {
+			floorRounds = per[2]
+		}
+		f, rd, fl := median(per[0]), median(per[1]), median(floorRounds)
+		fmt.Printf("| %s | %.0f | %s | %.0f | %s | %s | %s | %s / %s | %s / %s | %s / %s / %s |\n", r.name,
+			f.keysPerSec, rate(fl.keysPerSec), rd.keysPerSec,
+			fixed(ratio(per[0], per[1])), fixed(ratio(floorRounds, per[1])), fixed(ratio(per[0], floorRounds)),
+			ms(f.p50), ms(f.p99), ms(rd.p50), ms(rd.p99), us(f.cpuPerCallUS), us(fl.cpuPerCallUS), us(rd.cpuPerCallUS))
 	}
 	return nil
+}
+
+// grpcSide is a Cache service through final/client: final, or the bare one.
+type grpcSide struct {
+	conn  *grpc.ClientConn
+	cache rpc.CacheClient
+	batch *client.Batcher
+}
+
+func dialSide(target string, tlsCfg *tls.Config, token string) (*grpcSide, error) {
+	ring := client.NewRing()
+	conn, err := client.Dial(target, client.Options{TLS: tlsCfg, Token: token, Ring: ring})
+	if err != nil {
+		return nil, err
+	}
+	return &grpcSide{conn, rpc.NewCacheClient(conn), client.NewBatcher(conn, ring)}, nil
 }
 
 // measure runs sd's op from conc workers for d and reports its rate in
@@ -400,8 +472,11 @@ func cpuTicks(pid int) int64 {
 	return u + s
 }
 
-// median is the round with the median rate.
+// median is the round with the median rate (a result of -1s for none).
 func median(rs []result) result {
+	if len(rs) == 0 {
+		return result{keysPerSec: -1, cpuPerCallUS: -1}
+	}
 	s := slices.Clone(rs)
 	slices.SortFunc(s, func(a, b result) int { return cmpF(a.keysPerSec, b.keysPerSec) })
 	return s[(len(s)-1)/2]
@@ -424,6 +499,22 @@ func cmpF(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+// fixed is v with two decimals, "-" for none (negative).
+func fixed(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// rate is a rate in whole keys per second, "-" for none (negative).
+func rate(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
 func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
