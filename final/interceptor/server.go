@@ -74,19 +74,6 @@ func ReplicaStream(id string) grpc.StreamServerInterceptor {
 	}
 }
 
-// capDeadline bounds how long the server works on a call, whatever the
-// client asked for (or if it set no deadline at all); max 0 means no cap. The deadline then
-// propagates to the calls the server makes on the caller's behalf.
-func capDeadline(ctx context.Context, max time.Duration) (context.Context, context.CancelFunc) {
-	if max <= 0 {
-		return ctx, func() {} // no cap
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= max {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, max)
-}
-
 // DeadlineUnary caps unary calls at max. Health and reflection are
 // exempt, like every interceptor about the application (auth.Public).
 func DeadlineUnary(max time.Duration) grpc.UnaryServerInterceptor {
