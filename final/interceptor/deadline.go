@@ -56,18 +56,23 @@ func (c *capped) start() context.Context {
 		return t.ctx
 	}
 	ctx, cancel := context.WithDeadline(c.parent, c.deadline)
-	c.timed.Store(&timed{ctx, cancel})
-	if c.stopped.Load() { // made after the call ended: as canceled as before
+	if c.stopped.Load() { // made after the call ended: canceled before anyone sees it
 		cancel()
 	}
+	c.timed.Store(&timed{ctx, cancel})
 	return ctx
 }
 
 // stop ends the context, as a CancelFunc does: its timer, if one was made,
 // and any made later.
 func (c *capped) stop() {
+	// Under mu, so no start is between making its context and checking
+	// stopped: either it sees stopped, or its context is stored by now.
+	c.mu.Lock()
 	c.stopped.Store(true)
-	if t := c.timed.Load(); t != nil {
+	t := c.timed.Load()
+	c.mu.Unlock()
+	if t != nil {
 		t.cancel()
 	}
 }

@@ -324,10 +324,12 @@ func BenchmarkInterceptorChain(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			// Cancelable, as a gRPC server's stream context is.
 			ctx, cancel := context.WithCancel(incoming)
-			if bc.timeout > 0 {
-				ctx, cancel = context.WithTimeout(incoming, bc.timeout)
-			}
 			defer cancel()
+			if bc.timeout > 0 {
+				var cancelTimeout context.CancelFunc
+				ctx, cancelTimeout = context.WithTimeout(ctx, bc.timeout)
+				defer cancelTimeout()
+			}
 			if _, err := call(ctx, nil); err != nil { // the first call fills the auth cache
 				b.Fatal(err)
 			}
