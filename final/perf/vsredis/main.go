@@ -81,7 +81,7 @@ func run(args []string) error {
 	fs.IntVar(&c.conc, "c", 32, "calls in flight")
 	fs.IntVar(&c.valueSize, "value-size", 64, "value bytes")
 	fs.IntVar(&c.keys, "keys", 1000, "keys read and overwritten")
-	cpuProfile := fs.String("cpuprofile", "", "write this loader's CPU profile (both sides' clients, every row) to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write this process's CPU profile to this file: the loader's (every side's client, every row), or with -serve-floor the bare service's")
 	fs.StringVar(&c.floor, "floor", "", "a bare gRPC Cache service (vsredis -serve-floor) for a third side per row; empty: none")
 	fs.IntVar(&c.floorPID, "floor-pid", 0, "the bare gRPC service's process, for CPU per call")
 	serve := fs.String("serve-floor", "", "serve the bare gRPC Cache service on this address (TLS with -cert and -key) until SIGTERM, instead of measuring")
@@ -90,9 +90,6 @@ func run(args []string) error {
 	only := fs.String("rows", "", "run only the rows whose name matches this regular expression (e.g. 'StoreMany.*64'); empty: every row")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *serve != "" {
-		return serveFloor(*serve, *cert, *keyFile, c.valueSize)
 	}
 	rowFilter, err := regexp.Compile(*only)
 	if err != nil {
@@ -108,6 +105,9 @@ func run(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *serve != "" {
+		return serveFloor(*serve, *cert, *keyFile, c.valueSize)
 	}
 	tlsCfg, err := tlsutil.ClientConfig(c.ca, "", "")
 	if err != nil {
