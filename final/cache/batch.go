@@ -84,8 +84,8 @@ func (t *tenantData) getRun(keys []string, vals [][]byte, errs []error) {
 		if errs[i] != nil {
 			continue
 		}
-		if at, ok := t.index[k]; ok {
-			vals[i] = t.at(at).val
+		if at, ok := t.find(k); ok {
+			vals[i] = t.val(t.at(at))
 		} else {
 			errs[i] = errMissing
 		}

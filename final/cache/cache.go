@@ -5,7 +5,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -189,7 +188,7 @@ func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, con
 		}
 		return 0, c.quota.check(ctx, tenant, short)
 	}
-	w.val = bytes.Clone(val) // the caller's buffer is not ours to keep
+	// The store copies key and val into its own memory as it applies w.
 	if done, rev, err := t.apply(w); done {
 		return rev, err
 	}

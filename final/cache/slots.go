@@ -107,7 +107,7 @@ func (t *tenantData) applyLocked(w *write) (done bool, rev int64, short lack, er
 	if err := w.fence(); err != nil {
 		return true, 0, lack{}, err
 	}
-	i, exists := t.index[w.key]
+	i, exists := t.find(w.key)
 	if err := w.cond.check(w.key, t.revAt(i, exists), exists); err != nil {
 		return true, 0, lack{}, err
 	}
@@ -117,12 +117,11 @@ func (t *tenantData) applyLocked(w *write) (done bool, rev int64, short lack, er
 	q := &t.q
 	if exists {
 		e := t.at(i)
-		grow := int64(len(w.val) - len(e.val))
+		grow := int64(len(w.val)) - int64(e.vlen)
 		q.bytes.spare -= grow
 		q.bytes.used += max(grow, 0)
 		t.size += grow
-		e.val, e.rev = w.val, t.nextRev()
-		return true, e.rev, lack{}, nil
+		return true, t.setValue(e, w.key, w.val), lack{}, nil
 	}
 	size := itemSize(w.key, w.val)
 	q.keys.spare--
@@ -140,7 +139,7 @@ func itemSize(key string, val []byte) int64 { return int64(len(key) + len(val)) 
 func (t *tenantData) lacks(w *write, i int32, exists bool) lack {
 	q := &t.q
 	if exists {
-		return lack{bytes: int64(len(w.val)-len(t.at(i).val)) - q.bytes.spare}
+		return lack{bytes: int64(len(w.val)) - int64(t.at(i).vlen) - q.bytes.spare}
 	}
 	return lack{key: q.keys.spare <= 0, bytes: itemSize(w.key, w.val) - q.bytes.spare}
 }
@@ -154,7 +153,7 @@ func (t *tenantData) fits(w *write) (lack, error) {
 	if err := w.fence(); err != nil {
 		return lack{}, err
 	}
-	i, exists := t.index[w.key]
+	i, exists := t.find(w.key)
 	if err := w.cond.check(w.key, t.revAt(i, exists), exists); err != nil {
 		return lack{}, err
 	}

@@ -7,12 +7,14 @@ func (s *Store) Stats() (tenants, keys, bytes int64) {
 	s.tenants.Range(func(_, v any) bool {
 		t := v.(*tenantData)
 		t.mu.RLock()
-		if len(t.index) > 0 {
+		if t.n > 0 {
 			tenants++
 		}
-		keys += int64(len(t.index))
-		for _, i := range t.index {
-			bytes += int64(len(t.at(i).val))
+		keys += int64(t.n)
+		for _, b := range t.items {
+			for j := range b {
+				bytes += int64(b[j].vlen)
+			}
 		}
 		t.mu.RUnlock()
 		return true

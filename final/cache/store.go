@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"bytes"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -9,18 +11,33 @@ import (
 // do not contend with each other on the hot path.
 type Store struct {
 	tenants sync.Map // tenant -> *tenantData
+	once    sync.Once
+	seed    maphash.Seed // random per process: nobody can pick keys that share a hash
 }
 
-// tenantData is one tenant's items. Keys are kept in the order they were
-// first stored, so Dump can copy them out in small batches by position.
-// Stored values are never modified in place (an overwrite replaces the
-// slice), so handlers may hand them to gRPC for marshalling without a copy.
+func (s *Store) init() { s.once.Do(func() { s.seed = maphash.MakeSeed() }) }
+
+// tenantData is one tenant's items, laid out so that the collector has
+// nothing to walk in them: a full replica's collector would otherwise
+// mark every key and value each cycle, and a store of a million items kept
+// it busy. The index maps a key's hash to its position (integers, which
+// the collector skips); the items are fixed-size records in blocks
+// (integers too); the keys and values are bytes in a few large chunks
+// (data). Items keep the order they were first stored in, so Dump can copy
+// them out in small batches by position.
 type tenantData struct {
-	mu    sync.RWMutex
-	index map[string]int32 // key -> its position in items (2^31 keys would be hundreds of GB)
-	items [][]entry        // in insertion order, in blocks of orderBlock
-	q     tenantQuota      // the replica's side of the tenant's quota (slots.go)
-	size  int64            // len(key) + len(value) of every item: what the byte quota counts
+	mu   sync.RWMutex
+	seed maphash.Seed
+	// index maps maphash(key) to the key's position in items. A key whose
+	// hash another key already has (with a random seed per process and 64
+	// bits, next to never) is in clash instead, by its key.
+	index map[uint64]int32
+	clash map[string]int32
+	items [][]entry   // in insertion order, in blocks of orderBlock
+	n     int32       // how many items (2^31 keys would be hundreds of GB)
+	data  arena       // every item's key and value
+	q     tenantQuota // the replica's side of the tenant's quota (slots.go)
+	size  int64       // len(key) + len(value) of every item: what the byte quota counts
 	// rev is the last revision given to a write of this tenant: every
 	// write takes the next, so a key's revision changes with every write
 	// and never repeats while the replica runs. It starts at the wall
@@ -31,19 +48,117 @@ type tenantData struct {
 	rev int64
 }
 
-// entry is one stored item. The map holds only positions: a slot of a
-// string and an int32 is 24 bytes where a string and a slice were 40, and
-// a Go map keeps up to twice its entries in slots.
+// entry is one stored item: where its key and value are in the tenant's
+// data (the key's klen bytes at off in chunk, then the value's vlen) and
+// the revision of the write that set the value.
 type entry struct {
-	key string
-	val []byte
-	rev int64 // the revision of the write that set val
+	chunk, off, klen, vlen uint32
+	rev                    int64
 }
 
 // orderBlock is how many items one block holds. The items grow a block at
 // a time: one slice of a million items would be copied, and held twice
 // until the next collection, every time it grew.
 const orderBlock = 1024
+
+// arena holds a tenant's keys and values back to back in chunks. Bytes are
+// only ever appended to a chunk, never written over: a value handed to
+// gRPC for marshalling stays as it was while it is sent, without a copy.
+// An overwrite appends the new value and leaves the old bytes as garbage;
+// once the garbage outweighs the live bytes, compact copies the live
+// items into new chunks, so the data is at most about twice what is
+// stored and each byte written is copied about once more.
+type arena struct {
+	chunks  [][]byte // each filled up to its length; the last has room left
+	garbage int64    // bytes of items overwritten or removed
+}
+
+const (
+	firstChunk = 256      // a small tenant's data stays small
+	maxChunk   = 64 << 10 // chunks double up to this (an item larger than it gets a chunk of its own)
+	// compactMin is the garbage below which a tenant is never compacted.
+	compactMin = 1 << 20
+)
+
+// put appends key and val and returns where they went.
+func (a *arena) put(key string, val []byte) (chunk, off uint32) {
+	need := len(key) + len(val)
+	n := len(a.chunks)
+	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < need {
+		size := firstChunk
+		if n > 0 {
+			size = min(2*cap(a.chunks[n-1]), maxChunk)
+		}
+		a.chunks = append(a.chunks, make([]byte, 0, max(size, need)))
+		n++
+	}
+	c := a.chunks[n-1]
+	off = uint32(len(c))
+	c = append(c, key...)
+	a.chunks[n-1] = append(c, val...)
+	return uint32(n - 1), off
+}
+
+// key is e's key, a copy.
+func (t *tenantData) key(e *entry) string {
+	return string(t.data.chunks[e.chunk][e.off : e.off+e.klen])
+}
+
+// keyIs says whether e's key is k, without a copy.
+func (t *tenantData) keyIs(e *entry, k string) bool {
+	return string(t.data.chunks[e.chunk][e.off:e.off+e.klen]) == k
+}
+
+// val is e's value: the bytes in the arena, which are never written over.
+// Its capacity ends with it, so an append by whoever holds it copies.
+func (t *tenantData) val(e *entry) []byte {
+	from := e.off + e.klen
+	return t.data.chunks[e.chunk][from : from+e.vlen : from+e.vlen]
+}
+
+// find is key's position. Caller holds mu.
+func (t *tenantData) find(key string) (int32, bool) {
+	if i, ok := t.index[maphash.String(t.seed, key)]; ok && t.keyIs(t.at(i), key) {
+		return i, true
+	}
+	if t.clash != nil {
+		i, ok := t.clash[key]
+		return i, ok
+	}
+	return 0, false
+}
+
+// setValue stores val as e's value, with the next revision, and leaves
+// the old bytes to the garbage. Caller holds mu.
+func (t *tenantData) setValue(e *entry, key string, val []byte) int64 {
+	t.data.garbage += int64(e.klen + e.vlen)
+	e.chunk, e.off = t.data.put(key, val)
+	e.vlen = uint32(len(val))
+	e.rev = t.nextRev()
+	t.compactIfDue()
+	return e.rev
+}
+
+// compactIfDue copies the live items into new chunks, in their order, once
+// the garbage has grown past the live bytes (and past compactMin). It
+// holds the write lock for a copy of what the tenant stores, about once
+// for every time that much was overwritten. Caller holds mu.
+func (t *tenantData) compactIfDue() {
+	if t.data.garbage < compactMin || t.data.garbage < t.size {
+		return
+	}
+	old := t.data.chunks
+	fresh := arena{chunks: [][]byte{make([]byte, 0, min(max(t.size, firstChunk), maxChunk))}}
+	for _, b := range t.items {
+		for j := range b {
+			e := &b[j]
+			from := e.off + e.klen
+			c := old[e.chunk]
+			e.chunk, e.off = fresh.put(string(c[e.off:from]), c[from:from+e.vlen])
+		}
+	}
+	t.data = fresh
+}
 
 func (s *Store) lookup(tenant string) *tenantData {
 	t, _ := s.tenants.Load(tenant)
@@ -55,7 +170,8 @@ func (s *Store) tenant(tenant string) *tenantData {
 	if t := s.lookup(tenant); t != nil {
 		return t
 	}
-	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{index: map[string]int32{}, rev: time.Now().UnixMicro()})
+	s.init()
+	t, _ := s.tenants.LoadOrStore(tenant, &tenantData{seed: s.seed, index: map[uint64]int32{}, rev: time.Now().UnixMicro()})
 	return t.(*tenantData)
 }
 
@@ -73,17 +189,17 @@ func (s *Store) GetRevision(tenant, key string) ([]byte, int64, bool) {
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	i, ok := t.index[key]
+	i, ok := t.find(key)
 	if !ok {
 		return nil, 0, false
 	}
 	e := t.at(i)
-	return e.val, e.rev, true
+	return t.val(e), e.rev, true
 }
 
 // Len is how many keys tenant has on this replica.
 func (s *Store) Len(tenant string) int {
-	return int(s.read(tenant, func(t *tenantData) int64 { return int64(len(t.index)) }))
+	return int(s.read(tenant, func(t *tenantData) int64 { return int64(t.n) }))
 }
 
 // read is f of tenant's data under its read lock, 0 for a tenant this
@@ -109,12 +225,12 @@ func (t *tenantData) revAt(i int32, exists bool) int64 {
 
 // has says whether key exists. Caller holds mu.
 func (t *tenantData) has(key string) bool {
-	_, ok := t.index[key]
+	_, ok := t.find(key)
 	return ok
 }
 
 // count is how many keys the tenant has. Caller holds mu.
-func (t *tenantData) count() int { return len(t.index) }
+func (t *tenantData) count() int { return int(t.n) }
 
 // nextRev is the revision of the next write. Caller holds mu.
 func (t *tenantData) nextRev() int64 {
@@ -122,7 +238,8 @@ func (t *tenantData) nextRev() int64 {
 	return t.rev
 }
 
-// insert appends key with the next revision and returns it. Caller holds mu.
+// insert appends key (which does not exist) with the next revision and
+// returns it. Caller holds mu.
 func (t *tenantData) insert(key string, val []byte) int64 {
 	n := len(t.items)
 	if n == 0 || len(t.items[n-1]) == orderBlock {
@@ -137,26 +254,45 @@ func (t *tenantData) insert(key string, val []byte) int64 {
 	}
 	rev := t.nextRev()
 	t.size += itemSize(key, val)
-	t.index[key] = int32(len(t.index))
-	t.items[n-1] = append(b, entry{key: key, val: val, rev: rev})
+	i := t.n
+	h := maphash.String(t.seed, key)
+	if _, taken := t.index[h]; !taken {
+		t.index[h] = i
+	} else {
+		if t.clash == nil {
+			t.clash = map[string]int32{}
+		}
+		t.clash[key] = i
+	}
+	chunk, off := t.data.put(key, val)
+	t.items[n-1] = append(b, entry{chunk: chunk, off: off, klen: uint32(len(key)), vlen: uint32(len(val)), rev: rev})
+	t.n++
 	return rev
 }
 
-// at is the item stored i-th; i < len(t.index).
+// at is the item stored i-th; i < t.n.
 func (t *tenantData) at(i int32) *entry { return &t.items[i/orderBlock][i%orderBlock] }
 
 // removeNewest drops the item stored last and returns its size.
 func (t *tenantData) removeNewest() int64 {
 	n := len(t.items)
 	b := t.items[n-1]
-	size := itemSize(b[len(b)-1].key, b[len(b)-1].val)
+	e := &b[len(b)-1]
+	size := int64(e.klen + e.vlen)
 	t.size -= size
-	delete(t.index, b[len(b)-1].key)
-	b[len(b)-1] = entry{} // the block keeps no reference to the dropped item
+	t.data.garbage += size
+	key := t.key(e)
+	if h := maphash.String(t.seed, key); t.index[h] == t.n-1 && t.keyIs(e, key) {
+		delete(t.index, h)
+	} else {
+		delete(t.clash, key)
+	}
+	t.n--
 	t.items[n-1] = b[:len(b)-1]
 	if len(b) == 1 {
 		t.items = t.items[:n-1]
 	}
+	t.compactIfDue()
 	return size
 }
 
@@ -172,9 +308,11 @@ func (t *tenantData) batch(from, n int, buf []Item) []Item {
 	buf = buf[:0]
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for i := from; i < len(t.index) && len(buf) < n; i++ {
+	for i := from; i < int(t.n) && len(buf) < n; i++ {
 		e := t.at(int32(i))
-		buf = append(buf, Item{Key: e.key, Val: e.val})
+		// Copies: a Dump's reader may be slow, and a value in the arena
+		// would hold its whole chunk until the batch is sent.
+		buf = append(buf, Item{Key: t.key(e), Val: bytes.Clone(t.val(e))})
 	}
 	return buf
 }
