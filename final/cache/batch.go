@@ -141,7 +141,7 @@ func (c *Cache) checkMany(ctx context.Context, tenant string, items []Item, done
 			errs[i] = err
 			continue
 		}
-		switch short, err := t.fits(&write{ctx: ctx, key: it.Key, val: it.Val, fence: c.quota.fence}); {
+		switch short, err := t.fits(&write{ctx: ctx, key: it.Key, val: it.Val, fence: c.quota.fenceFunc}); {
 		case err != nil:
 			errs[i] = err
 		case !short.none():

@@ -180,7 +180,7 @@ func (c *Cache) StoreIf(ctx context.Context, tenant, key string, val []byte, con
 		return 0, err
 	}
 	t := c.store.tenant(tenant)
-	w := &write{ctx: ctx, key: key, val: val, cond: cond, fence: c.quota.fence}
+	w := &write{ctx: ctx, key: key, val: val, cond: cond, fence: c.quota.fenceFunc}
 	if dryRun {
 		short, err := t.fits(w)
 		if err != nil || short.none() {

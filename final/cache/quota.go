@@ -33,6 +33,9 @@ type Quota struct {
 	id       string
 	store    *Store
 	log      *slog.Logger
+	// fenceFunc is fence, made once: a method value made per write would
+	// be an allocation per write.
+	fenceFunc func() error
 	// refused is, per tenant (and per byte budget, fault.BytesOf),
 	// Accounts' last QuotaExceeded to a dry run and until when a dry run
 	// gets it again without asking (refusalTTL).
@@ -96,10 +99,12 @@ func LeaseID(replicaID string) string {
 
 func newQuota(accounts Authority, id string, store *Store, log *slog.Logger) *Quota {
 	start := time.Now()
-	return &Quota{accounts: accounts, id: id, store: store, log: log,
+	q := &Quota{accounts: accounts, id: id, store: store, log: log,
 		clock: func() time.Duration { return time.Since(start) }, // monotonic
 		kick:  make(chan struct{}, 1),
 	}
+	q.fenceFunc = q.fence
+	return q
 }
 
 // fence refuses to serve the replica's keys once its own lease deadline

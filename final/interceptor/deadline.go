@@ -27,8 +27,9 @@ func capDeadline(ctx context.Context, max time.Duration) (context.Context, conte
 // Done. Most calls never do (a Get reads memory and returns), and the
 // timer, its context and its entry in the parent's children were a
 // tenth of what a replica allocated per call. Err needs no timer: the
-// clock says whether the deadline has passed. Once anything calls Done,
-// or Err finds the call over, the work is handed to a real
+// clock says whether the deadline has passed (for its first few calls; a
+// call that asks more often is cheaper with the timer). Once anything calls
+// Done, or Err finds the call over or asked often, the work is handed to a real
 // context.WithDeadline, which from then on answers everything (Value
 // included, so contexts derived after that are canceled with it without a
 // goroutine of their own).
@@ -37,8 +38,14 @@ type capped struct {
 	deadline time.Time
 	mu       sync.Mutex
 	timed    atomic.Pointer[timed]
-	stopped  atomic.Bool // the call is over: the context is canceled
+	stopped  atomic.Bool  // the call is over: the context is canceled
+	errs     atomic.Int32 // calls of Err so far
 }
+
+// errsBeforeTimer is how many calls of Err read the clock before Err makes
+// the timer: a call that asks often (StoreMany asks before each item) is
+// then answered by an atomic load, which costs less than reading the clock.
+const errsBeforeTimer = 4
 
 type timed struct {
 	ctx    context.Context
@@ -85,11 +92,11 @@ func (c *capped) Err() error {
 	if t := c.timed.Load(); t != nil {
 		return t.ctx.Err()
 	}
-	if !c.stopped.Load() && c.parent.Err() == nil && time.Now().Before(c.deadline) {
+	if c.errs.Add(1) <= errsBeforeTimer && !c.stopped.Load() && c.parent.Err() == nil && time.Until(c.deadline) > 0 {
 		return nil
 	}
-	// Over: the timed context says how (stop or the caller's cancel, or
-	// the deadline), as Done and context.Cause will.
+	// Over, or asked often: the timed context says how (stop or the
+	// caller's cancel, or the deadline), as Done and context.Cause will.
 	return c.start().Err()
 }
 

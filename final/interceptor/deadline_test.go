@@ -61,6 +61,22 @@ func TestTheDeadlineCapEndsTheCallAtTheCap(t *testing.T) {
 		assert.Equal(t, "v", ctx.Value(ctxKey{}))
 	})
 
+	t.Run("Err asked often says DeadlineExceeded at the cap", func(t *testing.T) {
+		ctx, stop := capDeadline(parent, 10*time.Millisecond)
+		defer stop()
+		for range 2 * errsBeforeTimer {
+			if err := ctx.Err(); err != nil {
+				dl, _ := ctx.Deadline()
+				require.False(t, time.Now().Before(dl), "Err said %v before the deadline", err)
+			}
+		}
+		for ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		assert.ErrorIs(t, ctx.Err(), context.DeadlineExceeded)
+		wait(t, ctx.Done(), "Done after Err said the deadline passed")
+	})
+
 	t.Run("Done closes at the cap, and a derived context with it", func(t *testing.T) {
 		ctx, stop := capDeadline(parent, 10*time.Millisecond)
 		defer stop()
