@@ -85,7 +85,7 @@ func (t *tenantData) getRun(keys []string, vals [][]byte, errs []error) {
 			continue
 		}
 		if at, ok := t.find(k); ok {
-			vals[i] = t.val(t.at(at))
+			vals[i] = t.val(at)
 		} else {
 			errs[i] = errMissing
 		}

@@ -57,6 +57,9 @@ func DefaultLimits() Limits {
 	return Limits{MaxKeyBytes: 256, MaxValueBytes: 1 << 20, DumpBatch: 64, MaxDumps: 4, MaxBatchKeys: 256, MaxBatchBytes: 4 << 20}
 }
 
+// maxItemBytes bounds MaxKeyBytes and MaxValueBytes.
+const maxItemBytes = 1 << 30
+
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxKeyBytes <= 0 {
@@ -65,6 +68,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxValueBytes <= 0 {
 		l.MaxValueBytes = d.MaxValueBytes
 	}
+	// The store counts an item's bytes in 32 bits (and gRPC carries no
+	// message near that).
+	l.MaxKeyBytes, l.MaxValueBytes = min(l.MaxKeyBytes, maxItemBytes), min(l.MaxValueBytes, maxItemBytes)
 	if l.DumpBatch <= 0 {
 		l.DumpBatch = d.DumpBatch
 	}

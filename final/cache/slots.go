@@ -121,7 +121,7 @@ func (t *tenantData) applyLocked(w *write) (done bool, rev int64, short lack, er
 		q.bytes.spare -= grow
 		q.bytes.used += max(grow, 0)
 		t.size += grow
-		return true, t.setValue(e, w.key, w.val), lack{}, nil
+		return true, t.setValue(i, w.key, w.val), lack{}, nil
 	}
 	size := itemSize(w.key, w.val)
 	q.keys.spare--

@@ -11,9 +11,9 @@ func (s *Store) Stats() (tenants, keys, bytes int64) {
 			tenants++
 		}
 		keys += int64(t.n)
-		for _, b := range t.items {
-			for j := range b {
-				bytes += int64(b[j].vlen)
+		for _, b := range t.blocks {
+			for _, e := range b.entries {
+				bytes += int64(e.vlen)
 			}
 		}
 		t.mu.RUnlock()

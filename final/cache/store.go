@@ -21,23 +21,22 @@ func (s *Store) init() { s.once.Do(func() { s.seed = maphash.MakeSeed() }) }
 // nothing to walk in them: a full replica's collector would otherwise
 // mark every key and value each cycle, and a store of a million items kept
 // it busy. The index maps a key's hash to its position (integers, which
-// the collector skips); the items are fixed-size records in blocks
-// (integers too); the keys and values are bytes in a few large chunks
-// (data). Items keep the order they were first stored in, so Dump can copy
-// them out in small batches by position.
+// the collector skips); the items are fixed-size records (integers too) in
+// blocks, and each block keeps its items' keys and values as bytes in a
+// few chunks of its own. Items keep the order they were first stored in,
+// so Dump can copy them out in small batches by position.
 type tenantData struct {
 	mu   sync.RWMutex
 	seed maphash.Seed
-	// index maps maphash(key) to the key's position in items. A key whose
-	// hash another key already has (with a random seed per process and 64
+	// index maps maphash(key) to the key's position. A key whose hash
+	// another key already has (with a random seed per process and 64
 	// bits, next to never) is in clash instead, by its key.
-	index map[uint64]int32
-	clash map[string]int32
-	items [][]entry   // in insertion order, in blocks of orderBlock
-	n     int32       // how many items (2^31 keys would be hundreds of GB)
-	data  arena       // every item's key and value
-	q     tenantQuota // the replica's side of the tenant's quota (slots.go)
-	size  int64       // len(key) + len(value) of every item: what the byte quota counts
+	index  map[uint64]int32
+	clash  map[string]int32
+	blocks []block     // in insertion order, orderBlock items each (the last may have fewer)
+	n      int32       // how many items (2^31 keys would be hundreds of GB)
+	q      tenantQuota // the replica's side of the tenant's quota (slots.go)
+	size   int64       // len(key) + len(value) of every item: what the byte quota counts
 	// rev is the last revision given to a write of this tenant: every
 	// write takes the next, so a key's revision changes with every write
 	// and never repeats while the replica runs. It starts at the wall
@@ -48,7 +47,16 @@ type tenantData struct {
 	rev int64
 }
 
-// entry is one stored item: where its key and value are in the tenant's
+// block is up to orderBlock items and their keys' and values' bytes. The
+// items grow a block at a time: one slice of a million items would be
+// copied, and held twice until the next collection, every time it grew;
+// and a block is what one compaction copies, so no write waits for more.
+type block struct {
+	entries []entry
+	data    arena
+}
+
+// entry is one stored item: where its key and value are in its block's
 // data (the key's klen bytes at off in chunk, then the value's vlen) and
 // the revision of the write that set the value.
 type entry struct {
@@ -56,69 +64,127 @@ type entry struct {
 	rev                    int64
 }
 
-// orderBlock is how many items one block holds. The items grow a block at
-// a time: one slice of a million items would be copied, and held twice
-// until the next collection, every time it grew.
 const orderBlock = 1024
 
-// arena holds a tenant's keys and values back to back in chunks. Bytes are
+// arena holds a block's keys and values back to back in chunks. Bytes are
 // only ever appended to a chunk, never written over: a value handed to
 // gRPC for marshalling stays as it was while it is sent, without a copy.
-// An overwrite appends the new value and leaves the old bytes as garbage;
-// once the garbage outweighs the live bytes, compact copies the live
-// items into new chunks, so the data is at most about twice what is
-// stored and each byte written is copied about once more.
+// An overwrite appends the new value and leaves the old bytes as garbage,
+// as does a removed item and the end of a chunk too full for the next one;
+// once the garbage outweighs the live bytes (and garbageMin), the block
+// is compacted: its live items are copied into one new chunk. So a block
+// holds at most about three times its items' bytes (live, as much garbage,
+// and room left in its last chunk), and each byte written is copied about
+// once more. A block that fills up is compacted once, so a full store of
+// keys written once holds no more than their bytes.
 type arena struct {
-	chunks  [][]byte // each filled up to its length; the last has room left
-	garbage int64    // bytes of items overwritten or removed
+	chunks  [][]byte // each filled up to its length; the last may have room left
+	live    int64    // bytes of the block's items
+	garbage int64
+	next    int // the size of the next chunk (0: firstChunk)
 }
 
 const (
 	firstChunk = 256      // a small tenant's data stays small
 	maxChunk   = 64 << 10 // chunks double up to this (an item larger than it gets a chunk of its own)
-	// compactMin is the garbage below which a tenant is never compacted.
-	compactMin = 1 << 20
+	// garbageMin is the garbage below which a block is never compacted:
+	// a block of few small items is not copied on every overwrite.
+	garbageMin = 4 << 10
 )
 
 // put appends key and val and returns where they went.
 func (a *arena) put(key string, val []byte) (chunk, off uint32) {
-	need := len(key) + len(val)
+	chunk, c := a.room(len(key) + len(val))
+	off = uint32(len(c))
+	c = append(c, key...)
+	a.chunks[chunk] = append(c, val...)
+	return chunk, off
+}
+
+// putItem appends an item's bytes (its key's, then its value's) and
+// returns where they went.
+func (a *arena) putItem(item []byte) (chunk, off uint32) {
+	chunk, c := a.room(len(item))
+	a.chunks[chunk] = append(c, item...)
+	return chunk, uint32(len(c))
+}
+
+// room is a chunk with need bytes free (a new one if the last has not),
+// counted as live.
+func (a *arena) room(need int) (uint32, []byte) {
 	n := len(a.chunks)
 	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < need {
-		size := firstChunk
 		if n > 0 {
-			size = min(2*cap(a.chunks[n-1]), maxChunk)
+			last := a.chunks[n-1]
+			a.garbage += int64(cap(last) - len(last)) // never used now
 		}
+		// Chunks double (from firstChunk again after a compaction), so
+		// the room left in the last is never more than what the others hold.
+		size := max(a.next, firstChunk)
+		a.next = min(2*size, maxChunk)
 		a.chunks = append(a.chunks, make([]byte, 0, max(size, need)))
 		n++
 	}
-	c := a.chunks[n-1]
-	off = uint32(len(c))
-	c = append(c, key...)
-	a.chunks[n-1] = append(c, val...)
-	return uint32(n - 1), off
+	a.live += int64(need)
+	return uint32(n - 1), a.chunks[n-1]
 }
 
-// key is e's key, a copy.
-func (t *tenantData) key(e *entry) string {
-	return string(t.data.chunks[e.chunk][e.off : e.off+e.klen])
+// drop counts size bytes of the arena as garbage.
+func (a *arena) drop(size int64) {
+	a.live -= size
+	a.garbage += size
 }
 
-// keyIs says whether e's key is k, without a copy.
-func (t *tenantData) keyIs(e *entry, k string) bool {
-	return string(t.data.chunks[e.chunk][e.off:e.off+e.klen]) == k
+// compactIfDue compacts the block once its garbage outweighs its live
+// bytes and garbageMin. Caller holds mu.
+func (b *block) compactIfDue() {
+	if b.data.garbage >= max(b.data.live, garbageMin) {
+		b.compact()
+	}
 }
 
-// val is e's value: the bytes in the arena, which are never written over.
-// Its capacity ends with it, so an append by whoever holds it copies.
-func (t *tenantData) val(e *entry) []byte {
+// compact copies the block's live items into one new chunk of their size.
+// Caller holds mu.
+func (b *block) compact() {
+	old := b.data.chunks
+	b.data = arena{chunks: [][]byte{make([]byte, 0, max(b.data.live, firstChunk))}}
+	for j := range b.entries {
+		e := &b.entries[j]
+		e.chunk, e.off = b.data.putItem(old[e.chunk][e.off : e.off+e.klen+e.vlen])
+	}
+}
+
+// item is the item at position i: its block and its record. Caller holds
+// mu; i < t.n.
+func (t *tenantData) item(i int32) (*block, *entry) {
+	b := &t.blocks[i/orderBlock]
+	return b, &b.entries[i%orderBlock]
+}
+
+// at is the record of the item at position i.
+func (t *tenantData) at(i int32) *entry {
+	_, e := t.item(i)
+	return e
+}
+
+// keyBytes is the key of the item at i, in the arena (not to be kept).
+func (t *tenantData) keyBytes(i int32) []byte {
+	b, e := t.item(i)
+	return b.data.chunks[e.chunk][e.off : e.off+e.klen]
+}
+
+// val is the value of the item at i: bytes in the arena, which are never
+// written over. Its capacity ends with it, so an append by whoever holds
+// it copies.
+func (t *tenantData) val(i int32) []byte {
+	b, e := t.item(i)
 	from := e.off + e.klen
-	return t.data.chunks[e.chunk][from : from+e.vlen : from+e.vlen]
+	return b.data.chunks[e.chunk][from : from+e.vlen : from+e.vlen]
 }
 
 // find is key's position. Caller holds mu.
 func (t *tenantData) find(key string) (int32, bool) {
-	if i, ok := t.index[maphash.String(t.seed, key)]; ok && t.keyIs(t.at(i), key) {
+	if i, ok := t.index[maphash.String(t.seed, key)]; ok && string(t.keyBytes(i)) == key {
 		return i, true
 	}
 	if t.clash != nil {
@@ -128,36 +194,16 @@ func (t *tenantData) find(key string) (int32, bool) {
 	return 0, false
 }
 
-// setValue stores val as e's value, with the next revision, and leaves
-// the old bytes to the garbage. Caller holds mu.
-func (t *tenantData) setValue(e *entry, key string, val []byte) int64 {
-	t.data.garbage += int64(e.klen + e.vlen)
-	e.chunk, e.off = t.data.put(key, val)
+// setValue stores val as the value of the item at i (whose key is key),
+// with the next revision, and returns it. Caller holds mu.
+func (t *tenantData) setValue(i int32, key string, val []byte) int64 {
+	b, e := t.item(i)
+	b.data.drop(int64(e.klen + e.vlen))
+	e.chunk, e.off = b.data.put(key, val)
 	e.vlen = uint32(len(val))
 	e.rev = t.nextRev()
-	t.compactIfDue()
+	b.compactIfDue()
 	return e.rev
-}
-
-// compactIfDue copies the live items into new chunks, in their order, once
-// the garbage has grown past the live bytes (and past compactMin). It
-// holds the write lock for a copy of what the tenant stores, about once
-// for every time that much was overwritten. Caller holds mu.
-func (t *tenantData) compactIfDue() {
-	if t.data.garbage < compactMin || t.data.garbage < t.size {
-		return
-	}
-	old := t.data.chunks
-	fresh := arena{chunks: [][]byte{make([]byte, 0, min(max(t.size, firstChunk), maxChunk))}}
-	for _, b := range t.items {
-		for j := range b {
-			e := &b[j]
-			from := e.off + e.klen
-			c := old[e.chunk]
-			e.chunk, e.off = fresh.put(string(c[e.off:from]), c[from:from+e.vlen])
-		}
-	}
-	t.data = fresh
 }
 
 func (s *Store) lookup(tenant string) *tenantData {
@@ -193,8 +239,7 @@ func (s *Store) GetRevision(tenant, key string) ([]byte, int64, bool) {
 	if !ok {
 		return nil, 0, false
 	}
-	e := t.at(i)
-	return t.val(e), e.rev, true
+	return t.val(i), t.at(i).rev, true
 }
 
 // Len is how many keys tenant has on this replica.
@@ -241,16 +286,16 @@ func (t *tenantData) nextRev() int64 {
 // insert appends key (which does not exist) with the next revision and
 // returns it. Caller holds mu.
 func (t *tenantData) insert(key string, val []byte) int64 {
-	n := len(t.items)
-	if n == 0 || len(t.items[n-1]) == orderBlock {
-		t.items = append(t.items, nil)
+	n := len(t.blocks)
+	if n == 0 || len(t.blocks[n-1].entries) == orderBlock {
+		t.blocks = append(t.blocks, block{})
 		n++
 	}
-	b := t.items[n-1]
-	if len(b) == cap(b) { // double the last block, up to orderBlock: small tenants stay small
-		grown := make([]entry, len(b), min(max(2*cap(b), 4), orderBlock))
-		copy(grown, b)
-		b = grown
+	b := &t.blocks[n-1]
+	if len(b.entries) == cap(b.entries) { // double the last block, up to orderBlock: small tenants stay small
+		grown := make([]entry, len(b.entries), min(max(2*cap(b.entries), 4), orderBlock))
+		copy(grown, b.entries)
+		b.entries = grown
 	}
 	rev := t.nextRev()
 	t.size += itemSize(key, val)
@@ -264,35 +309,39 @@ func (t *tenantData) insert(key string, val []byte) int64 {
 		}
 		t.clash[key] = i
 	}
-	chunk, off := t.data.put(key, val)
-	t.items[n-1] = append(b, entry{chunk: chunk, off: off, klen: uint32(len(key)), vlen: uint32(len(val)), rev: rev})
+	chunk, off := b.data.put(key, val)
+	b.entries = append(b.entries, entry{chunk: chunk, off: off, klen: uint32(len(key)), vlen: uint32(len(val)), rev: rev})
 	t.n++
+	if len(b.entries) == orderBlock {
+		// Full: its items' bytes go into one chunk of their size, with
+		// no room left over from the doubling chunks they were put in.
+		b.compact()
+	} else {
+		b.compactIfDue() // the garbage of items trimmed from this block
+	}
 	return rev
 }
 
-// at is the item stored i-th; i < t.n.
-func (t *tenantData) at(i int32) *entry { return &t.items[i/orderBlock][i%orderBlock] }
-
-// removeNewest drops the item stored last and returns its size.
+// removeNewest drops the item stored last and returns its size. Its bytes
+// are garbage until its block is compacted, or dropped with its last item.
 func (t *tenantData) removeNewest() int64 {
-	n := len(t.items)
-	b := t.items[n-1]
-	e := &b[len(b)-1]
+	i := t.n - 1
+	b, e := t.item(i)
 	size := int64(e.klen + e.vlen)
 	t.size -= size
-	t.data.garbage += size
-	key := t.key(e)
-	if h := maphash.String(t.seed, key); t.index[h] == t.n-1 && t.keyIs(e, key) {
+	key := string(t.keyBytes(i))
+	if h := maphash.String(t.seed, key); t.index[h] == i && string(t.keyBytes(i)) == key {
 		delete(t.index, h)
 	} else {
 		delete(t.clash, key)
 	}
 	t.n--
-	t.items[n-1] = b[:len(b)-1]
-	if len(b) == 1 {
-		t.items = t.items[:n-1]
+	b.data.drop(size)
+	b.entries = b.entries[:len(b.entries)-1]
+	if len(b.entries) == 0 {
+		t.blocks[len(t.blocks)-1] = block{}
+		t.blocks = t.blocks[:len(t.blocks)-1]
 	}
-	t.compactIfDue()
 	return size
 }
 
@@ -309,10 +358,9 @@ func (t *tenantData) batch(from, n int, buf []Item) []Item {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for i := from; i < int(t.n) && len(buf) < n; i++ {
-		e := t.at(int32(i))
 		// Copies: a Dump's reader may be slow, and a value in the arena
 		// would hold its whole chunk until the batch is sent.
-		buf = append(buf, Item{Key: t.key(e), Val: bytes.Clone(t.val(e))})
+		buf = append(buf, Item{Key: string(t.keyBytes(int32(i))), Val: bytes.Clone(t.val(int32(i)))})
 	}
 	return buf
 }

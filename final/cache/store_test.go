@@ -15,36 +15,52 @@ import (
 	"grpcworkshop.example/final/accounts"
 )
 
-// newBigCache is a cache whose tenant "t" has room for keys keys, with the
-// default limits.
-func newBigCache(keys int64) *Cache {
-	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: keys}}), time.Hour)
+// newBigCache is a cache whose tenant "t" has room for keys keys (and
+// bytes bytes, 0: no byte cap), with the default limits.
+func newBigCache(keys, bytes int64) *Cache {
+	acc := accounts.NewService(accounts.Accounts(map[string]accounts.Account{"t": {MaxCacheKeys: keys, MaxCacheBytes: bytes}}), time.Hour)
 	return New(accounts.Local{Service: acc}, "r1", Limits{}, quiet)
 }
 
-// dataBytes is what the tenant's arena holds (garbage included).
-func dataBytes(td *tenantData) int {
-	n := 0
-	for _, c := range td.data.chunks {
-		n += len(c)
+// arenaCap is the memory the tenant's chunks take (their capacity), and
+// how many blocks it has.
+func arenaCap(td *tenantData) (n, blocks int) {
+	td.mu.RLock()
+	defer td.mu.RUnlock()
+	for _, b := range td.blocks {
+		for _, c := range b.data.chunks {
+			n += cap(c)
+		}
 	}
-	return n
+	return n, len(td.blocks)
 }
 
-// Overwrites leave their old bytes in the arena until the garbage
-// outweighs what is stored; then the tenant is compacted. Every key keeps
+// withinBound checks the arena's promise: at most about three times what
+// the tenant stores (live bytes, as much garbage, room left in each
+// block's last chunk), plus the garbage a block may keep uncompacted.
+func withinBound(t *testing.T, c *Cache, what string) int {
+	t.Helper()
+	td := c.Data().lookup("t")
+	got, blocks := arenaCap(td)
+	size := int(c.Data().Bytes("t"))
+	require.LessOrEqual(t, got, 3*size+blocks*(garbageMin+firstChunk)+maxChunk, "%s: the chunks take %d bytes for %d stored", what, got, size)
+	return got
+}
+
+// Overwrites leave their old bytes in the arena until a block's garbage
+// outweighs what it stores; then the block is compacted. Every key keeps
 // its latest value and revision through that, values read before a
 // compaction stay as they were (the arena never writes over bytes it
-// handed out), and the arena stays within about twice what is stored.
+// handed out), and the arena stays within its bound.
 func TestOverwritesAreCompactedAndNoValueHandedOutChanges(t *testing.T) {
-	c := newBigCache(1000)
+	c := newBigCache(5000, 0)
 	ctx := ctxT(t)
-	const keys = 100
-	val := func(k, round int) []byte { return bytes.Repeat([]byte{byte('a' + round%26)}, 900+k) }
+	const keys = 2500 // three blocks
+	val := func(k, round int) []byte { return bytes.Repeat([]byte{byte('a' + round%26)}, 100+k%200+round%7) }
 	revs := map[string]int64{}
 	store := func(round int) {
 		for k := range keys {
-			key := fmt.Sprintf("key-%03d", k)
+			key := fmt.Sprintf("key-%04d", k)
 			rev, err := c.StoreIf(ctx, "t", key, val(k, round), Cond{}, false)
 			require.NoError(t, err)
 			require.Greater(t, rev, revs[key])
@@ -52,35 +68,33 @@ func TestOverwritesAreCompactedAndNoValueHandedOutChanges(t *testing.T) {
 		}
 	}
 	store(0)
-	held, err := c.Get("t", "key-007") // a value in flight, say
+	held, err := c.Get("t", "key-0007") // a value in flight, say
 	require.NoError(t, err)
 	heldCopy := bytes.Clone(held)
 
 	td := c.Data().lookup("t")
-	compactions, peak := 0, 0
-	for round := 1; round <= 40; round++ {
+	first := func() *byte {
 		td.mu.RLock()
-		first := &td.data.chunks[0][0]
-		td.mu.RUnlock()
+		defer td.mu.RUnlock()
+		return &td.blocks[0].data.chunks[0][0]
+	}
+	compactions := 0
+	for round := 1; round <= 10; round++ {
+		before := first()
 		store(round)
-		td.mu.RLock()
-		if &td.data.chunks[0][0] != first { // a compaction made new chunks
+		if first() != before { // the first block was compacted into a new chunk
 			compactions++
 		}
-		peak = max(peak, dataBytes(td))
-		size := td.size
-		td.mu.RUnlock()
-		require.LessOrEqual(t, dataBytes(td), int(2*size)+compactMin+maxChunk,
-			"round %d: the arena holds far more than the tenant stores", round)
+		withinBound(t, c, fmt.Sprintf("round %d", round))
 	}
-	assert.Positive(t, compactions, "40 rounds of overwrites never compacted")
+	assert.Positive(t, compactions, "10 rounds of overwrites never compacted")
 	assert.Equal(t, heldCopy, held, "a value handed out before a compaction changed")
 
 	for k := range keys {
-		key := fmt.Sprintf("key-%03d", k)
+		key := fmt.Sprintf("key-%04d", k)
 		got, rev, err := c.GetRevision("t", key)
 		require.NoError(t, err)
-		assert.Equal(t, val(k, 40), got, key)
+		assert.Equal(t, val(k, 10), got, key)
 		assert.Equal(t, revs[key], rev, key)
 	}
 	assert.Equal(t, keys, c.Data().Len("t"))
@@ -90,14 +104,55 @@ func TestOverwritesAreCompactedAndNoValueHandedOutChanges(t *testing.T) {
 		return nil
 	}))
 	require.Len(t, dumped, keys)
-	assert.Equal(t, "key-000", dumped[0], "Dump keeps the order keys were first stored in")
-	assert.Equal(t, "key-099", dumped[keys-1])
+	assert.Equal(t, "key-0000", dumped[0], "Dump keeps the order keys were first stored in")
+	assert.Equal(t, "key-2499", dumped[keys-1])
+}
+
+// A value that fills a chunk, then a tiny one, then a large one again:
+// each leaves the end of a chunk unused, which counts as garbage, so a
+// tenant within a small byte quota cannot make its arena grow past the
+// bound by alternating sizes.
+func TestAlternatingValueSizesKeepTheArenaBounded(t *testing.T) {
+	c := newBigCache(10, 200<<10)
+	ctx := ctxT(t)
+	peak := 0
+	for i := range 200 {
+		require.NoError(t, c.Store(ctx, "t", "b", bytes.Repeat([]byte{'x'}, maxChunk+1-i%2), false))
+		peak = max(peak, withinBound(t, c, fmt.Sprintf("write %d of b", i)))
+		require.NoError(t, c.Store(ctx, "t", "a", []byte{'y'}, false))
+		peak = max(peak, withinBound(t, c, fmt.Sprintf("write %d of a", i)))
+		require.NoError(t, c.Store(ctx, "t", "b", []byte{'z'}, false))
+		peak = max(peak, withinBound(t, c, fmt.Sprintf("shrink %d of b", i)))
+	}
+	assert.Less(t, peak, 4*maxChunk)
+}
+
+// Trimming the newest keys leaves no chunk behind once a block is empty: a
+// tenant trimmed to nothing holds no data.
+func TestATenantTrimmedToNothingHoldsNoData(t *testing.T) {
+	c := newBigCache(5000, 0)
+	ctx := ctxT(t)
+	for k := range 2000 {
+		require.NoError(t, c.Store(ctx, "t", fmt.Sprintf("k%05d", k), bytes.Repeat([]byte{'v'}, 500), false))
+	}
+	td := c.Data().lookup("t")
+	td.mu.Lock()
+	for td.count() > 0 {
+		td.removeNewest()
+	}
+	td.mu.Unlock()
+	got, blocks := arenaCap(td)
+	assert.Zero(t, got)
+	assert.Zero(t, blocks)
+	assert.Zero(t, c.Data().Bytes("t"))
+	_, err := c.Get("t", "k00001")
+	require.Error(t, err)
 }
 
 // A value from the store cannot be grown into its neighbour: its capacity
 // ends where it does.
 func TestAStoredValueEndsAtItsCapacity(t *testing.T) {
-	c := newBigCache(10)
+	c := newBigCache(10, 0)
 	ctx := ctxT(t)
 	require.NoError(t, c.Store(ctx, "t", "a", []byte("first"), false))
 	require.NoError(t, c.Store(ctx, "t", "b", []byte("second"), false))
@@ -126,7 +181,7 @@ func TestKeysThatShareAHashAreBothKept(t *testing.T) {
 	for _, k := range []string{"a", "b"} {
 		i, ok := td.find(k)
 		require.True(t, ok, k)
-		assert.Equal(t, "v"+k, string(td.val(td.at(i))), k)
+		assert.Equal(t, "v"+k, string(td.val(i)), k)
 	}
 	_, ok := td.find("c")
 	assert.False(t, ok)
@@ -137,34 +192,31 @@ func TestKeysThatShareAHashAreBothKept(t *testing.T) {
 	assert.Empty(t, td.clash)
 	i, ok := td.find("a")
 	require.True(t, ok)
-	assert.Equal(t, "va", string(td.val(td.at(i))))
+	assert.Equal(t, "va", string(td.val(i)))
 	td.removeNewest() // a
 	_, ok = td.find("a")
 	assert.False(t, ok)
 	assert.Zero(t, td.count())
 }
 
-// The store's records hold no pointers, so the collector never scans
-// them: a block of items and the index are allocated as plain memory, and
-// keys and values are bytes in a few large chunks.
+// The store's per-item records hold no pointers, so the collector never
+// scans them: the index and the items' records are plain memory, and keys
+// and values are bytes in a few large chunks per block of items.
 func TestTheStoreGivesTheCollectorNothingToWalkPerItem(t *testing.T) {
-	for _, typ := range []reflect.Type{reflect.TypeFor[entry](), reflect.TypeFor[map[uint64]int32]().Key(), reflect.TypeFor[map[uint64]int32]().Elem()} {
-		if typ.Kind() != reflect.Struct {
-			assert.Contains(t, []reflect.Kind{reflect.Uint64, reflect.Int32}, typ.Kind())
-			continue
-		}
-		for f := range typ.Fields() {
-			assert.Contains(t, []reflect.Kind{reflect.Uint32, reflect.Int64}, f.Type.Kind(), "entry.%s", f.Name)
-		}
+	for f := range reflect.TypeFor[entry]().Fields() {
+		assert.Contains(t, []reflect.Kind{reflect.Uint32, reflect.Int64}, f.Type.Kind(), "entry.%s", f.Name)
 	}
-	assert.Equal(t, reflect.TypeFor[map[uint64]int32](), reflect.TypeOf(newBigCache(1).Data().tenant("x").index))
-	c := newBigCache(1 << 20)
+	c := newBigCache(1<<20, 0)
 	ctx := context.Background()
 	for i := range 3000 {
 		require.NoError(t, c.Store(ctx, "t", fmt.Sprintf("k%07d", i), []byte("value"), false))
 	}
 	td := c.Data().lookup("t")
-	assert.Len(t, td.items, 3, "3000 items in blocks of %d", orderBlock)
-	assert.Greater(t, len(td.data.chunks), 1)
-	assert.Less(t, len(td.data.chunks), 20, "keys and values are in a few large chunks, not one allocation each")
+	assert.Equal(t, reflect.TypeFor[map[uint64]int32](), reflect.TypeOf(td.index))
+	assert.Len(t, td.blocks, 3, "3000 items in blocks of %d", orderBlock)
+	chunks := 0
+	for _, b := range td.blocks {
+		chunks += len(b.data.chunks)
+	}
+	assert.Less(t, chunks, 30, "keys and values are in a few chunks per block, not one allocation each")
 }
