@@ -260,6 +260,7 @@ func (s *Store) trim(reported, admitted map[string]int64) int {
 			keys--
 			dropped++
 		}
+		t.trimmed()
 		t.mu.Unlock()
 	}
 	return dropped

@@ -69,70 +69,96 @@ const orderBlock = 1024
 // arena holds a block's keys and values back to back in chunks. Bytes are
 // only ever appended to a chunk, never written over: a value handed to
 // gRPC for marshalling stays as it was while it is sent, without a copy.
-// An overwrite appends the new value and leaves the old bytes as garbage,
-// as does a removed item and the end of a chunk too full for the next one;
-// once the garbage outweighs the live bytes (and garbageMin), the block
-// is compacted: its live items are copied into one new chunk. So a block
-// holds at most about three times its items' bytes (live, as much garbage,
-// and room left in its last chunk), and each byte written is copied about
-// once more. A block that fills up is compacted once, so a full store of
-// keys written once holds no more than their bytes.
+// An item larger than largeItem has a chunk of its own, released when the
+// item is overwritten or removed. The others share chunks: an overwrite
+// appends the new value and leaves the old bytes as garbage, as does a
+// removed item and the end of a chunk too full for the next one; once the
+// garbage outweighs their live bytes (and garbageMin), the block is
+// compacted: its shared items are copied into one new chunk. So a block
+// holds at most about three times its small items' bytes (live, as much
+// garbage, and room left in its last chunk) plus its large items, a
+// compaction copies at most orderBlock × largeItem bytes (4 MiB), and each
+// byte written is copied about once more. A block that fills up is
+// compacted once, so keys written once cost their bytes and no more.
 type arena struct {
-	chunks  [][]byte // each filled up to its length; the last may have room left
-	live    int64    // bytes of the block's items
-	garbage int64
-	next    int // the size of the next chunk (0: firstChunk)
+	chunks  [][]byte // each filled up to its length; nil: released (in free)
+	free    []uint32 // released slots of chunks, for the next chunk
+	tail    int      // 1 + the slot of the shared chunk small items go to; 0: none
+	next    int      // the size of the next shared chunk (0: firstChunk)
+	live    int64    // bytes of the small items
+	garbage int64    // bytes in shared chunks that no item uses
 }
 
 const (
 	firstChunk = 256      // a small tenant's data stays small
-	maxChunk   = 64 << 10 // chunks double up to this (an item larger than it gets a chunk of its own)
+	maxChunk   = 64 << 10 // shared chunks double up to this
+	// largeItem is the size (key and value) above which an item has a
+	// chunk of its own, which no compaction copies.
+	largeItem = 4 << 10
 	// garbageMin is the garbage below which a block is never compacted:
 	// a block of few small items is not copied on every overwrite.
 	garbageMin = 4 << 10
 )
 
+// own says whether an item of size bytes has a chunk of its own.
+func own(size uint32) bool { return size > largeItem }
+
 // put appends key and val and returns where they went.
 func (a *arena) put(key string, val []byte) (chunk, off uint32) {
-	chunk, c := a.room(len(key) + len(val))
+	need := len(key) + len(val)
+	if own(uint32(need)) {
+		c := make([]byte, 0, need)
+		c = append(c, key...)
+		return a.hold(append(c, val...)), 0
+	}
+	chunk, c := a.room(need)
 	off = uint32(len(c))
 	c = append(c, key...)
 	a.chunks[chunk] = append(c, val...)
 	return chunk, off
 }
 
-// putItem appends an item's bytes (its key's, then its value's) and
-// returns where they went.
-func (a *arena) putItem(item []byte) (chunk, off uint32) {
-	chunk, c := a.room(len(item))
-	a.chunks[chunk] = append(c, item...)
-	return chunk, uint32(len(c))
+// hold keeps chunk c in a free slot and returns the slot.
+func (a *arena) hold(c []byte) uint32 {
+	if n := len(a.free); n > 0 {
+		i := a.free[n-1]
+		a.free = a.free[:n-1]
+		a.chunks[i] = c
+		return i
+	}
+	a.chunks = append(a.chunks, c)
+	return uint32(len(a.chunks) - 1)
 }
 
-// room is a chunk with need bytes free (a new one if the last has not),
-// counted as live.
+// room is the shared chunk with need bytes free (a new one if the current
+// has not), counted as live.
 func (a *arena) room(need int) (uint32, []byte) {
-	n := len(a.chunks)
-	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < need {
-		if n > 0 {
-			last := a.chunks[n-1]
+	if a.tail == 0 || cap(a.chunks[a.tail-1])-len(a.chunks[a.tail-1]) < need {
+		if a.tail > 0 {
+			last := a.chunks[a.tail-1]
 			a.garbage += int64(cap(last) - len(last)) // never used now
 		}
 		// Chunks double (from firstChunk again after a compaction), so
 		// the room left in the last is never more than what the others hold.
 		size := max(a.next, firstChunk)
 		a.next = min(2*size, maxChunk)
-		a.chunks = append(a.chunks, make([]byte, 0, max(size, need)))
-		n++
+		a.tail = int(a.hold(make([]byte, 0, max(size, need)))) + 1
 	}
 	a.live += int64(need)
-	return uint32(n - 1), a.chunks[n-1]
+	return uint32(a.tail - 1), a.chunks[a.tail-1]
 }
 
-// drop counts size bytes of the arena as garbage.
-func (a *arena) drop(size int64) {
-	a.live -= size
-	a.garbage += size
+// release gives up an item of size bytes in chunk: its own chunk is let
+// go (the collector frees it once no call holds its value), its bytes in a
+// shared chunk become garbage.
+func (a *arena) release(chunk, size uint32) {
+	if own(size) {
+		a.chunks[chunk] = nil
+		a.free = append(a.free, chunk)
+		return
+	}
+	a.live -= int64(size)
+	a.garbage += int64(size)
 }
 
 // compactIfDue compacts the block once its garbage outweighs its live
@@ -143,14 +169,24 @@ func (b *block) compactIfDue() {
 	}
 }
 
-// compact copies the block's live items into one new chunk of their size.
-// Caller holds mu.
+// compact copies the block's small items into one new chunk of their
+// size; the large ones keep their chunks. Caller holds mu.
 func (b *block) compact() {
-	old := b.data.chunks
-	b.data = arena{chunks: [][]byte{make([]byte, 0, max(b.data.live, firstChunk))}}
+	old := b.data
+	b.data = arena{}
+	if old.live > 0 {
+		b.data.tail = int(b.data.hold(make([]byte, 0, old.live))) + 1
+	}
 	for j := range b.entries {
 		e := &b.entries[j]
-		e.chunk, e.off = b.data.putItem(old[e.chunk][e.off : e.off+e.klen+e.vlen])
+		size := e.klen + e.vlen
+		if own(size) {
+			e.chunk = b.data.hold(old.chunks[e.chunk])
+			continue
+		}
+		chunk, c := b.data.room(int(size))
+		b.data.chunks[chunk] = append(c, old.chunks[e.chunk][e.off:e.off+size]...)
+		e.chunk, e.off = chunk, uint32(len(c))
 	}
 }
 
@@ -198,7 +234,7 @@ func (t *tenantData) find(key string) (int32, bool) {
 // with the next revision, and returns it. Caller holds mu.
 func (t *tenantData) setValue(i int32, key string, val []byte) int64 {
 	b, e := t.item(i)
-	b.data.drop(int64(e.klen + e.vlen))
+	b.data.release(e.chunk, e.klen+e.vlen)
 	e.chunk, e.off = b.data.put(key, val)
 	e.vlen = uint32(len(val))
 	e.rev = t.nextRev()
@@ -323,7 +359,8 @@ func (t *tenantData) insert(key string, val []byte) int64 {
 }
 
 // removeNewest drops the item stored last and returns its size. Its bytes
-// are garbage until its block is compacted, or dropped with its last item.
+// are garbage until its block is compacted (trimmed), or dropped with its
+// last item.
 func (t *tenantData) removeNewest() int64 {
 	i := t.n - 1
 	b, e := t.item(i)
@@ -336,13 +373,21 @@ func (t *tenantData) removeNewest() int64 {
 		delete(t.clash, key)
 	}
 	t.n--
-	b.data.drop(size)
+	b.data.release(e.chunk, e.klen+e.vlen)
 	b.entries = b.entries[:len(b.entries)-1]
 	if len(b.entries) == 0 {
 		t.blocks[len(t.blocks)-1] = block{}
 		t.blocks = t.blocks[:len(t.blocks)-1]
 	}
 	return size
+}
+
+// trimmed compacts the last block if removeNewest left it due: a trim
+// calls it once, after the items it drops. Caller holds mu.
+func (t *tenantData) trimmed() {
+	if n := len(t.blocks); n > 0 {
+		t.blocks[n-1].compactIfDue()
+	}
 }
 
 // Item is one key and value.

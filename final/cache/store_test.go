@@ -220,3 +220,68 @@ func TestTheStoreGivesTheCollectorNothingToWalkPerItem(t *testing.T) {
 	}
 	assert.Less(t, chunks, 30, "keys and values are in a few chunks per block, not one allocation each")
 }
+
+// An item larger than largeItem has a chunk of its own: no compaction
+// copies it (so a compaction copies at most orderBlock × largeItem bytes,
+// however large the values), and an overwrite lets its chunk go, whose
+// slot the next large item takes.
+func TestLargeItemsKeepTheirOwnChunk(t *testing.T) {
+	c := newBigCache(5000, 0)
+	ctx := ctxT(t)
+	big := bytes.Repeat([]byte{'B'}, largeItem+1)
+	require.NoError(t, c.Store(ctx, "t", "big", big, false))
+	held, err := c.Get("t", "big")
+	require.NoError(t, err)
+	// Enough small overwrites in the same block to compact it a few times.
+	for round := range 40 {
+		for k := range 20 {
+			require.NoError(t, c.Store(ctx, "t", fmt.Sprintf("s%02d", k), bytes.Repeat([]byte{byte('a' + round%26)}, 200), false))
+		}
+	}
+	again, err := c.Get("t", "big")
+	require.NoError(t, err)
+	assert.Same(t, &held[0], &again[0], "a compaction copied the large item")
+
+	td := c.Data().lookup("t")
+	slots := func() (used, all int) {
+		td.mu.RLock()
+		defer td.mu.RUnlock()
+		for _, ch := range td.blocks[0].data.chunks {
+			if ch != nil {
+				used++
+			}
+		}
+		return used, len(td.blocks[0].data.chunks)
+	}
+	_, before := slots()
+	for i := range 50 {
+		big[0] = byte('0' + i%10)
+		require.NoError(t, c.Store(ctx, "t", "big", big, false))
+	}
+	used, after := slots()
+	assert.LessOrEqual(t, after, before+1, "each overwrite of the large item took a new slot")
+	assert.LessOrEqual(t, used, 3, "the large item's old chunks are let go")
+	got, err := c.Get("t", "big")
+	require.NoError(t, err)
+	assert.Equal(t, big, got)
+	assert.Equal(t, byte('B'), held[0], "a value handed out before its overwrites changed")
+	withinBound(t, c, "after the large overwrites")
+}
+
+// A trim that leaves the last block with few of its items compacts it, so
+// the bytes of the dropped ones are not kept for as long as no write comes.
+func TestATrimmedBlockIsCompacted(t *testing.T) {
+	c := newBigCache(5000, 0)
+	ctx := ctxT(t)
+	for k := range orderBlock {
+		require.NoError(t, c.Store(ctx, "t", fmt.Sprintf("k%05d", k), bytes.Repeat([]byte{'v'}, 1000), false))
+	}
+	s := c.Data()
+	n := int64(s.Len("t"))
+	s.trim(map[string]int64{"t": n + s.Spare("t")}, map[string]int64{"t": 1})
+	require.Equal(t, 1, s.Len("t"))
+	withinBound(t, c, "after the trim")
+	got, err := c.Get("t", "k00000")
+	require.NoError(t, err)
+	assert.Equal(t, bytes.Repeat([]byte{'v'}, 1000), got)
+}
