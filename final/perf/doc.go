@@ -5,6 +5,8 @@
 //
 //	go test -run '^$' -bench . -benchtime 20000x ./final/perf/
 //
-// vs-redis.sh puts a replica and Debian's redis-server side by side, driven
-// by cacheload in the same loop.
+// vs-redis.sh puts a replica, Debian's redis-server and a Cache service that
+// does no work (bare gRPC) side by side: perf/vsredis drives the three as
+// their users would, in turns, and cacheload fills the replica and Redis
+// with a million keys for the memory figures.
 package perf
