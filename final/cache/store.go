@@ -304,12 +304,6 @@ func (t *tenantData) revAt(i int32, exists bool) int64 {
 	return t.at(i).rev
 }
 
-// has says whether key exists. Caller holds mu.
-func (t *tenantData) has(key string) bool {
-	_, ok := t.find(key)
-	return ok
-}
-
 // count is how many keys the tenant has. Caller holds mu.
 func (t *tenantData) count() int { return int(t.n) }
 
